@@ -1,1 +1,30 @@
-fn main() {}
+//! Lambda entry point: S3 replication event notifications (direct, SNS, SQS) -> ledger and pages.
+
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use replmon_shared::aws::{sdk_config, DynamoDbLedger, SnsNotifier};
+use replmon_shared::clock::SystemClock;
+use replmon_shared::config::{ProcessEnvironment, ReplicationEventsConfig};
+use replmon_shared::replication::ReplicationMonitor;
+use serde_json::Value;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = ReplicationEventsConfig::from_env(&ProcessEnvironment)
+        .inspect_err(|error| {
+            tracing::error!(%error, "invalid configuration; the function cannot start");
+        })
+        .map_err(|error| Error::from(error.to_string()))?;
+    let sdk = sdk_config(&config.aws).await;
+    let monitor = ReplicationMonitor::new(
+        DynamoDbLedger::new(&sdk, &config.table),
+        SnsNotifier::new(&sdk, &config.page_topic_arn),
+        SystemClock,
+        config.monitor,
+    );
+    let monitor = &monitor;
+    run(service_fn(move |event: LambdaEvent<Value>| async move {
+        monitor.handle(&event.payload).await.map_err(Error::from)
+    }))
+    .await
+}

@@ -1,0 +1,540 @@
+//! The ledger in one DynamoDB table (keys `pk`, `sk`; TTL attribute `expires_at`).
+//!
+//! Item layout (also in the README):
+//! - event marker  `pk=EVENT#<event id>`       `sk=EVENT`: makes counting exactly-once.
+//! - object        `pk=OBJECT#<source bucket>` `sk=<destination>#<key>#<version id|null>`.
+//! - incident      `pk=INCIDENT#<source bucket>` `sk=REPLICATION#<destination>#<cause>#<rule id>`.
+//!
+//! Recording an event is one transaction (marker put if absent, object put guarded by its
+//! revision, incident counter add), so a retry after any failure neither loses nor doubles it.
+
+use super::{describe, is_transient};
+use crate::event::{ReplicationEvent, ReplicationEventKind};
+use crate::incident::{Incident, IncidentCause, IncidentKey};
+use crate::ledger::{Ledger, LedgerError, ObjectRecord, PageClaim, PageSent, Recorded};
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, SecondsFormat, Utc};
+use std::collections::HashMap;
+use std::time::Duration as StdDuration;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Conflicting writers on one object retry this many times before the message is retried later.
+const MAX_WRITE_ATTEMPTS: u32 = 8;
+
+#[derive(Debug, Clone)]
+pub struct DynamoDbLedger {
+    client: Client,
+    table: String,
+}
+
+impl DynamoDbLedger {
+    pub fn new(sdk: &SdkConfig, table: &str) -> Self {
+        DynamoDbLedger {
+            client: Client::new(sdk),
+            table: table.to_owned(),
+        }
+    }
+
+    pub fn from_client(client: Client, table: &str) -> Self {
+        DynamoDbLedger {
+            client,
+            table: table.to_owned(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn get(
+        &self,
+        pk: String,
+        sk: String,
+        operation: &'static str,
+    ) -> Result<Option<Item>, LedgerError> {
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map(|out| out.item)
+            .map_err(|e| sdk_error(operation, &e))
+    }
+
+    /// An update whose failed condition means "nothing to do" rather than an error.
+    async fn conditional_update(
+        &self,
+        key: &IncidentKey,
+        update: &str,
+        condition: &str,
+        values: Vec<(&str, AttributeValue)>,
+        operation: &'static str,
+    ) -> Result<bool, LedgerError> {
+        let (pk, sk) = incident_key(key);
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .update_expression(update)
+            .condition_expression(condition);
+        for (name, value) in values {
+            request = request.expression_attribute_values(name, value);
+        }
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk_error(operation, &e)),
+        }
+    }
+}
+
+impl Ledger for DynamoDbLedger {
+    async fn record_event(
+        &self,
+        event: &ReplicationEvent,
+        incident: &IncidentKey,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Recorded, LedgerError> {
+        let event_id = event.id();
+        let now = Utc::now();
+        for attempt in 0..MAX_WRITE_ATTEMPTS {
+            let mut items = vec![marker_put(&self.table, event, &event_id.0, expires_at)];
+            if let Some(fresh) = ObjectRecord::from_event(event) {
+                let (pk, sk) = object_key(&fresh);
+                let (record, revision) = match self.get(pk, sk, "read object").await? {
+                    Some(item) => {
+                        let (mut stored, revision) = object_from_item(&item)?;
+                        stored.merge(event);
+                        (stored, Some(revision))
+                    }
+                    None => (fresh, None),
+                };
+                items.push(object_put(&self.table, &record, revision, expires_at));
+            }
+            items.push(incident_add(&self.table, incident, event, now, expires_at));
+
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await;
+            let error = match result {
+                Ok(_) => return Ok(Recorded::New),
+                Err(error) => error,
+            };
+            let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                error.as_service_error()
+            else {
+                return Err(sdk_error("record event", &error));
+            };
+            let codes: Vec<&str> = cancelled
+                .cancellation_reasons()
+                .iter()
+                .map(|r| r.code().unwrap_or("None"))
+                .collect();
+            if codes.first() == Some(&"ConditionalCheckFailed") {
+                return Ok(Recorded::Duplicate);
+            }
+            // No per-item reasons (some emulators): the marker decides whether it was a duplicate.
+            if codes.is_empty()
+                && self
+                    .get(
+                        format!("EVENT#{}", event_id.0),
+                        "EVENT".into(),
+                        "read event marker",
+                    )
+                    .await?
+                    .is_some()
+            {
+                return Ok(Recorded::Duplicate);
+            }
+            // Another writer changed the object (revision check) or held the items: try again.
+            tracing::debug!(attempt, ?codes, "ledger transaction conflicted; retrying");
+            tokio::time::sleep(StdDuration::from_millis(10 * 2u64.pow(attempt.min(6)))).await;
+        }
+        Err(LedgerError::Unavailable {
+            operation: "record event",
+            detail: format!("still conflicting after {MAX_WRITE_ATTEMPTS} attempts"),
+        })
+    }
+
+    async fn widen_incident_span(
+        &self,
+        incident: &IncidentKey,
+        first: DateTime<Utc>,
+        last: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.conditional_update(
+            incident,
+            "SET first_seen = :t",
+            "attribute_exists(pk) AND (attribute_not_exists(first_seen) OR first_seen > :t)",
+            vec![(":t", s(ts(first)))],
+            "widen incident span",
+        )
+        .await?;
+        self.conditional_update(
+            incident,
+            "SET last_seen = :t",
+            "attribute_exists(pk) AND (attribute_not_exists(last_seen) OR last_seen < :t)",
+            vec![(":t", s(ts(last)))],
+            "widen incident span",
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn incident(&self, incident: &IncidentKey) -> Result<Option<Incident>, LedgerError> {
+        let (pk, sk) = incident_key(incident);
+        self.get(pk, sk, "read incident")
+            .await?
+            .map(|item| incident_from_item(&item))
+            .transpose()
+    }
+
+    async fn claim_page(
+        &self,
+        incident: &IncidentKey,
+        claim: &PageClaim,
+    ) -> Result<bool, LedgerError> {
+        self.conditional_update(
+            incident,
+            "SET page_claim = :token, page_claim_at = :at",
+            "pages_sent = :expected AND (attribute_not_exists(page_claim) OR page_claim_at < :cutoff)",
+            vec![
+                (":token", s(claim.token.clone())),
+                (":at", s(ts(claim.at))),
+                (":expected", n(claim.expected_pages_sent)),
+                (":cutoff", s(ts(claim.lease_cutoff()))),
+            ],
+            "claim page",
+        )
+        .await
+    }
+
+    async fn confirm_page(
+        &self,
+        incident: &IncidentKey,
+        claim: &PageClaim,
+        sent: PageSent,
+    ) -> Result<(), LedgerError> {
+        let confirmed = self
+            .conditional_update(
+                incident,
+                "SET pages_sent = pages_sent + :one, last_page_at = :at, event_count_at_last_page = :count, \
+                 first_page_at = if_not_exists(first_page_at, :at) REMOVE page_claim, page_claim_at",
+                "page_claim = :token",
+                vec![
+                    (":one", n(1)),
+                    (":at", s(ts(sent.at))),
+                    (":count", n(sent.event_count)),
+                    (":token", s(claim.token.clone())),
+                ],
+                "confirm page",
+            )
+            .await?;
+        if !confirmed {
+            tracing::warn!(incident = %incident.id(), "page sent after its claim expired; another page may follow");
+        }
+        Ok(())
+    }
+
+    async fn release_page(
+        &self,
+        incident: &IncidentKey,
+        claim: &PageClaim,
+    ) -> Result<(), LedgerError> {
+        self.conditional_update(
+            incident,
+            "REMOVE page_claim, page_claim_at",
+            "page_claim = :token",
+            vec![(":token", s(claim.token.clone()))],
+            "release page claim",
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+fn sdk_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    operation: &'static str,
+    error: &SdkError<E, HttpResponse>,
+) -> LedgerError {
+    let detail = describe(error);
+    if is_transient(error) {
+        LedgerError::Unavailable { operation, detail }
+    } else {
+        LedgerError::Refused { operation, detail }
+    }
+}
+
+/// Fixed-width UTC with milliseconds, so string comparison in conditions orders by time.
+pub fn ts(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+pub fn object_key(record: &ObjectRecord) -> (String, String) {
+    (
+        format!("OBJECT#{}", record.source_bucket),
+        format!(
+            "{}#{}#{}",
+            record.destination_bucket,
+            record.key,
+            record.version_id.as_deref().unwrap_or("null")
+        ),
+    )
+}
+
+pub fn incident_key(key: &IncidentKey) -> (String, String) {
+    (format!("INCIDENT#{}", key.source_bucket), key.id())
+}
+
+fn marker_put(
+    table: &str,
+    event: &ReplicationEvent,
+    id: &str,
+    expires_at: DateTime<Utc>,
+) -> TransactWriteItem {
+    let item: Item = [
+        ("pk", s(format!("EVENT#{id}"))),
+        ("sk", s("EVENT")),
+        ("entity", s("event")),
+        ("event_name", s(event.kind.as_str())),
+        ("source_bucket", s(event.source_bucket.clone())),
+        ("key", s(event.key.clone())),
+        ("event_time", s(ts(event.event_time))),
+        ("expires_at", n(expires_at.timestamp())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    put(table, item, "attribute_not_exists(pk)", HashMap::new())
+}
+
+fn object_put(
+    table: &str,
+    record: &ObjectRecord,
+    revision: Option<u64>,
+    expires_at: DateTime<Utc>,
+) -> TransactWriteItem {
+    let (pk, sk) = object_key(record);
+    let mut item: Item = [
+        ("pk", s(pk)),
+        ("sk", s(sk)),
+        ("entity", s("object")),
+        ("source_bucket", s(record.source_bucket.clone())),
+        ("destination_bucket", s(record.destination_bucket.clone())),
+        ("key", s(record.key.clone())),
+        ("rule_id", s(record.rule_id.clone())),
+        ("status", s(record.status().as_str())),
+        ("first_seen", s(ts(record.first_seen))),
+        ("last_seen", s(ts(record.last_seen))),
+        ("revision", n(revision.map_or(1, |r| r + 1))),
+        ("expires_at", n(expires_at.timestamp())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let optional = [
+        ("version_id", record.version_id.clone().map(s)),
+        ("size", record.size.map(n)),
+        ("failure_reason", record.failure_reason.clone().map(s)),
+        ("failed_at", record.failed_at.map(|t| s(ts(t)))),
+        ("late_at", record.late_at.map(|t| s(ts(t)))),
+        (
+            "replicated_late_at",
+            record.replicated_late_at.map(|t| s(ts(t))),
+        ),
+        ("threshold_seconds", record.threshold_seconds.map(n)),
+        (
+            "replication_time_seconds",
+            record.replication_time_seconds.map(n),
+        ),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            item.insert(name.to_owned(), value);
+        }
+    }
+    match revision {
+        Some(r) => put(
+            table,
+            item,
+            "revision = :rev",
+            HashMap::from([(":rev".to_owned(), n(r))]),
+        ),
+        None => put(table, item, "attribute_not_exists(pk)", HashMap::new()),
+    }
+}
+
+fn put(table: &str, item: Item, condition: &str, values: Item) -> TransactWriteItem {
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression(condition)
+        .set_expression_attribute_values((!values.is_empty()).then_some(values))
+        .build();
+    // Only fails when a required field is unset, which the lines above never do.
+    TransactWriteItem::builder().set_put(put.ok()).build()
+}
+
+fn incident_add(
+    table: &str,
+    key: &IncidentKey,
+    event: &ReplicationEvent,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> TransactWriteItem {
+    let (pk, sk) = incident_key(key);
+    let counter = if event.kind == ReplicationEventKind::OperationReplicatedAfterThreshold {
+        "recovered_count"
+    } else {
+        "event_count"
+    };
+    let reason = match &key.cause {
+        IncidentCause::Failure(reason) => reason.clone(),
+        _ => String::new(),
+    };
+    let update = Update::builder()
+        .table_name(table)
+        .key("pk", s(pk))
+        .key("sk", s(sk))
+        .update_expression(format!(
+            "SET entity = :entity, source_bucket = :src, destination_bucket = :dst, rule_id = :rule, \
+             #cause = :cause, kind = :kind, severity = :severity, reason = :reason, #state = :open, \
+             opened_at = if_not_exists(opened_at, :now), pages_sent = if_not_exists(pages_sent, :zero), \
+             expires_at = :exp ADD {counter} :one"
+        ))
+        .expression_attribute_names("#cause", "cause")
+        .expression_attribute_names("#state", "state")
+        .expression_attribute_values(":entity", s("incident"))
+        .expression_attribute_values(":src", s(key.source_bucket.clone()))
+        .expression_attribute_values(":dst", s(key.destination_bucket.clone()))
+        .expression_attribute_values(":rule", s(key.rule_id.clone()))
+        .expression_attribute_values(":cause", s(key.cause.code()))
+        .expression_attribute_values(":kind", s(key.cause.kind()))
+        .expression_attribute_values(":severity", s(key.cause.severity().as_str()))
+        .expression_attribute_values(":reason", s(if reason.is_empty() { "-".to_owned() } else { reason }))
+        .expression_attribute_values(":open", s("OPEN"))
+        .expression_attribute_values(":now", s(ts(now)))
+        .expression_attribute_values(":zero", n(0))
+        .expression_attribute_values(":exp", n(expires_at.timestamp()))
+        .expression_attribute_values(":one", n(1))
+        .build();
+    TransactWriteItem::builder().set_update(update.ok()).build()
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+fn get_n<T: std::str::FromStr>(item: &Item, name: &str) -> Option<T> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn get_time(item: &Item, name: &str) -> Option<DateTime<Utc>> {
+    get_s(item, name)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn corrupt(item: &Item, detail: &str) -> LedgerError {
+    LedgerError::Corrupt {
+        item: format!(
+            "{}/{}",
+            get_s(item, "pk").unwrap_or("?"),
+            get_s(item, "sk").unwrap_or("?")
+        ),
+        detail: detail.to_owned(),
+    }
+}
+
+/// Read an object item back, with its revision.
+pub fn object_from_item(item: &Item) -> Result<(ObjectRecord, u64), LedgerError> {
+    let required = |name: &str| {
+        get_s(item, name)
+            .map(str::to_owned)
+            .ok_or_else(|| corrupt(item, &format!("no `{name}`")))
+    };
+    let required_time = |name: &str| {
+        get_time(item, name).ok_or_else(|| corrupt(item, &format!("no valid `{name}`")))
+    };
+    let record = ObjectRecord {
+        source_bucket: required("source_bucket")?,
+        destination_bucket: required("destination_bucket")?,
+        key: required("key")?,
+        version_id: get_s(item, "version_id").map(str::to_owned),
+        rule_id: required("rule_id")?,
+        size: get_n(item, "size"),
+        failure_reason: get_s(item, "failure_reason").map(str::to_owned),
+        failed_at: get_time(item, "failed_at"),
+        late_at: get_time(item, "late_at"),
+        replicated_late_at: get_time(item, "replicated_late_at"),
+        threshold_seconds: get_n(item, "threshold_seconds"),
+        replication_time_seconds: get_n(item, "replication_time_seconds"),
+        first_seen: required_time("first_seen")?,
+        last_seen: required_time("last_seen")?,
+    };
+    let revision = get_n(item, "revision").ok_or_else(|| corrupt(item, "no `revision`"))?;
+    Ok((record, revision))
+}
+
+/// Read an incident item back.
+pub fn incident_from_item(item: &Item) -> Result<Incident, LedgerError> {
+    let text = |name: &str| {
+        get_s(item, name)
+            .map(str::to_owned)
+            .ok_or_else(|| corrupt(item, &format!("no `{name}`")))
+    };
+    let cause =
+        IncidentCause::parse(&text("cause")?).ok_or_else(|| corrupt(item, "unknown `cause`"))?;
+    Ok(Incident {
+        key: IncidentKey {
+            source_bucket: text("source_bucket")?,
+            rule_id: text("rule_id")?,
+            destination_bucket: text("destination_bucket")?,
+            cause,
+        },
+        opened_at: get_time(item, "opened_at")
+            .ok_or_else(|| corrupt(item, "no valid `opened_at`"))?,
+        first_seen: get_time(item, "first_seen"),
+        last_seen: get_time(item, "last_seen"),
+        event_count: get_n(item, "event_count").unwrap_or(0),
+        recovered_count: get_n(item, "recovered_count").unwrap_or(0),
+        pages_sent: get_n(item, "pages_sent").unwrap_or(0),
+        last_page_at: get_time(item, "last_page_at"),
+        event_count_at_last_page: get_n(item, "event_count_at_last_page").unwrap_or(0),
+    })
+}

@@ -1,0 +1,55 @@
+//! AWS adapters of the ports. Clients are built once per process from one [`SdkConfig`] with
+//! timeouts and standard retries, so every call has a bound and transient faults are retried.
+
+pub mod dynamodb;
+pub mod sns;
+
+use crate::config::AwsSettings;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+
+pub use dynamodb::DynamoDbLedger;
+pub use sns::SnsNotifier;
+
+/// The shared SDK configuration: region and credentials from the usual chain, `AWS_ENDPOINT_URL`
+/// honoured (the local stack), timeouts and retries from [`AwsSettings`].
+pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(settings.connect_timeout)
+                .operation_attempt_timeout(settings.attempt_timeout)
+                .operation_timeout(settings.operation_timeout)
+                .build(),
+        )
+        .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts))
+        .load()
+        .await
+}
+
+/// SDK errors rendered with their whole chain of causes (the top level alone says "service error").
+pub(crate) fn describe<E: std::error::Error>(error: &E) -> String {
+    aws_smithy_types::error::display::DisplayErrorContext(error).to_string()
+}
+
+/// Whether an SDK failure may pass: no response, a timeout, throttling or a 5xx.
+pub(crate) fn is_transient<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+    match error {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or_default();
+            service.raw().status().as_u16() >= 500
+                || code.contains("Throttl")
+                || code.contains("ProvisionedThroughputExceeded")
+                || code == "RequestLimitExceeded"
+                || code == "TransactionConflict"
+                || code == "InternalServerError"
+        }
+        _ => false,
+    }
+}

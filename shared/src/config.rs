@@ -1,0 +1,254 @@
+//! Configuration from the environment, parsed and validated once at start-up. Every error names
+//! the variable, so a misconfigured deployment fails its first cold start with a clear message.
+
+use crate::replication::MonitorSettings;
+use chrono::Duration;
+use std::time::Duration as StdDuration;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is required but not set")]
+    Missing(&'static str),
+    #[error("environment variable {var} is invalid: {reason} (got {value:?})")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Reads variables; the process environment in Lambda, a map in tests.
+pub trait Environment {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnvironment;
+
+impl Environment for ProcessEnvironment {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Environment for F {
+    fn get(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+}
+
+/// Settings for the AWS SDK clients every function builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AwsSettings {
+    /// Whole operation, retries included.
+    pub operation_timeout: StdDuration,
+    /// One attempt.
+    pub attempt_timeout: StdDuration,
+    pub connect_timeout: StdDuration,
+    /// Attempts per operation (standard retry mode, with back-off and jitter).
+    pub max_attempts: u32,
+}
+
+impl AwsSettings {
+    pub fn from_env(env: &impl Environment) -> Result<Self, ConfigError> {
+        Ok(AwsSettings {
+            operation_timeout: StdDuration::from_millis(number(
+                env,
+                "REPLMON_AWS_OPERATION_TIMEOUT_MS",
+                10_000,
+                100,
+                900_000,
+            )?),
+            attempt_timeout: StdDuration::from_millis(number(
+                env,
+                "REPLMON_AWS_ATTEMPT_TIMEOUT_MS",
+                3_000,
+                50,
+                900_000,
+            )?),
+            connect_timeout: StdDuration::from_millis(number(
+                env,
+                "REPLMON_AWS_CONNECT_TIMEOUT_MS",
+                1_000,
+                50,
+                60_000,
+            )?),
+            max_attempts: number(env, "REPLMON_AWS_MAX_ATTEMPTS", 3, 1, 10)? as u32,
+        })
+    }
+}
+
+/// Configuration of the replication-events function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicationEventsConfig {
+    pub table: String,
+    pub page_topic_arn: String,
+    pub monitor: MonitorSettings,
+    pub aws: AwsSettings,
+}
+
+impl ReplicationEventsConfig {
+    pub fn from_env(env: &impl Environment) -> Result<Self, ConfigError> {
+        Ok(ReplicationEventsConfig {
+            table: table_name(env)?,
+            page_topic_arn: topic_arn(env)?,
+            monitor: MonitorSettings {
+                summary_window: Duration::seconds(number(
+                    env,
+                    "REPLMON_SUMMARY_WINDOW_SECONDS",
+                    900,
+                    1,
+                    7 * 86_400,
+                )? as i64),
+                sample_keys: number(env, "REPLMON_PAGE_SAMPLE_KEYS", 10, 1, 50)? as usize,
+                ledger_ttl: Duration::days(
+                    number(env, "REPLMON_LEDGER_TTL_DAYS", 90, 1, 3650)? as i64
+                ),
+                page_lease: Duration::seconds(number(
+                    env,
+                    "REPLMON_PAGE_LEASE_SECONDS",
+                    60,
+                    1,
+                    3600,
+                )? as i64),
+                concurrency: number(env, "REPLMON_WRITE_CONCURRENCY", 16, 1, 256)? as usize,
+            },
+            aws: AwsSettings::from_env(env)?,
+        })
+    }
+}
+
+/// `REPLMON_TABLE`: the DynamoDB table shared by all functions.
+pub fn table_name(env: &impl Environment) -> Result<String, ConfigError> {
+    const VAR: &str = "REPLMON_TABLE";
+    let value = required(env, VAR)?;
+    let valid_chars = value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !(3..=255).contains(&value.len()) || !valid_chars {
+        return Err(invalid(
+            VAR,
+            &value,
+            "a DynamoDB table name is 3-255 characters of a-z, A-Z, 0-9, '_', '-', '.'",
+        ));
+    }
+    Ok(value)
+}
+
+/// `REPLMON_PAGE_TOPIC_ARN`: the SNS topic pages go to.
+pub fn topic_arn(env: &impl Environment) -> Result<String, ConfigError> {
+    const VAR: &str = "REPLMON_PAGE_TOPIC_ARN";
+    let value = required(env, VAR)?;
+    let parts: Vec<&str> = value.split(':').collect();
+    if parts.len() != 6 || parts[0] != "arn" || parts[2] != "sns" || parts[5].is_empty() {
+        return Err(invalid(
+            VAR,
+            &value,
+            "expected an SNS topic ARN like arn:aws:sns:us-east-1:123456789012:replmon-pages",
+        ));
+    }
+    Ok(value)
+}
+
+fn required(env: &impl Environment, var: &'static str) -> Result<String, ConfigError> {
+    match env.get(var).map(|v| v.trim().to_owned()) {
+        Some(value) if !value.is_empty() => Ok(value),
+        _ => Err(ConfigError::Missing(var)),
+    }
+}
+
+fn number(
+    env: &impl Environment,
+    var: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let Some(raw) = env.get(var).filter(|v| !v.trim().is_empty()) else {
+        return Ok(default);
+    };
+    let value: u64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| invalid(var, &raw, "expected a whole number"))?;
+    if !(min..=max).contains(&value) {
+        return Err(invalid(
+            var,
+            &raw,
+            &format!("must be between {min} and {max}"),
+        ));
+    }
+    Ok(value)
+}
+
+fn invalid(var: &'static str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name: &str| map.get(name).cloned()
+    }
+
+    const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:pages";
+
+    #[test]
+    fn defaults_apply() {
+        let config = ReplicationEventsConfig::from_env(&env(&[
+            ("REPLMON_TABLE", "replmon"),
+            ("REPLMON_PAGE_TOPIC_ARN", TOPIC),
+        ]))
+        .unwrap();
+        assert_eq!(config.monitor, MonitorSettings::default());
+        assert_eq!(config.aws.max_attempts, 3);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let missing = ReplicationEventsConfig::from_env(&env(&[("REPLMON_PAGE_TOPIC_ARN", TOPIC)]))
+            .unwrap_err();
+        assert!(missing.to_string().contains("REPLMON_TABLE"), "{missing}");
+        let bad_topic = ReplicationEventsConfig::from_env(&env(&[
+            ("REPLMON_TABLE", "t-1"),
+            ("REPLMON_PAGE_TOPIC_ARN", "pages"),
+        ]))
+        .unwrap_err();
+        assert!(
+            bad_topic.to_string().contains("REPLMON_PAGE_TOPIC_ARN"),
+            "{bad_topic}"
+        );
+        let bad_table = ReplicationEventsConfig::from_env(&env(&[
+            ("REPLMON_TABLE", "a b"),
+            ("REPLMON_PAGE_TOPIC_ARN", TOPIC),
+        ]))
+        .unwrap_err();
+        assert!(
+            bad_table.to_string().contains("REPLMON_TABLE"),
+            "{bad_table}"
+        );
+        let bad_window = ReplicationEventsConfig::from_env(&env(&[
+            ("REPLMON_TABLE", "t-1"),
+            ("REPLMON_PAGE_TOPIC_ARN", TOPIC),
+            ("REPLMON_SUMMARY_WINDOW_SECONDS", "soon"),
+        ]))
+        .unwrap_err();
+        assert!(
+            bad_window
+                .to_string()
+                .contains("REPLMON_SUMMARY_WINDOW_SECONDS"),
+            "{bad_window}"
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! In-memory implementations of the ports, with the same semantics as the AWS adapters, for unit
+//! tests and benchmarks. Failures can be injected to exercise retry paths.
+
+use crate::clock::Clock;
+use crate::event::{EventId, ReplicationEvent, ReplicationEventKind};
+use crate::incident::{Incident, IncidentKey};
+use crate::ledger::{Ledger, LedgerError, ObjectRecord, PageClaim, PageSent, Recorded};
+use crate::page::{Notifier, NotifyError, Page};
+use chrono::{DateTime, Duration, Utc};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+type ObjectId = (String, String, String, Option<String>);
+
+#[derive(Debug, Default)]
+struct LedgerState {
+    events: HashSet<EventId>,
+    objects: HashMap<ObjectId, ObjectRecord>,
+    incidents: HashMap<IncidentKey, (Incident, Option<(String, DateTime<Utc>)>)>,
+}
+
+/// The ledger in a mutex.
+#[derive(Debug, Default)]
+pub struct InMemoryLedger {
+    state: Mutex<LedgerState>,
+    /// The next N `record_event` calls fail as if DynamoDB were unavailable.
+    pub fail_records: AtomicUsize,
+    /// The next N `confirm_page` calls fail.
+    pub fail_confirms: AtomicUsize,
+}
+
+fn take_failure(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+fn unavailable(operation: &'static str) -> LedgerError {
+    LedgerError::Unavailable {
+        operation,
+        detail: "injected fault".into(),
+    }
+}
+
+impl InMemoryLedger {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LedgerState> {
+        // A panic while holding the lock only happens in a failing test; keep the data.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn objects(&self) -> Vec<ObjectRecord> {
+        let mut objects: Vec<_> = self.lock().objects.values().cloned().collect();
+        objects.sort_by(|a, b| (&a.key, &a.version_id).cmp(&(&b.key, &b.version_id)));
+        objects
+    }
+
+    pub fn incidents(&self) -> Vec<Incident> {
+        let mut incidents: Vec<_> = self
+            .lock()
+            .incidents
+            .values()
+            .map(|(i, _)| i.clone())
+            .collect();
+        incidents.sort_by(|a, b| a.key.cmp(&b.key));
+        incidents
+    }
+
+    pub fn event_count(&self) -> usize {
+        self.lock().events.len()
+    }
+}
+
+impl Ledger for InMemoryLedger {
+    async fn record_event(
+        &self,
+        event: &ReplicationEvent,
+        incident: &IncidentKey,
+        _expires_at: DateTime<Utc>,
+    ) -> Result<Recorded, LedgerError> {
+        if take_failure(&self.fail_records) {
+            return Err(unavailable("record_event"));
+        }
+        let mut state = self.lock();
+        if !state.events.insert(event.id()) {
+            return Ok(Recorded::Duplicate);
+        }
+        if let Some(new) = ObjectRecord::from_event(event) {
+            let id = (
+                new.source_bucket.clone(),
+                new.destination_bucket.clone(),
+                new.key.clone(),
+                new.version_id.clone(),
+            );
+            state
+                .objects
+                .entry(id)
+                .and_modify(|existing| existing.merge(event))
+                .or_insert(new);
+        }
+        let (stored, _) = state.incidents.entry(incident.clone()).or_insert_with(|| {
+            (
+                Incident {
+                    key: incident.clone(),
+                    opened_at: Utc::now(),
+                    first_seen: None,
+                    last_seen: None,
+                    event_count: 0,
+                    recovered_count: 0,
+                    pages_sent: 0,
+                    last_page_at: None,
+                    event_count_at_last_page: 0,
+                },
+                None,
+            )
+        });
+        if event.kind == ReplicationEventKind::OperationReplicatedAfterThreshold {
+            stored.recovered_count += 1;
+        } else {
+            stored.event_count += 1;
+        }
+        Ok(Recorded::New)
+    }
+
+    async fn widen_incident_span(
+        &self,
+        incident: &IncidentKey,
+        first: DateTime<Utc>,
+        last: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let mut state = self.lock();
+        if let Some((stored, _)) = state.incidents.get_mut(incident) {
+            stored.first_seen = Some(stored.first_seen.map_or(first, |t| t.min(first)));
+            stored.last_seen = Some(stored.last_seen.map_or(last, |t| t.max(last)));
+        }
+        Ok(())
+    }
+
+    async fn incident(&self, incident: &IncidentKey) -> Result<Option<Incident>, LedgerError> {
+        Ok(self.lock().incidents.get(incident).map(|(i, _)| i.clone()))
+    }
+
+    async fn claim_page(
+        &self,
+        incident: &IncidentKey,
+        claim: &PageClaim,
+    ) -> Result<bool, LedgerError> {
+        let mut state = self.lock();
+        let Some((stored, held)) = state.incidents.get_mut(incident) else {
+            return Ok(false);
+        };
+        let free = held
+            .as_ref()
+            .is_none_or(|(_, at)| *at < claim.lease_cutoff());
+        if stored.pages_sent != claim.expected_pages_sent || !free {
+            return Ok(false);
+        }
+        *held = Some((claim.token.clone(), claim.at));
+        Ok(true)
+    }
+
+    async fn confirm_page(
+        &self,
+        incident: &IncidentKey,
+        claim: &PageClaim,
+        sent: PageSent,
+    ) -> Result<(), LedgerError> {
+        if take_failure(&self.fail_confirms) {
+            return Err(unavailable("confirm_page"));
+        }
+        let mut state = self.lock();
+        if let Some((stored, held)) = state.incidents.get_mut(incident) {
+            if held.as_ref().map(|(t, _)| t) == Some(&claim.token) {
+                stored.pages_sent += 1;
+                stored.last_page_at = Some(sent.at);
+                stored.event_count_at_last_page = sent.event_count;
+                *held = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn release_page(
+        &self,
+        incident: &IncidentKey,
+        claim: &PageClaim,
+    ) -> Result<(), LedgerError> {
+        let mut state = self.lock();
+        if let Some((_, held)) = state.incidents.get_mut(incident) {
+            if held.as_ref().map(|(t, _)| t) == Some(&claim.token) {
+                *held = None;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Keeps every published page; can be told to fail.
+#[derive(Debug, Default)]
+pub struct RecordingNotifier {
+    pages: Mutex<Vec<Page>>,
+    /// The next N publishes fail as if SNS were unavailable.
+    pub fail_publishes: AtomicUsize,
+}
+
+impl RecordingNotifier {
+    pub fn pages(&self) -> Vec<Page> {
+        self.pages.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Notifier for RecordingNotifier {
+    async fn publish(&self, page: &Page) -> Result<(), NotifyError> {
+        if take_failure(&self.fail_publishes) {
+            return Err(NotifyError::Unavailable("injected fault".into()));
+        }
+        self.pages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(page.clone());
+        Ok(())
+    }
+}
+
+/// A clock that only moves when told to.
+#[derive(Debug)]
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    pub fn new(start: DateTime<Utc>) -> Self {
+        ManualClock(Mutex::new(start))
+    }
+
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *now += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
