@@ -1,1 +1,357 @@
+//! The local AWS stack for tests and the demo: a real moto server on 127.0.0.1 started from the
+//! project's virtualenv, provisioned through the real SDK clients, and read back the way an
+//! operator would (pages from an SQS queue subscribed to the page topic, the ledger table).
 
+use anyhow::{bail, Context, Result};
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, Destination, ReplicationConfiguration, ReplicationRule,
+    ReplicationRuleFilter, ReplicationRuleStatus, VersioningConfiguration,
+    DeleteMarkerReplication, DeleteMarkerReplicationStatus,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const REGION: &str = "us-east-1";
+
+/// The repository root (this crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// A program installed in the project's virtualenv by `scripts/setup`.
+pub fn venv_bin(name: &str) -> Result<PathBuf> {
+    let path = repo_root().join(".venv/bin").join(name);
+    if !path.exists() {
+        bail!("{} not found: run `scripts/setup` first (it installs moto server and cargo-lambda into .venv)", path.display());
+    }
+    Ok(path)
+}
+
+/// A free TCP port on 127.0.0.1 (the OS picks; released before use, so a tiny race remains).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Wait until something accepts connections on the port.
+pub fn wait_for_port(port: u16, timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listening on 127.0.0.1:{port} after {timeout:?}")
+}
+
+/// A moto server process, stopped when dropped.
+pub struct MotoServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl MotoServer {
+    pub fn start() -> Result<Self> {
+        let port = free_port()?;
+        let child = Command::new(venv_bin("moto_server")?)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting moto_server")?;
+        let server = MotoServer { child, port };
+        wait_for_port(port, Duration::from_secs(30)).context("moto server did not start")?;
+        Ok(server)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Wipe every resource (moto's own reset API).
+    pub async fn reset(&self) -> Result<()> {
+        reset(&self.endpoint()).await
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `POST /moto-api/reset` without an HTTP client crate: one request over a socket.
+pub async fn reset(endpoint: &str) -> Result<()> {
+    use std::io::{Read, Write};
+    let address = endpoint.trim_start_matches("http://").to_owned();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut stream = TcpStream::connect(&address)?;
+        write!(stream, "POST /moto-api/reset HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        if !response.starts_with("HTTP/1.1 200") && !response.starts_with("HTTP/1.0 200") {
+            bail!("moto reset answered: {}", response.lines().next().unwrap_or(""));
+        }
+        Ok(())
+    })
+    .await?
+}
+
+/// SDK configuration for the local stack: its endpoint, a fixed region, dummy credentials.
+pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(REGION))
+        .test_credentials()
+        .load()
+        .await
+}
+
+/// S3 against an overridden endpoint needs path-style addressing (no `bucket.localhost` names).
+pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::from(sdk).force_path_style(true).build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// Names of the provisioned resources.
+#[derive(Debug, Clone)]
+pub struct StackNames {
+    pub table: String,
+    pub topic_name: String,
+    pub inbox_queue: String,
+    pub source_bucket: String,
+    pub replica_bucket: String,
+    pub rule_id: String,
+}
+
+impl Default for StackNames {
+    fn default() -> Self {
+        // The names the fixtures in events/ use.
+        StackNames {
+            table: "replmon-ledger".into(),
+            topic_name: "replmon-pages".into(),
+            inbox_queue: "replmon-pages-inbox".into(),
+            source_bucket: "replmon-demo-source".into(),
+            replica_bucket: "replmon-demo-replica".into(),
+            rule_id: "replicate-everything".into(),
+        }
+    }
+}
+
+/// A provisioned stack and the clients to read it back.
+pub struct Stack {
+    pub names: StackNames,
+    pub topic_arn: String,
+    pub inbox_url: String,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub s3: aws_sdk_s3::Client,
+}
+
+/// A page as the on-call engineer receives it (SNS envelope read from the inbox queue).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedPage {
+    pub subject: String,
+    pub message: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl ReceivedPage {
+    pub fn attribute(&self, name: &str) -> &str {
+        self.attributes.get(name).map(String::as_str).unwrap_or("")
+    }
+}
+
+impl Stack {
+    /// Create the table, topic, inbox queue (subscribed to the topic) and the replicated buckets.
+    pub async fn provision(sdk: &SdkConfig, names: StackNames) -> Result<Self> {
+        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let sns = aws_sdk_sns::Client::new(sdk);
+        let s3 = s3_client(sdk);
+
+        dynamodb
+            .create_table()
+            .table_name(&names.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attribute("pk")?)
+            .attribute_definitions(attribute("sk")?)
+            .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build()?)
+            .key_schema(KeySchemaElement::builder().attribute_name("sk").key_type(KeyType::Range).build()?)
+            .send()
+            .await
+            .context("creating the ledger table")?;
+        dynamodb
+            .update_time_to_live()
+            .table_name(&names.table)
+            .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name("expires_at").enabled(true).build()?)
+            .send()
+            .await
+            .context("enabling TTL")?;
+
+        let topic_arn = sns.create_topic().name(&names.topic_name).send().await?.topic_arn.context("topic without ARN")?;
+        let inbox_url = sqs.create_queue().queue_name(&names.inbox_queue).send().await?.queue_url.context("queue without URL")?;
+        let inbox_arn = sqs
+            .get_queue_attributes()
+            .queue_url(&inbox_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await?
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .context("queue without ARN")?;
+        sns.subscribe().topic_arn(&topic_arn).protocol("sqs").endpoint(&inbox_arn).send().await.context("subscribing the inbox")?;
+
+        for bucket in [&names.source_bucket, &names.replica_bucket] {
+            s3.create_bucket().bucket(bucket).send().await.with_context(|| format!("creating bucket {bucket}"))?;
+            s3.put_bucket_versioning()
+                .bucket(bucket)
+                .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
+                .send()
+                .await?;
+        }
+        let rule = ReplicationRule::builder()
+            .id(&names.rule_id)
+            .priority(1)
+            .status(ReplicationRuleStatus::Enabled)
+            .filter(ReplicationRuleFilter::builder().prefix("").build())
+            .delete_marker_replication(DeleteMarkerReplication::builder().status(DeleteMarkerReplicationStatus::Enabled).build())
+            .destination(Destination::builder().bucket(format!("arn:aws:s3:::{}", names.replica_bucket)).build()?)
+            .build()?;
+        s3.put_bucket_replication()
+            .bucket(&names.source_bucket)
+            .replication_configuration(
+                ReplicationConfiguration::builder()
+                    .role("arn:aws:iam::123456789012:role/replmon-demo-replication")
+                    .rules(rule)
+                    .build()?,
+            )
+            .send()
+            .await
+            .context("configuring replication")?;
+
+        Ok(Stack { names, topic_arn, inbox_url, dynamodb, sqs, sns, s3 })
+    }
+
+    /// The environment the functions need to run against this stack.
+    pub fn function_env(&self, endpoint: &str) -> Vec<(String, String)> {
+        [
+            ("REPLMON_TABLE", self.names.table.as_str()),
+            ("REPLMON_PAGE_TOPIC_ARN", self.topic_arn.as_str()),
+            ("AWS_ENDPOINT_URL", endpoint),
+            ("AWS_REGION", REGION),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// Every page delivered so far (removes them from the inbox). Waits briefly for stragglers.
+    pub async fn drain_pages(&self) -> Result<Vec<ReceivedPage>> {
+        let mut pages = Vec::new();
+        let mut empty_polls = 0;
+        while empty_polls < 2 {
+            let out = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.inbox_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(0)
+                .send()
+                .await?;
+            let messages = out.messages.unwrap_or_default();
+            if messages.is_empty() {
+                empty_polls += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            for message in messages {
+                let body = message.body.unwrap_or_default();
+                pages.push(parse_sns_envelope(&body)?);
+                if let Some(handle) = message.receipt_handle {
+                    self.sqs.delete_message().queue_url(&self.inbox_url).receipt_handle(handle).send().await?;
+                }
+            }
+        }
+        Ok(pages)
+    }
+
+    /// Every ledger item, as plain strings (numbers as their text).
+    pub async fn ledger_items(&self) -> Result<Vec<BTreeMap<String, String>>> {
+        let mut items = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self.dynamodb.scan().table_name(&self.names.table).set_exclusive_start_key(start.take()).send().await?;
+            for item in out.items.unwrap_or_default() {
+                items.push(item.into_iter().map(|(k, v)| (k, attribute_text(&v))).collect());
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        items.sort_by(|a: &BTreeMap<String, String>, b| (a.get("pk"), a.get("sk")).cmp(&(b.get("pk"), b.get("sk"))));
+        Ok(items)
+    }
+
+    /// Ledger items of one entity type (`object`, `incident`, `event`).
+    pub async fn ledger_entities(&self, entity: &str) -> Result<Vec<BTreeMap<String, String>>> {
+        Ok(self.ledger_items().await?.into_iter().filter(|i| i.get("entity").map(String::as_str) == Some(entity)).collect())
+    }
+}
+
+fn attribute(name: &str) -> Result<AttributeDefinition> {
+    Ok(AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build()?)
+}
+
+fn attribute_text(value: &AttributeValue) -> String {
+    match value {
+        AttributeValue::S(s) | AttributeValue::N(s) => s.clone(),
+        AttributeValue::Bool(b) => b.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// SNS delivers to SQS (without raw delivery) as a JSON envelope with Subject and attributes.
+pub fn parse_sns_envelope(body: &str) -> Result<ReceivedPage> {
+    let envelope: serde_json::Value = serde_json::from_str(body).context("page envelope is not JSON")?;
+    let text = |name: &str| envelope.get(name).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+    let attributes = envelope
+        .get("MessageAttributes")
+        .and_then(|a| a.as_object())
+        .map(|map| {
+            map.iter()
+                .map(|(k, v)| (k.clone(), v.get("Value").and_then(|x| x.as_str()).unwrap_or("").to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(ReceivedPage { subject: text("Subject"), message: text("Message"), attributes })
+}
+
+/// Render a page the way an e-mail or chat subscriber shows it.
+pub fn render_page(page: &ReceivedPage) -> String {
+    let attributes: Vec<String> = page.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!(
+        "Subject: {}\nAttributes: {}\n\n{}",
+        page.subject,
+        attributes.join(", "),
+        page.message.trim_end()
+    )
+}

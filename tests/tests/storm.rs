@@ -1,0 +1,68 @@
+//! A failure storm against the local stack: 10,000 failure events over 3 distinct (rule, reason)
+//! pairs, delivered as SQS batches of 10 by several concurrent invocations (as Lambda's SQS poller
+//! does), produce exactly 3 incident pages and a ledger record for every failed object.
+
+use futures::stream::{self, StreamExt};
+use replmon_shared::aws::{DynamoDbLedger, SnsNotifier};
+use replmon_shared::clock::SystemClock;
+use replmon_shared::event::ReplicationEventKind::OperationFailedReplication;
+use replmon_shared::fakes::NotificationBuilder;
+use replmon_shared::replication::{MonitorSettings, ReplicationMonitor};
+use replmon_tests::{sdk_config, MotoServer, Stack, StackNames};
+use std::collections::BTreeMap;
+
+const EVENTS: usize = 10_000;
+const CONCURRENT_INVOCATIONS: usize = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storm_of_10000_failures_pages_once_per_incident() {
+    let moto = MotoServer::start().expect("moto server");
+    let sdk = sdk_config(&moto.endpoint()).await;
+    let stack = Stack::provision(&sdk, StackNames::default()).await.expect("provision");
+    let monitor = ReplicationMonitor::new(
+        DynamoDbLedger::new(&sdk, &stack.names.table),
+        SnsNotifier::new(&sdk, &stack.topic_arn),
+        SystemClock,
+        MonitorSettings::default(),
+    );
+    let pairs = [("rule-a", "DstPutObjectNotPermitted"), ("rule-a", "DstKmsKeyNotFound"), ("rule-b", "AssumeRoleNotPermitted")];
+    let bodies: Vec<String> = (0..EVENTS)
+        .map(|i| {
+            let (rule, reason) = pairs[i % pairs.len()];
+            let b = NotificationBuilder::new(&stack.names.source_bucket, &stack.names.replica_bucket, rule);
+            NotificationBuilder::notification(vec![b.record(OperationFailedReplication, &format!("storm/{i:05} part.bin"), &format!("ver{i}"), Some(reason))])
+        })
+        .collect();
+
+    let started = std::time::Instant::now();
+    let failures: Vec<String> = stream::iter(bodies.chunks(10))
+        .map(|chunk| {
+            let monitor = &monitor;
+            async move {
+                let response = monitor.handle(&NotificationBuilder::sqs_event(chunk)).await.expect("handled");
+                response["batchItemFailures"].as_array().map(|a| a.len()).unwrap_or(0).to_string()
+            }
+        })
+        .buffer_unordered(CONCURRENT_INVOCATIONS)
+        .filter(|n| std::future::ready(n != "0"))
+        .collect()
+        .await;
+    eprintln!("storm: {EVENTS} events processed in {:?}", started.elapsed());
+    assert!(failures.is_empty(), "batches with failed items: {failures:?}");
+
+    let pages = stack.drain_pages().await.unwrap();
+    assert_eq!(pages.len(), 3, "{:#?}", pages.iter().map(|p| &p.subject).collect::<Vec<_>>());
+    let mut reasons: Vec<_> = pages.iter().map(|p| p.attribute("reason").to_owned()).collect();
+    reasons.sort();
+    assert_eq!(reasons, ["AssumeRoleNotPermitted", "DstKmsKeyNotFound", "DstPutObjectNotPermitted"]);
+
+    let objects = stack.ledger_entities("object").await.unwrap();
+    assert_eq!(objects.len(), EVENTS);
+    assert!(objects.iter().all(|o| o["status"] == "FAILED"));
+    let incidents = stack.ledger_entities("incident").await.unwrap();
+    let counts: BTreeMap<String, String> = incidents.iter().map(|i| (i["sk"].clone(), i["event_count"].clone())).collect();
+    assert_eq!(counts.len(), 3);
+    let total: u64 = counts.values().map(|c| c.parse::<u64>().unwrap()).sum();
+    assert_eq!(total, EVENTS as u64, "{counts:?}");
+    assert!(incidents.iter().all(|i| i["pages_sent"] == "1"));
+}
