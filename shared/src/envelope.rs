@@ -109,17 +109,7 @@ fn sns_message(record: &Value) -> Message {
 
 /// An SQS body holds the S3 JSON, or an SNS envelope (topic -> queue without raw delivery).
 fn parse_body(body: &str) -> Result<S3Notification, ParseError> {
-    let value: Value =
-        serde_json::from_str(body).map_err(|e| ParseError::InvalidJson(e.to_string()))?;
-    if value.get("Type").and_then(Value::as_str) == Some("Notification") {
-        return match value.get("Message").and_then(Value::as_str) {
-            Some(message) => S3Notification::from_json(message),
-            None => Err(ParseError::InvalidJson(
-                "SNS envelope has no string `Message`".into(),
-            )),
-        };
-    }
-    S3Notification::from_value(&value)
+    S3Notification::from_json(body)
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use percent_encoding::percent_decode_str;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::fmt;
 
 /// The four replication event types S3 emits (`eventName` is `Replication:<type>`).
@@ -149,65 +151,110 @@ pub enum ParseError {
 }
 
 impl S3Notification {
-    /// Parse an S3 notification from its JSON text.
+    /// Parse an S3 notification from its JSON text. An SNS notification envelope around one
+    /// (what an SQS queue subscribed to a topic receives) is opened first.
     pub fn from_json(text: &str) -> Result<Self, ParseError> {
-        let value: serde_json::Value =
+        let message: MessageWire<'_> =
             serde_json::from_str(text).map_err(|e| ParseError::InvalidJson(e.to_string()))?;
-        Self::from_value(&value)
-    }
-
-    pub fn from_value(value: &serde_json::Value) -> Result<Self, ParseError> {
-        if value.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
-            let bucket = value
-                .get("Bucket")
-                .and_then(|b| b.as_str())
-                .map(str::to_owned);
-            return Ok(Self::TestEvent { bucket });
+        if message.kind.as_deref() == Some("Notification") {
+            return match message.message {
+                Some(inner) => Self::from_json(&inner),
+                None => Err(ParseError::InvalidJson(
+                    "SNS envelope has no string `Message`".into(),
+                )),
+            };
         }
-        let records = value
-            .get("Records")
-            .and_then(|r| r.as_array())
-            .ok_or(ParseError::NotS3Notification)?;
+        if message.event.as_deref() == Some("s3:TestEvent") {
+            return Ok(Self::TestEvent {
+                bucket: message.bucket,
+            });
+        }
+        let records = message.records.ok_or(ParseError::NotS3Notification)?;
         records
             .iter()
             .enumerate()
             .map(|(index, record)| {
-                parse_record(record).map_err(|reason| ParseError::InvalidRecord { index, reason })
+                parse_record(record.get())
+                    .map_err(|reason| ParseError::InvalidRecord { index, reason })
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Self::Records)
     }
+
+    /// The same from an already parsed document (a direct invocation's payload).
+    pub fn from_value(value: &serde_json::Value) -> Result<Self, ParseError> {
+        // Direct invocations carry one record; re-serialising keeps a single parsing path.
+        Self::from_json(&value.to_string())
+    }
 }
 
-fn parse_record(value: &serde_json::Value) -> Result<NotificationRecord, String> {
-    let event_name = value
-        .get("eventName")
-        .and_then(|n| n.as_str())
+/// The top level of a message: an S3 notification, an s3:TestEvent, or an SNS envelope.
+#[derive(Deserialize)]
+struct MessageWire<'a> {
+    #[serde(rename = "Records", borrow)]
+    records: Option<Vec<&'a RawValue>>,
+    #[serde(rename = "Event")]
+    event: Option<String>,
+    #[serde(rename = "Bucket")]
+    bucket: Option<String>,
+    #[serde(rename = "Type")]
+    kind: Option<String>,
+    #[serde(rename = "Message")]
+    message: Option<String>,
+}
+
+/// A record's head; the S3 and replication parts are parsed only for replication events, so a
+/// non-replication event with an odd shape is still acknowledged.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RecordWire<'a> {
+    event_name: Option<Cow<'a, str>>,
+    aws_region: Option<String>,
+    event_time: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    s3: Option<&'a RawValue>,
+    #[serde(borrow)]
+    replication_event_data: Option<&'a RawValue>,
+}
+
+fn parse_record(text: &str) -> Result<NotificationRecord, String> {
+    let wire: RecordWire<'_> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let event_name = wire
+        .event_name
         .ok_or_else(|| "missing string field `eventName`".to_owned())?;
-    let Some(kind) = ReplicationEventKind::from_event_name(event_name) else {
-        let short = event_name.strip_prefix("s3:").unwrap_or(event_name);
+    let Some(kind) = ReplicationEventKind::from_event_name(&event_name) else {
+        let short = event_name.strip_prefix("s3:").unwrap_or(&event_name);
         return Ok(if short.starts_with("Replication:") {
             NotificationRecord::UnknownReplication {
-                event_name: event_name.to_owned(),
+                event_name: event_name.into_owned(),
             }
         } else {
             NotificationRecord::Other {
-                event_name: event_name.to_owned(),
+                event_name: event_name.into_owned(),
             }
         });
     };
-    let wire = RecordWire::deserialize(value).map_err(|e| e.to_string())?;
-    let data = wire
+    let s3: S3EntityWire = wire
+        .s3
+        .ok_or_else(|| "missing field `s3`".to_owned())
+        .and_then(|raw| serde_json::from_str(raw.get()).map_err(|e| format!("`s3`: {e}")))?;
+    let data: ReplicationDataWire = wire
         .replication_event_data
-        .ok_or_else(|| format!("{event_name} record has no `replicationEventData`"))?;
-    let event_time = parse_time(&wire.event_time).map_err(|e| format!("`eventTime`: {e}"))?;
+        .ok_or_else(|| format!("{event_name} record has no `replicationEventData`"))
+        .and_then(|raw| {
+            serde_json::from_str(raw.get()).map_err(|e| format!("`replicationEventData`: {e}"))
+        })?;
+    let event_time = wire
+        .event_time
+        .ok_or_else(|| "missing field `eventTime`".to_owned())
+        .and_then(|t| parse_time(&t).map_err(|e| format!("`eventTime`: {e}")))?;
     let request_time = data
         .request_time
         .as_deref()
         .map(parse_time)
         .transpose()
         .map_err(|e| format!("`replicationEventData.requestTime`: {e}"))?;
-    if wire.s3.bucket.name.is_empty() {
+    if s3.bucket.name.is_empty() {
         return Err("`s3.bucket.name` is empty".into());
     }
     if data.destination_bucket.is_empty() {
@@ -218,11 +265,11 @@ fn parse_record(value: &serde_json::Value) -> Result<NotificationRecord, String>
             kind,
             region: wire.aws_region,
             event_time,
-            source_bucket: wire.s3.bucket.name,
-            key: decode_key(&wire.s3.object.key),
-            version_id: wire.s3.object.version_id.filter(|v| !v.is_empty()),
-            size: wire.s3.object.size,
-            sequencer: wire.s3.object.sequencer,
+            source_bucket: s3.bucket.name,
+            key: decode_key(&s3.object.key),
+            version_id: s3.object.version_id.filter(|v| !v.is_empty()),
+            size: s3.object.size,
+            sequencer: s3.object.sequencer,
             rule_id: data.replication_rule_id,
             destination_bucket: bucket_name_from_arn(&data.destination_bucket).to_owned(),
             destination_arn: data.destination_bucket,
@@ -254,15 +301,6 @@ pub fn decode_key(encoded: &str) -> String {
 /// `arn:aws:s3:::bucket` -> `bucket`; a bare name is returned as it is.
 pub fn bucket_name_from_arn(arn: &str) -> &str {
     arn.rsplit_once(":::").map_or(arn, |(_, name)| name)
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RecordWire {
-    aws_region: Option<String>,
-    event_time: String,
-    s3: S3EntityWire,
-    replication_event_data: Option<ReplicationDataWire>,
 }
 
 #[derive(Deserialize)]
@@ -352,7 +390,7 @@ mod tests {
     }
 
     fn parse_one(value: serde_json::Value) -> Result<NotificationRecord, ParseError> {
-        match S3Notification::from_value(&json!({ "Records": [value] }))? {
+        match S3Notification::from_json(&json!({ "Records": [value] }).to_string())? {
             S3Notification::Records(mut records) => Ok(records.remove(0)),
             other => panic!("unexpected {other:?}"),
         }

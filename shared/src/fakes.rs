@@ -4,7 +4,9 @@
 use crate::clock::Clock;
 use crate::event::{EventId, ReplicationEvent, ReplicationEventKind};
 use crate::incident::{Incident, IncidentKey};
-use crate::ledger::{Ledger, LedgerError, ObjectRecord, PageClaim, PageSent, Recorded};
+use crate::ledger::{
+    EventCounts, Ledger, LedgerError, ObjectRecord, PageClaim, PageSent, Recorded,
+};
 use crate::page::{Notifier, NotifyError, Page};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::{HashMap, HashSet};
@@ -15,8 +17,9 @@ type ObjectId = (String, String, String, Option<String>);
 
 #[derive(Debug, Default)]
 struct LedgerState {
-    events: HashSet<EventId>,
     objects: HashMap<ObjectId, ObjectRecord>,
+    members: HashMap<IncidentKey, HashSet<EventId>>,
+    recovered: HashMap<IncidentKey, HashSet<EventId>>,
     incidents: HashMap<IncidentKey, (Incident, Option<(String, DateTime<Utc>)>)>,
 }
 
@@ -57,19 +60,38 @@ impl InMemoryLedger {
         objects
     }
 
+    /// Incidents with their counts filled in.
     pub fn incidents(&self) -> Vec<Incident> {
-        let mut incidents: Vec<_> = self
-            .lock()
+        let state = self.lock();
+        let mut incidents: Vec<_> = state
             .incidents
             .values()
-            .map(|(i, _)| i.clone())
+            .map(|(incident, _)| {
+                let mut incident = incident.clone();
+                incident.event_count = state
+                    .members
+                    .get(&incident.key)
+                    .map_or(0, |m| m.len() as u64);
+                incident.recovered_count = state
+                    .recovered
+                    .get(&incident.key)
+                    .map_or(0, |m| m.len() as u64);
+                incident
+            })
             .collect();
         incidents.sort_by(|a, b| a.key.cmp(&b.key));
         incidents
     }
 
+    /// Distinct events recorded, all incidents together.
     pub fn event_count(&self) -> usize {
-        self.lock().events.len()
+        let state = self.lock();
+        state
+            .members
+            .values()
+            .chain(state.recovered.values())
+            .map(HashSet::len)
+            .sum()
     }
 }
 
@@ -84,9 +106,6 @@ impl Ledger for InMemoryLedger {
             return Err(unavailable("record_event"));
         }
         let mut state = self.lock();
-        if !state.events.insert(event.id()) {
-            return Ok(Recorded::Duplicate);
-        }
         if let Some(new) = ObjectRecord::from_event(event) {
             let id = (
                 new.source_bucket.clone(),
@@ -100,11 +119,35 @@ impl Ledger for InMemoryLedger {
                 .and_modify(|existing| existing.merge(event))
                 .or_insert(new);
         }
+        let members = if event.kind == ReplicationEventKind::OperationReplicatedAfterThreshold {
+            &mut state.recovered
+        } else {
+            &mut state.members
+        };
+        let new = members
+            .entry(incident.clone())
+            .or_default()
+            .insert(event.id());
+        Ok(if new {
+            Recorded::New
+        } else {
+            Recorded::Duplicate
+        })
+    }
+
+    async fn touch_incident(
+        &self,
+        incident: &IncidentKey,
+        (first, last): (DateTime<Utc>, DateTime<Utc>),
+        now: DateTime<Utc>,
+        _expires_at: DateTime<Utc>,
+    ) -> Result<Incident, LedgerError> {
+        let mut state = self.lock();
         let (stored, _) = state.incidents.entry(incident.clone()).or_insert_with(|| {
             (
                 Incident {
                     key: incident.clone(),
-                    opened_at: Utc::now(),
+                    opened_at: now,
                     first_seen: None,
                     last_seen: None,
                     event_count: 0,
@@ -112,34 +155,27 @@ impl Ledger for InMemoryLedger {
                     pages_sent: 0,
                     last_page_at: None,
                     event_count_at_last_page: 0,
+                    last_recorded_at: None,
                 },
                 None,
             )
         });
-        if event.kind == ReplicationEventKind::OperationReplicatedAfterThreshold {
-            stored.recovered_count += 1;
-        } else {
-            stored.event_count += 1;
-        }
-        Ok(Recorded::New)
-    }
-
-    async fn widen_incident_span(
-        &self,
-        incident: &IncidentKey,
-        first: DateTime<Utc>,
-        last: DateTime<Utc>,
-    ) -> Result<(), LedgerError> {
-        let mut state = self.lock();
-        if let Some((stored, _)) = state.incidents.get_mut(incident) {
-            stored.first_seen = Some(stored.first_seen.map_or(first, |t| t.min(first)));
-            stored.last_seen = Some(stored.last_seen.map_or(last, |t| t.max(last)));
-        }
-        Ok(())
+        stored.first_seen = Some(stored.first_seen.map_or(first, |t| t.min(first)));
+        stored.last_seen = Some(stored.last_seen.map_or(last, |t| t.max(last)));
+        stored.last_recorded_at = Some(stored.last_recorded_at.map_or(now, |t| t.max(now)));
+        Ok(stored.clone())
     }
 
     async fn incident(&self, incident: &IncidentKey) -> Result<Option<Incident>, LedgerError> {
         Ok(self.lock().incidents.get(incident).map(|(i, _)| i.clone()))
+    }
+
+    async fn count_events(&self, incident: &IncidentKey) -> Result<EventCounts, LedgerError> {
+        let state = self.lock();
+        Ok(EventCounts {
+            events: state.members.get(incident).map_or(0, |m| m.len() as u64),
+            recovered: state.recovered.get(incident).map_or(0, |m| m.len() as u64),
+        })
     }
 
     async fn claim_page(

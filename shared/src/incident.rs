@@ -121,6 +121,8 @@ pub struct Incident {
     pub pages_sent: u64,
     pub last_page_at: Option<DateTime<Utc>>,
     pub event_count_at_last_page: u64,
+    /// When events were last recorded for it (by the monitor's clock).
+    pub last_recorded_at: Option<DateTime<Utc>>,
 }
 
 /// Which page an incident is due.
@@ -133,6 +135,19 @@ pub enum PageDue {
 }
 
 impl Incident {
+    /// Cheap test before counting: could a page be due? (First page never sent, or the window
+    /// has passed and events were recorded since the last page.)
+    pub fn may_be_due(&self, now: DateTime<Utc>, summary_window: Duration) -> bool {
+        match self.last_page_at {
+            _ if self.pages_sent == 0 => true,
+            None => true,
+            Some(last) => {
+                now - last >= summary_window && self.last_recorded_at.is_some_and(|r| r > last)
+            }
+        }
+    }
+
+    /// Whether a page is due, given the incident's counts.
     pub fn page_due(&self, now: DateTime<Utc>, summary_window: Duration) -> Option<PageDue> {
         if self.event_count == 0 {
             // Only recoveries so far (a late object's arrival came before its miss): nothing to say.
@@ -356,6 +371,7 @@ mod tests {
             pages_sent: 0,
             last_page_at: None,
             event_count_at_last_page: 0,
+            last_recorded_at: Some(t),
         }
     }
 

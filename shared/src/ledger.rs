@@ -2,7 +2,8 @@
 //!
 //! Every operation is idempotent and order-independent, because Lambda and S3 deliver at least once
 //! and out of order: object records merge commutatively ([`ObjectRecord::merge`]), event markers
-//! make counting exactly-once, incident spans only widen, and pages are claimed optimistically.
+//! (incident memberships) make counting exactly-once, incident spans only widen, and pages are
+//! claimed optimistically.
 
 use crate::event::{ReplicationEvent, ReplicationEventKind};
 use crate::incident::{Incident, IncidentKey};
@@ -203,10 +204,23 @@ impl LedgerError {
     }
 }
 
+/// How many distinct events an incident holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventCounts {
+    /// Failed, late or not-tracked objects.
+    pub events: u64,
+    /// Late objects that arrived since.
+    pub recovered: u64,
+}
+
 /// The ledger of failed and late objects and the incidents they belong to.
+///
+/// No call needs a transaction: the object record merges commutatively, then a conditional put
+/// of the event's membership in its incident decides whether it is new. Counts are derived from
+/// the memberships, so no counter can drift when a retry follows a crash between two writes.
 pub trait Ledger: Send + Sync {
-    /// Atomically: remember the event id, merge the event into its object record, and count it
-    /// on its incident. A duplicate delivery changes nothing and answers [`Recorded::Duplicate`].
+    /// Merge the event into its object record, then add it to its incident. A duplicate delivery
+    /// changes nothing and answers [`Recorded::Duplicate`].
     fn record_event(
         &self,
         event: &ReplicationEvent,
@@ -214,19 +228,28 @@ pub trait Ledger: Send + Sync {
         expires_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<Recorded, LedgerError>> + Send;
 
-    /// Widen the incident's first/last seen to include `[first, last]` (never narrows).
-    fn widen_incident_span(
+    /// Create the incident if needed, widen its first/last seen to include `[first, last]` (never
+    /// narrows), note that events were recorded for it at `now`, and answer it as it now stands
+    /// (without its counts).
+    fn touch_incident(
         &self,
         incident: &IncidentKey,
-        first: DateTime<Utc>,
-        last: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+        span: (DateTime<Utc>, DateTime<Utc>),
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Incident, LedgerError>> + Send;
 
-    /// The incident as stored now (strongly consistent).
+    /// The incident as stored now (strongly consistent), without its counts.
     fn incident(
         &self,
         incident: &IncidentKey,
     ) -> impl Future<Output = Result<Option<Incident>, LedgerError>> + Send;
+
+    /// Count the incident's distinct events (read only when a page may be due).
+    fn count_events(
+        &self,
+        incident: &IncidentKey,
+    ) -> impl Future<Output = Result<EventCounts, LedgerError>> + Send;
 
     /// Take the right to page: `Ok(false)` when someone paged since, or holds a live claim.
     fn claim_page(
@@ -243,7 +266,7 @@ pub trait Ledger: Send + Sync {
         sent: PageSent,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
-    /// Give the claim back after a failed publish, so the retry can page.
+    /// Give the claim back after a failed publish (or when nothing was worth paging).
     fn release_page(
         &self,
         incident: &IncidentKey,
@@ -258,28 +281,35 @@ impl<T: Ledger> Ledger for &T {
         event: &ReplicationEvent,
         incident: &IncidentKey,
         expires_at: DateTime<Utc>,
-    ) -> impl std::future::Future<Output = Result<Recorded, LedgerError>> + Send {
+    ) -> impl Future<Output = Result<Recorded, LedgerError>> + Send {
         (**self).record_event(event, incident, expires_at)
     }
-    fn widen_incident_span(
+    fn touch_incident(
         &self,
         incident: &IncidentKey,
-        first: DateTime<Utc>,
-        last: DateTime<Utc>,
-    ) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send {
-        (**self).widen_incident_span(incident, first, last)
+        span: (DateTime<Utc>, DateTime<Utc>),
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Incident, LedgerError>> + Send {
+        (**self).touch_incident(incident, span, now, expires_at)
     }
     fn incident(
         &self,
         incident: &IncidentKey,
-    ) -> impl std::future::Future<Output = Result<Option<Incident>, LedgerError>> + Send {
+    ) -> impl Future<Output = Result<Option<Incident>, LedgerError>> + Send {
         (**self).incident(incident)
+    }
+    fn count_events(
+        &self,
+        incident: &IncidentKey,
+    ) -> impl Future<Output = Result<EventCounts, LedgerError>> + Send {
+        (**self).count_events(incident)
     }
     fn claim_page(
         &self,
         incident: &IncidentKey,
         claim: &PageClaim,
-    ) -> impl std::future::Future<Output = Result<bool, LedgerError>> + Send {
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send {
         (**self).claim_page(incident, claim)
     }
     fn confirm_page(
@@ -287,14 +317,14 @@ impl<T: Ledger> Ledger for &T {
         incident: &IncidentKey,
         claim: &PageClaim,
         sent: PageSent,
-    ) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send {
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send {
         (**self).confirm_page(incident, claim, sent)
     }
     fn release_page(
         &self,
         incident: &IncidentKey,
         claim: &PageClaim,
-    ) -> impl std::future::Future<Output = Result<(), LedgerError>> + Send {
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send {
         (**self).release_page(incident, claim)
     }
 }

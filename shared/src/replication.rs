@@ -80,8 +80,6 @@ enum SettleError {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Notify(#[from] NotifyError),
-    #[error("incident {0} vanished after its events were recorded")]
-    Missing(String),
 }
 
 pub struct ReplicationMonitor<L, N, C> {
@@ -277,24 +275,25 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         report
     }
 
-    /// Bring the incident's span up to date and send its page if one is due.
+    /// Bring the incident up to date and send its page if one is due.
     async fn settle(
         &self,
         key: &IncidentKey,
         batch: &IncidentBatch,
     ) -> Result<Settled, SettleError> {
-        self.ledger
-            .widen_incident_span(key, batch.first, batch.last)
-            .await?;
-        let incident = self
-            .ledger
-            .incident(key)
-            .await?
-            .ok_or_else(|| SettleError::Missing(key.id()))?;
         let now = self.clock.now();
-        let Some(due) = incident.page_due(now, self.settings.summary_window) else {
+        let mut incident = self
+            .ledger
+            .touch_incident(
+                key,
+                (batch.first, batch.last),
+                now,
+                now + self.settings.ledger_ttl,
+            )
+            .await?;
+        if !incident.may_be_due(now, self.settings.summary_window) {
             return Ok(Settled::Quiet);
-        };
+        }
         let claim = PageClaim {
             token: claim_token(now),
             at: now,
@@ -305,12 +304,25 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
             // Someone paged since we read the incident, or is paging right now.
             return Ok(Settled::Quiet);
         }
+        // Counted under the claim, so the page reports what the ledger held when it went out.
+        let counts = match self.ledger.count_events(key).await {
+            Ok(counts) => counts,
+            Err(error) => {
+                self.release(key, &claim).await;
+                return Err(error.into());
+            }
+        };
+        incident.event_count = counts.events;
+        incident.recovered_count = counts.recovered;
+        let Some(due) = incident.page_due(now, self.settings.summary_window) else {
+            // A redelivery touched the incident but nothing new was counted.
+            self.release(key, &claim).await;
+            return Ok(Settled::Quiet);
+        };
         let samples: Vec<_> = batch.samples.iter().cloned().collect();
         let page = incident.page(due, &samples, self.settings.summary_window);
         if let Err(error) = self.notifier.publish(&page).await {
-            if let Err(release_error) = self.ledger.release_page(key, &claim).await {
-                tracing::warn!(%release_error, "could not release the page claim; it expires with its lease");
-            }
+            self.release(key, &claim).await;
             return Err(error.into());
         }
         let sent = PageSent {
@@ -328,6 +340,12 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         Ok(Settled::Paged {
             notice: key.cause == IncidentCause::NotTracked,
         })
+    }
+
+    async fn release(&self, key: &IncidentKey, claim: &PageClaim) {
+        if let Err(error) = self.ledger.release_page(key, claim).await {
+            tracing::warn!(%error, incident = %key.id(), "could not release the page claim; it expires with its lease");
+        }
     }
 }
 

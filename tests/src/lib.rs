@@ -9,9 +9,9 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_s3::types::{
-    BucketVersioningStatus, Destination, ReplicationConfiguration, ReplicationRule,
-    ReplicationRuleFilter, ReplicationRuleStatus, VersioningConfiguration,
-    DeleteMarkerReplication, DeleteMarkerReplicationStatus,
+    BucketVersioningStatus, DeleteMarkerReplication, DeleteMarkerReplicationStatus, Destination,
+    ReplicationConfiguration, ReplicationRule, ReplicationRuleFilter, ReplicationRuleStatus,
+    VersioningConfiguration,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use std::collections::{BTreeMap, HashMap};
@@ -56,6 +56,21 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> Result<()> {
     bail!("nothing listening on 127.0.0.1:{port} after {timeout:?}")
 }
 
+/// The child gets SIGTERM when this process dies, even when killed before `Drop` runs, so an
+/// interrupted test run leaves no server behind.
+pub fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A moto server process, stopped when dropped.
 pub struct MotoServer {
     child: Child,
@@ -65,13 +80,14 @@ pub struct MotoServer {
 impl MotoServer {
     pub fn start() -> Result<Self> {
         let port = free_port()?;
-        let child = Command::new(venv_bin("moto_server")?)
+        let mut command = Command::new(venv_bin("moto_server")?);
+        command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting moto_server")?;
+            .stderr(Stdio::null());
+        die_with_parent(&mut command);
+        let child = command.spawn().context("starting moto_server")?;
         let server = MotoServer { child, port };
         wait_for_port(port, Duration::from_secs(30)).context("moto server did not start")?;
         Ok(server)
@@ -123,7 +139,9 @@ pub async fn sdk_config(endpoint: &str) -> SdkConfig {
 
 /// S3 against an overridden endpoint needs path-style addressing (no `bucket.localhost` names).
 pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::config::Builder::from(sdk).force_path_style(true).build();
+    let config = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(true)
+        .build();
     aws_sdk_s3::Client::from_conf(config)
 }
 
@@ -191,21 +209,48 @@ impl Stack {
             .billing_mode(BillingMode::PayPerRequest)
             .attribute_definitions(attribute("pk")?)
             .attribute_definitions(attribute("sk")?)
-            .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build()?)
-            .key_schema(KeySchemaElement::builder().attribute_name("sk").key_type(KeyType::Range).build()?)
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("pk")
+                    .key_type(KeyType::Hash)
+                    .build()?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("sk")
+                    .key_type(KeyType::Range)
+                    .build()?,
+            )
             .send()
             .await
             .context("creating the ledger table")?;
         dynamodb
             .update_time_to_live()
             .table_name(&names.table)
-            .time_to_live_specification(TimeToLiveSpecification::builder().attribute_name("expires_at").enabled(true).build()?)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name("expires_at")
+                    .enabled(true)
+                    .build()?,
+            )
             .send()
             .await
             .context("enabling TTL")?;
 
-        let topic_arn = sns.create_topic().name(&names.topic_name).send().await?.topic_arn.context("topic without ARN")?;
-        let inbox_url = sqs.create_queue().queue_name(&names.inbox_queue).send().await?.queue_url.context("queue without URL")?;
+        let topic_arn = sns
+            .create_topic()
+            .name(&names.topic_name)
+            .send()
+            .await?
+            .topic_arn
+            .context("topic without ARN")?;
+        let inbox_url = sqs
+            .create_queue()
+            .queue_name(&names.inbox_queue)
+            .send()
+            .await?
+            .queue_url
+            .context("queue without URL")?;
         let inbox_arn = sqs
             .get_queue_attributes()
             .queue_url(&inbox_url)
@@ -215,13 +260,27 @@ impl Stack {
             .attributes
             .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
             .context("queue without ARN")?;
-        sns.subscribe().topic_arn(&topic_arn).protocol("sqs").endpoint(&inbox_arn).send().await.context("subscribing the inbox")?;
+        sns.subscribe()
+            .topic_arn(&topic_arn)
+            .protocol("sqs")
+            .endpoint(&inbox_arn)
+            .send()
+            .await
+            .context("subscribing the inbox")?;
 
         for bucket in [&names.source_bucket, &names.replica_bucket] {
-            s3.create_bucket().bucket(bucket).send().await.with_context(|| format!("creating bucket {bucket}"))?;
+            s3.create_bucket()
+                .bucket(bucket)
+                .send()
+                .await
+                .with_context(|| format!("creating bucket {bucket}"))?;
             s3.put_bucket_versioning()
                 .bucket(bucket)
-                .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
+                .versioning_configuration(
+                    VersioningConfiguration::builder()
+                        .status(BucketVersioningStatus::Enabled)
+                        .build(),
+                )
                 .send()
                 .await?;
         }
@@ -230,8 +289,16 @@ impl Stack {
             .priority(1)
             .status(ReplicationRuleStatus::Enabled)
             .filter(ReplicationRuleFilter::builder().prefix("").build())
-            .delete_marker_replication(DeleteMarkerReplication::builder().status(DeleteMarkerReplicationStatus::Enabled).build())
-            .destination(Destination::builder().bucket(format!("arn:aws:s3:::{}", names.replica_bucket)).build()?)
+            .delete_marker_replication(
+                DeleteMarkerReplication::builder()
+                    .status(DeleteMarkerReplicationStatus::Enabled)
+                    .build(),
+            )
+            .destination(
+                Destination::builder()
+                    .bucket(format!("arn:aws:s3:::{}", names.replica_bucket))
+                    .build()?,
+            )
             .build()?;
         s3.put_bucket_replication()
             .bucket(&names.source_bucket)
@@ -245,7 +312,15 @@ impl Stack {
             .await
             .context("configuring replication")?;
 
-        Ok(Stack { names, topic_arn, inbox_url, dynamodb, sqs, sns, s3 })
+        Ok(Stack {
+            names,
+            topic_arn,
+            inbox_url,
+            dynamodb,
+            sqs,
+            sns,
+            s3,
+        })
     }
 
     /// The environment the functions need to run against this stack.
@@ -286,7 +361,12 @@ impl Stack {
                 let body = message.body.unwrap_or_default();
                 pages.push(parse_sns_envelope(&body)?);
                 if let Some(handle) = message.receipt_handle {
-                    self.sqs.delete_message().queue_url(&self.inbox_url).receipt_handle(handle).send().await?;
+                    self.sqs
+                        .delete_message()
+                        .queue_url(&self.inbox_url)
+                        .receipt_handle(handle)
+                        .send()
+                        .await?;
                 }
             }
         }
@@ -298,27 +378,75 @@ impl Stack {
         let mut items = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
-            let out = self.dynamodb.scan().table_name(&self.names.table).set_exclusive_start_key(start.take()).send().await?;
+            let out = self
+                .dynamodb
+                .scan()
+                .table_name(&self.names.table)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await?;
             for item in out.items.unwrap_or_default() {
-                items.push(item.into_iter().map(|(k, v)| (k, attribute_text(&v))).collect());
+                items.push(
+                    item.into_iter()
+                        .map(|(k, v)| (k, attribute_text(&v)))
+                        .collect(),
+                );
             }
             match out.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
                 _ => break,
             }
         }
-        items.sort_by(|a: &BTreeMap<String, String>, b| (a.get("pk"), a.get("sk")).cmp(&(b.get("pk"), b.get("sk"))));
+        items.sort_by(|a: &BTreeMap<String, String>, b| {
+            (a.get("pk"), a.get("sk")).cmp(&(b.get("pk"), b.get("sk")))
+        });
         Ok(items)
+    }
+
+    /// The items of one partition (a Query, much cheaper than a scan on a big table).
+    pub async fn partition(&self, pk: &str) -> Result<Vec<BTreeMap<String, String>>> {
+        let mut items = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let out = self
+                .dynamodb
+                .query()
+                .table_name(&self.names.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await?;
+            for item in out.items.unwrap_or_default() {
+                items.push(
+                    item.into_iter()
+                        .map(|(k, v)| (k, attribute_text(&v)))
+                        .collect(),
+                );
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
     }
 
     /// Ledger items of one entity type (`object`, `incident`, `event`).
     pub async fn ledger_entities(&self, entity: &str) -> Result<Vec<BTreeMap<String, String>>> {
-        Ok(self.ledger_items().await?.into_iter().filter(|i| i.get("entity").map(String::as_str) == Some(entity)).collect())
+        Ok(self
+            .ledger_items()
+            .await?
+            .into_iter()
+            .filter(|i| i.get("entity").map(String::as_str) == Some(entity))
+            .collect())
     }
 }
 
 fn attribute(name: &str) -> Result<AttributeDefinition> {
-    Ok(AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build()?)
+    Ok(AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()?)
 }
 
 fn attribute_text(value: &AttributeValue) -> String {
@@ -331,23 +459,46 @@ fn attribute_text(value: &AttributeValue) -> String {
 
 /// SNS delivers to SQS (without raw delivery) as a JSON envelope with Subject and attributes.
 pub fn parse_sns_envelope(body: &str) -> Result<ReceivedPage> {
-    let envelope: serde_json::Value = serde_json::from_str(body).context("page envelope is not JSON")?;
-    let text = |name: &str| envelope.get(name).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+    let envelope: serde_json::Value =
+        serde_json::from_str(body).context("page envelope is not JSON")?;
+    let text = |name: &str| {
+        envelope
+            .get(name)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
     let attributes = envelope
         .get("MessageAttributes")
         .and_then(|a| a.as_object())
         .map(|map| {
             map.iter()
-                .map(|(k, v)| (k.clone(), v.get("Value").and_then(|x| x.as_str()).unwrap_or("").to_owned()))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.get("Value")
+                            .and_then(|x| x.as_str())
+                            .unwrap_or("")
+                            .to_owned(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
-    Ok(ReceivedPage { subject: text("Subject"), message: text("Message"), attributes })
+    Ok(ReceivedPage {
+        subject: text("Subject"),
+        message: text("Message"),
+        attributes,
+    })
 }
 
 /// Render a page the way an e-mail or chat subscriber shows it.
 pub fn render_page(page: &ReceivedPage) -> String {
-    let attributes: Vec<String> = page.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let attributes: Vec<String> = page
+        .attributes
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     format!(
         "Subject: {}\nAttributes: {}\n\n{}",
         page.subject,

@@ -15,7 +15,9 @@ type Monitor = ReplicationMonitor<DynamoDbLedger, SnsNotifier, SystemClock>;
 async fn setup() -> (MotoServer, Stack, Monitor) {
     let moto = MotoServer::start().expect("moto server");
     let sdk = sdk_config(&moto.endpoint()).await;
-    let stack = Stack::provision(&sdk, StackNames::default()).await.expect("provision");
+    let stack = Stack::provision(&sdk, StackNames::default())
+        .await
+        .expect("provision");
     // The function's own SdkConfig path (timeouts, retries, AWS_ENDPOINT_URL) is covered by the
     // end-to-end test; here the same adapters get the test config.
     let monitor = ReplicationMonitor::new(
@@ -28,18 +30,34 @@ async fn setup() -> (MotoServer, Stack, Monitor) {
 }
 
 fn builder(stack: &Stack) -> NotificationBuilder {
-    NotificationBuilder::new(&stack.names.source_bucket, &stack.names.replica_bucket, &stack.names.rule_id)
+    NotificationBuilder::new(
+        &stack.names.source_bucket,
+        &stack.names.replica_bucket,
+        &stack.names.rule_id,
+    )
 }
 
 fn failed_ids(response: &Value) -> Vec<String> {
-    response["batchItemFailures"].as_array().map(|a| a.iter().map(|f| f["itemIdentifier"].as_str().unwrap_or("").to_owned()).collect()).unwrap_or_default()
+    response["batchItemFailures"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| f["itemIdentifier"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_is_recorded_and_paged_once_with_attributes() {
     let (_moto, stack, monitor) = setup().await;
     let b = builder(&stack);
-    let body = NotificationBuilder::notification(vec![b.record(OperationFailedReplication, "reports/q3 summary(2).csv", "v1", Some("DstPutObjectNotPermitted"))]);
+    let body = NotificationBuilder::notification(vec![b.record(
+        OperationFailedReplication,
+        "reports/q3 summary(2).csv",
+        "v1",
+        Some("DstPutObjectNotPermitted"),
+    )]);
     let event = NotificationBuilder::sqs_event(&[body]);
     for _ in 0..3 {
         let response = monitor.handle(&event).await.expect("handled");
@@ -49,11 +67,20 @@ async fn failure_is_recorded_and_paged_once_with_attributes() {
     assert_eq!(pages.len(), 1, "{pages:#?}");
     let page = &pages[0];
     assert!(page.subject.len() <= 100);
-    assert!(page.subject.starts_with("[CRITICAL] S3 replication failing (DstPutObjectNotPermitted)"), "{}", page.subject);
+    assert!(
+        page.subject
+            .starts_with("[CRITICAL] S3 replication failing (DstPutObjectNotPermitted)"),
+        "{}",
+        page.subject
+    );
     assert_eq!(page.attribute("severity"), "critical");
     assert_eq!(page.attribute("kind"), "replication-failure");
     assert_eq!(page.attribute("source_bucket"), "replmon-demo-source");
-    assert!(page.message.contains("reports/q3 summary(2).csv"), "{}", page.message);
+    assert!(
+        page.message.contains("reports/q3 summary(2).csv"),
+        "{}",
+        page.message
+    );
     assert!(page.message.contains("Fix:"), "{}", page.message);
 
     let objects = stack.ledger_entities("object").await.unwrap();
@@ -64,25 +91,44 @@ async fn failure_is_recorded_and_paged_once_with_attributes() {
     assert!(objects[0]["expires_at"].parse::<i64>().unwrap() > 0);
     let incidents = stack.ledger_entities("incident").await.unwrap();
     assert_eq!(incidents.len(), 1);
-    assert_eq!(incidents[0]["event_count"], "1");
     assert_eq!(incidents[0]["pages_sent"], "1");
-    assert_eq!(stack.ledger_entities("event").await.unwrap().len(), 1);
+    assert_eq!(stack.ledger_entities("member").await.unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_then_replicated_out_of_order() {
     let (_moto, stack, monitor) = setup().await;
     let b = builder(&stack);
-    let arrived = NotificationBuilder::notification(vec![b.record(OperationReplicatedAfterThreshold, "big/video.mp4", "v9", None)]);
-    let late = NotificationBuilder::notification(vec![b.record(OperationMissedThreshold, "big/video.mp4", "v9", None)]);
-    monitor.handle(&NotificationBuilder::sqs_event(&[arrived])).await.unwrap();
+    let arrived = NotificationBuilder::notification(vec![b.record(
+        OperationReplicatedAfterThreshold,
+        "big/video.mp4",
+        "v9",
+        None,
+    )]);
+    let late = NotificationBuilder::notification(vec![b.record(
+        OperationMissedThreshold,
+        "big/video.mp4",
+        "v9",
+        None,
+    )]);
+    monitor
+        .handle(&NotificationBuilder::sqs_event(&[arrived]))
+        .await
+        .unwrap();
     assert!(stack.drain_pages().await.unwrap().is_empty());
-    monitor.handle(&NotificationBuilder::sqs_event(&[late])).await.unwrap();
+    monitor
+        .handle(&NotificationBuilder::sqs_event(&[late]))
+        .await
+        .unwrap();
     let objects = stack.ledger_entities("object").await.unwrap();
     assert_eq!(objects.len(), 1);
     assert_eq!(objects[0]["status"], "REPLICATED_LATE");
-    let incidents = stack.ledger_entities("incident").await.unwrap();
-    assert_eq!((incidents[0]["event_count"].as_str(), incidents[0]["recovered_count"].as_str()), ("1", "1"));
+    let members = stack.ledger_entities("member").await.unwrap();
+    let pks: Vec<&str> = members
+        .iter()
+        .map(|m| m["pk"].split('#').next().unwrap())
+        .collect();
+    assert_eq!(pks, ["MEMBERS", "RECOVERED"]);
     let pages = stack.drain_pages().await.unwrap();
     assert_eq!(pages.len(), 1);
     assert_eq!(pages[0].attribute("kind"), "replication-late");
@@ -95,16 +141,38 @@ async fn unreachable_ledger_lists_every_message_for_retry() {
     let stack = Stack::provision(&sdk, StackNames::default()).await.unwrap();
     // The function's SdkConfig with short timeouts, pointed at a port where nothing listens.
     let dead = format!("http://127.0.0.1:{}", replmon_tests::free_port().unwrap());
-    let settings = AwsSettings { operation_timeout: std::time::Duration::from_secs(2), attempt_timeout: std::time::Duration::from_millis(500), connect_timeout: std::time::Duration::from_millis(200), max_attempts: 2 };
+    let settings = AwsSettings {
+        operation_timeout: std::time::Duration::from_secs(2),
+        attempt_timeout: std::time::Duration::from_millis(500),
+        connect_timeout: std::time::Duration::from_millis(200),
+        max_attempts: 2,
+    };
     std::env::set_var("AWS_ENDPOINT_URL", &dead);
     std::env::set_var("AWS_REGION", "us-east-1");
     std::env::set_var("AWS_ACCESS_KEY_ID", "test");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
     let dead_sdk = lambda_sdk_config(&settings).await;
-    let monitor = ReplicationMonitor::new(DynamoDbLedger::new(&dead_sdk, &stack.names.table), SnsNotifier::new(&sdk, &stack.topic_arn), SystemClock, MonitorSettings::default());
+    let monitor = ReplicationMonitor::new(
+        DynamoDbLedger::new(&dead_sdk, &stack.names.table),
+        SnsNotifier::new(&sdk, &stack.topic_arn),
+        SystemClock,
+        MonitorSettings::default(),
+    );
     let b = builder(&stack);
-    let bodies: Vec<String> = (0..3).map(|i| NotificationBuilder::notification(vec![b.record(OperationFailedReplication, &format!("k{i}"), "v", Some("DstBucketNotFound"))])).collect();
-    let response = monitor.handle(&NotificationBuilder::sqs_event(&bodies)).await.unwrap();
+    let bodies: Vec<String> = (0..3)
+        .map(|i| {
+            NotificationBuilder::notification(vec![b.record(
+                OperationFailedReplication,
+                &format!("k{i}"),
+                "v",
+                Some("DstBucketNotFound"),
+            )])
+        })
+        .collect();
+    let response = monitor
+        .handle(&NotificationBuilder::sqs_event(&bodies))
+        .await
+        .unwrap();
     assert_eq!(failed_ids(&response), ["msg-0", "msg-1", "msg-2"]);
     assert!(stack.drain_pages().await.unwrap().is_empty());
 }

@@ -4,7 +4,9 @@
 //! what one delivery gives (at-least-once delivery is harmless).
 
 use anyhow::{bail, Context, Result};
-use replmon_tests::{free_port, repo_root, sdk_config, venv_bin, wait_for_port, MotoServer, Stack, StackNames};
+use replmon_tests::{
+    free_port, repo_root, sdk_config, venv_bin, wait_for_port, MotoServer, Stack, StackNames,
+};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
@@ -50,7 +52,9 @@ struct Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         // watch runs the function as a child; end the whole process group.
-        let _ = Command::new("kill").args(["-TERM", &format!("-{}", self.child.id())]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -60,11 +64,20 @@ fn start_watch(env: &[(String, String)]) -> Result<Watch> {
     use std::os::unix::process::CommandExt;
     let port = free_port()?;
     let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let log = std::fs::File::create(std::env::temp_dir().join(format!("replmon-watch-{port}.log")))?;
+    let log =
+        std::fs::File::create(std::env::temp_dir().join(format!("replmon-watch-{port}.log")))?;
     let mut command = Command::new(venv_bin("cargo-lambda")?);
     command
         .current_dir(repo_root())
-        .args(["lambda", "watch", "--ignore-changes", "-A", "127.0.0.1", "-P", &port.to_string()])
+        .args([
+            "lambda",
+            "watch",
+            "--ignore-changes",
+            "-A",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+        ])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -88,7 +101,18 @@ struct Invocation {
 fn invoke(port: u16, fixture: &str) -> Result<Invocation> {
     let output = Command::new(venv_bin("cargo-lambda")?)
         .current_dir(repo_root())
-        .args(["lambda", "invoke", "-A", "127.0.0.1", "-P", &port.to_string(), "replication-events", "--output-format", "json", "--data-file"])
+        .args([
+            "lambda",
+            "invoke",
+            "-A",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+            "replication-events",
+            "--output-format",
+            "json",
+            "--data-file",
+        ])
         .arg(repo_root().join("events").join(fixture))
         .output()?;
     Ok(Invocation {
@@ -99,8 +123,16 @@ fn invoke(port: u16, fixture: &str) -> Result<Invocation> {
 }
 
 fn batch_failures(stdout: &str) -> Result<Vec<String>> {
-    let value: serde_json::Value = serde_json::from_str(stdout.trim()).with_context(|| format!("response is not JSON: {stdout}"))?;
-    Ok(value["batchItemFailures"].as_array().map(|a| a.iter().filter_map(|f| f["itemIdentifier"].as_str().map(str::to_owned)).collect()).unwrap_or_default())
+    let value: serde_json::Value = serde_json::from_str(stdout.trim())
+        .with_context(|| format!("response is not JSON: {stdout}"))?;
+    Ok(value["batchItemFailures"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 async fn check_fixture(moto: &MotoServer, port: u16, fixture: &Fixture) -> Result<()> {
@@ -110,7 +142,11 @@ async fn check_fixture(moto: &MotoServer, port: u16, fixture: &Fixture) -> Resul
 
     let first = invoke(port, &fixture.file)?;
     match fixture.outcome.as_str() {
-        "ok" if !first.success => bail!("expected success, got failure: {}{}", first.stdout, first.stderr),
+        "ok" if !first.success => bail!(
+            "expected success, got failure: {}{}",
+            first.stdout,
+            first.stderr
+        ),
         "error" if first.success => bail!("expected the invocation to fail, got: {}", first.stdout),
         _ => {}
     }
@@ -129,21 +165,49 @@ async fn check_fixture(moto: &MotoServer, port: u16, fixture: &Fixture) -> Resul
         pages
             .iter()
             .filter(|p| p.attribute("urgency") == urgency)
-            .map(|p| (p.attribute("kind").to_owned(), p.attribute("severity").to_owned(), p.attribute("reason").to_owned()))
+            .map(|p| {
+                (
+                    p.attribute("kind").to_owned(),
+                    p.attribute("severity").to_owned(),
+                    p.attribute("reason").to_owned(),
+                )
+            })
             .collect()
     };
     let expect = |list: &[ExpectedPage]| -> BTreeSet<(String, String, String)> {
-        list.iter().map(|p| (p.kind.clone(), p.severity.clone(), p.reason.clone().unwrap_or_default())).collect()
+        list.iter()
+            .map(|p| {
+                (
+                    p.kind.clone(),
+                    p.severity.clone(),
+                    p.reason.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
     };
-    let page_count = pages.iter().filter(|p| p.attribute("urgency") == "page").count();
+    let page_count = pages
+        .iter()
+        .filter(|p| p.attribute("urgency") == "page")
+        .count();
     if page_count != fixture.pages.len() || summarize("page") != expect(&fixture.pages) {
-        bail!("pages {:?}, expected {:?}", summarize("page"), fixture.pages);
+        bail!(
+            "pages {:?}, expected {:?}",
+            summarize("page"),
+            fixture.pages
+        );
     }
     if summarize("notice") != expect(&fixture.notices) {
-        bail!("notices {:?}, expected {:?}", summarize("notice"), fixture.notices);
+        bail!(
+            "notices {:?}, expected {:?}",
+            summarize("notice"),
+            fixture.notices
+        );
     }
     for page in &pages {
-        if page.subject.len() > 100 || page.message.len() > 16 * 1024 || page.attribute("source_bucket").is_empty() {
+        if page.subject.len() > 100
+            || page.message.len() > 16 * 1024
+            || page.attribute("source_bucket").is_empty()
+        {
             bail!("page out of bounds or without attributes: {page:?}");
         }
     }
@@ -159,7 +223,16 @@ async fn check_fixture(moto: &MotoServer, port: u16, fixture: &Fixture) -> Resul
             status: o.get("status").cloned().unwrap_or_default(),
         })
         .collect();
-    let expected: BTreeSet<ExpectedObject> = fixture.ledger_objects.iter().map(|o| ExpectedObject { key: o.key.clone(), version_id: o.version_id.clone(), destination_bucket: o.destination_bucket.clone(), status: o.status.clone() }).collect();
+    let expected: BTreeSet<ExpectedObject> = fixture
+        .ledger_objects
+        .iter()
+        .map(|o| ExpectedObject {
+            key: o.key.clone(),
+            version_id: o.version_id.clone(),
+            destination_bucket: o.destination_bucket.clone(),
+            status: o.status.clone(),
+        })
+        .collect();
     if objects != expected {
         bail!("ledger objects {objects:?}, expected {expected:?}");
     }
@@ -169,12 +242,19 @@ async fn check_fixture(moto: &MotoServer, port: u16, fixture: &Fixture) -> Resul
     for _ in 0..2 {
         let again = invoke(port, &fixture.file)?;
         if again.success != first.success {
-            bail!("redelivery answered differently: {}{}", again.stdout, again.stderr);
+            bail!(
+                "redelivery answered differently: {}{}",
+                again.stdout,
+                again.stderr
+            );
         }
     }
     let extra = stack.drain_pages().await?;
     if !extra.is_empty() {
-        bail!("redelivery paged again: {:?}", extra.iter().map(|p| &p.subject).collect::<Vec<_>>());
+        bail!(
+            "redelivery paged again: {:?}",
+            extra.iter().map(|p| &p.subject).collect::<Vec<_>>()
+        );
     }
     if stack.ledger_items().await? != ledger_once {
         bail!("redelivery changed the ledger");
@@ -184,11 +264,18 @@ async fn check_fixture(moto: &MotoServer, port: u16, fixture: &Fixture) -> Resul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fixture_under_cargo_lambda_watch() {
-    let manifest: Manifest = serde_json::from_str(&std::fs::read_to_string(repo_root().join("events/manifest.json")).unwrap()).unwrap();
+    let manifest: Manifest = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("events/manifest.json")).unwrap(),
+    )
+    .unwrap();
     assert!(manifest.fixtures.len() >= 20);
 
     // Build first so watch does not compile inside the first invocation.
-    let status = Command::new(env!("CARGO")).current_dir(repo_root()).args(["build", "-p", "replication-events"]).status().unwrap();
+    let status = Command::new(env!("CARGO"))
+        .current_dir(repo_root())
+        .args(["build", "-p", "replication-events"])
+        .status()
+        .unwrap();
     assert!(status.success());
 
     let moto = MotoServer::start().unwrap();
@@ -206,5 +293,10 @@ async fn every_fixture_under_cargo_lambda_watch() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} fixtures failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} fixtures failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

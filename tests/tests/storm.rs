@@ -18,19 +18,34 @@ const CONCURRENT_INVOCATIONS: usize = 4;
 async fn storm_of_10000_failures_pages_once_per_incident() {
     let moto = MotoServer::start().expect("moto server");
     let sdk = sdk_config(&moto.endpoint()).await;
-    let stack = Stack::provision(&sdk, StackNames::default()).await.expect("provision");
+    let stack = Stack::provision(&sdk, StackNames::default())
+        .await
+        .expect("provision");
     let monitor = ReplicationMonitor::new(
         DynamoDbLedger::new(&sdk, &stack.names.table),
         SnsNotifier::new(&sdk, &stack.topic_arn),
         SystemClock,
         MonitorSettings::default(),
     );
-    let pairs = [("rule-a", "DstPutObjectNotPermitted"), ("rule-a", "DstKmsKeyNotFound"), ("rule-b", "AssumeRoleNotPermitted")];
+    let pairs = [
+        ("rule-a", "DstPutObjectNotPermitted"),
+        ("rule-a", "DstKmsKeyNotFound"),
+        ("rule-b", "AssumeRoleNotPermitted"),
+    ];
     let bodies: Vec<String> = (0..EVENTS)
         .map(|i| {
             let (rule, reason) = pairs[i % pairs.len()];
-            let b = NotificationBuilder::new(&stack.names.source_bucket, &stack.names.replica_bucket, rule);
-            NotificationBuilder::notification(vec![b.record(OperationFailedReplication, &format!("storm/{i:05} part.bin"), &format!("ver{i}"), Some(reason))])
+            let b = NotificationBuilder::new(
+                &stack.names.source_bucket,
+                &stack.names.replica_bucket,
+                rule,
+            );
+            NotificationBuilder::notification(vec![b.record(
+                OperationFailedReplication,
+                &format!("storm/{i:05} part.bin"),
+                &format!("ver{i}"),
+                Some(reason),
+            )])
         })
         .collect();
 
@@ -39,30 +54,77 @@ async fn storm_of_10000_failures_pages_once_per_incident() {
         .map(|chunk| {
             let monitor = &monitor;
             async move {
-                let response = monitor.handle(&NotificationBuilder::sqs_event(chunk)).await.expect("handled");
-                response["batchItemFailures"].as_array().map(|a| a.len()).unwrap_or(0).to_string()
+                let response = monitor
+                    .handle(&NotificationBuilder::sqs_event(chunk))
+                    .await
+                    .expect("handled");
+                response["batchItemFailures"]
+                    .as_array()
+                    .map(|a| a.len())
+                    .unwrap_or(0)
+                    .to_string()
             }
         })
         .buffer_unordered(CONCURRENT_INVOCATIONS)
         .filter(|n| std::future::ready(n != "0"))
         .collect()
         .await;
-    eprintln!("storm: {EVENTS} events processed in {:?}", started.elapsed());
-    assert!(failures.is_empty(), "batches with failed items: {failures:?}");
+    eprintln!(
+        "storm: {EVENTS} events processed in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        failures.is_empty(),
+        "batches with failed items: {failures:?}"
+    );
 
     let pages = stack.drain_pages().await.unwrap();
-    assert_eq!(pages.len(), 3, "{:#?}", pages.iter().map(|p| &p.subject).collect::<Vec<_>>());
-    let mut reasons: Vec<_> = pages.iter().map(|p| p.attribute("reason").to_owned()).collect();
+    assert_eq!(
+        pages.len(),
+        3,
+        "{:#?}",
+        pages.iter().map(|p| &p.subject).collect::<Vec<_>>()
+    );
+    let mut reasons: Vec<_> = pages
+        .iter()
+        .map(|p| p.attribute("reason").to_owned())
+        .collect();
     reasons.sort();
-    assert_eq!(reasons, ["AssumeRoleNotPermitted", "DstKmsKeyNotFound", "DstPutObjectNotPermitted"]);
+    assert_eq!(
+        reasons,
+        [
+            "AssumeRoleNotPermitted",
+            "DstKmsKeyNotFound",
+            "DstPutObjectNotPermitted"
+        ]
+    );
 
-    let objects = stack.ledger_entities("object").await.unwrap();
+    let objects = stack
+        .partition(&format!("OBJECT#{}", stack.names.source_bucket))
+        .await
+        .unwrap();
     assert_eq!(objects.len(), EVENTS);
     assert!(objects.iter().all(|o| o["status"] == "FAILED"));
-    let incidents = stack.ledger_entities("incident").await.unwrap();
-    let counts: BTreeMap<String, String> = incidents.iter().map(|i| (i["sk"].clone(), i["event_count"].clone())).collect();
-    assert_eq!(counts.len(), 3);
-    let total: u64 = counts.values().map(|c| c.parse::<u64>().unwrap()).sum();
-    assert_eq!(total, EVENTS as u64, "{counts:?}");
+    let incidents = stack
+        .partition(&format!("INCIDENT#{}", stack.names.source_bucket))
+        .await
+        .unwrap();
+    assert_eq!(incidents.len(), 3);
     assert!(incidents.iter().all(|i| i["pages_sent"] == "1"));
+    let mut per_incident: BTreeMap<String, usize> = BTreeMap::new();
+    for incident in &incidents {
+        let members = format!("MEMBERS#{}#{}", stack.names.source_bucket, incident["sk"]);
+        per_incident.insert(
+            incident["sk"].clone(),
+            stack.partition(&members).await.unwrap().len(),
+        );
+    }
+    assert_eq!(per_incident.len(), 3);
+    assert!(
+        per_incident
+            .values()
+            .all(|&n| n == EVENTS / 3 || n == EVENTS / 3 + 1),
+        "{per_incident:?}"
+    );
+    assert_eq!(per_incident.values().sum::<usize>(), EVENTS);
 }

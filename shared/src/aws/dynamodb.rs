@@ -1,22 +1,26 @@
 //! The ledger in one DynamoDB table (keys `pk`, `sk`; TTL attribute `expires_at`).
 //!
 //! Item layout (also in the README):
-//! - event marker  `pk=EVENT#<event id>`       `sk=EVENT`: makes counting exactly-once.
-//! - object        `pk=OBJECT#<source bucket>` `sk=<destination>#<key>#<version id|null>`.
-//! - incident      `pk=INCIDENT#<source bucket>` `sk=REPLICATION#<destination>#<cause>#<rule id>`.
+//! - object     `pk=OBJECT#<source bucket>`   `sk=<destination>#<key>#<version id|null>`
+//! - incident   `pk=INCIDENT#<source bucket>` `sk=REPLICATION#<destination>#<cause>#<rule id>`
+//! - member     `pk=MEMBERS#<source bucket>#<incident sk>`   `sk=<event id>`
+//! - recovered  `pk=RECOVERED#<source bucket>#<incident sk>` `sk=<event id>`
 //!
-//! Recording an event is one transaction (marker put if absent, object put guarded by its
-//! revision, incident counter add), so a retry after any failure neither loses nor doubles it.
+//! No transactions: the object record is read, merged and written back guarded by its revision,
+//! then the event's membership is put only if absent. That put decides new versus duplicate, and
+//! counts are derived from memberships, so a crash between the two writes is repaired by the retry
+//! with no counter to drift. (It also keeps a storm off one hot incident item.)
 
 use super::{describe, is_transient};
 use crate::event::{ReplicationEvent, ReplicationEventKind};
 use crate::incident::{Incident, IncidentCause, IncidentKey};
-use crate::ledger::{Ledger, LedgerError, ObjectRecord, PageClaim, PageSent, Recorded};
+use crate::ledger::{
+    EventCounts, Ledger, LedgerError, ObjectRecord, PageClaim, PageSent, Recorded,
+};
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, Select};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::collections::HashMap;
@@ -24,7 +28,7 @@ use std::time::Duration as StdDuration;
 
 type Item = HashMap<String, AttributeValue>;
 
-/// Conflicting writers on one object retry this many times before the message is retried later.
+/// Concurrent writers of one object record retry this often before the message is retried later.
 const MAX_WRITE_ATTEMPTS: u32 = 8;
 
 #[derive(Debug, Clone)]
@@ -106,6 +110,87 @@ impl DynamoDbLedger {
             Err(e) => Err(sdk_error(operation, &e)),
         }
     }
+
+    /// Read-merge-write of the object record, guarded by its revision.
+    async fn merge_object(
+        &self,
+        fresh: ObjectRecord,
+        event: &ReplicationEvent,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let (pk, sk) = object_key(&fresh);
+        // Most events concern an object the ledger has not seen: try the plain insert first and
+        // read only when the record exists (a later event for the object, or a redelivery).
+        let mut stored: Option<(ObjectRecord, u64)> = None;
+        for attempt in 0..MAX_WRITE_ATTEMPTS {
+            let (record, revision) = match stored.take() {
+                Some((mut record, revision)) => {
+                    record.merge(event);
+                    (record, Some(revision))
+                }
+                None => (fresh.clone(), None),
+            };
+            let mut request = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(object_item(&record, revision, expires_at)));
+            request = match revision {
+                Some(r) => request
+                    .condition_expression("revision = :rev")
+                    .expression_attribute_values(":rev", n(r)),
+                None => request.condition_expression("attribute_not_exists(pk)"),
+            };
+            match request.send().await {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+                {
+                    if attempt > 0 {
+                        tracing::debug!(attempt, key = %record.key, "object record changed under us; merging again");
+                        tokio::time::sleep(StdDuration::from_millis(5 * 2u64.pow(attempt.min(6))))
+                            .await;
+                    }
+                    stored = self
+                        .get(pk.clone(), sk.clone(), "read object")
+                        .await?
+                        .map(|item| object_from_item(&item))
+                        .transpose()?;
+                }
+                Err(e) => return Err(sdk_error("write object", &e)),
+            }
+        }
+        Err(LedgerError::Unavailable {
+            operation: "write object",
+            detail: format!("still conflicting after {MAX_WRITE_ATTEMPTS} attempts"),
+        })
+    }
+
+    /// Count the items of one partition (key-only reads, paginated).
+    async fn count_partition(&self, pk: String) -> Result<u64, LedgerError> {
+        let mut total = 0u64;
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .select(Select::Count)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("count incident events", &e))?;
+            total += out.count.max(0) as u64;
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(total),
+            }
+        }
+    }
 }
 
 impl Ledger for DynamoDbLedger {
@@ -115,93 +200,133 @@ impl Ledger for DynamoDbLedger {
         incident: &IncidentKey,
         expires_at: DateTime<Utc>,
     ) -> Result<Recorded, LedgerError> {
-        let event_id = event.id();
-        let now = Utc::now();
-        for attempt in 0..MAX_WRITE_ATTEMPTS {
-            let mut items = vec![marker_put(&self.table, event, &event_id.0, expires_at)];
-            if let Some(fresh) = ObjectRecord::from_event(event) {
-                let (pk, sk) = object_key(&fresh);
-                let (record, revision) = match self.get(pk, sk, "read object").await? {
-                    Some(item) => {
-                        let (mut stored, revision) = object_from_item(&item)?;
-                        stored.merge(event);
-                        (stored, Some(revision))
-                    }
-                    None => (fresh, None),
-                };
-                items.push(object_put(&self.table, &record, revision, expires_at));
-            }
-            items.push(incident_add(&self.table, incident, event, now, expires_at));
-
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .send()
-                .await;
-            let error = match result {
-                Ok(_) => return Ok(Recorded::New),
-                Err(error) => error,
-            };
-            let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
-                error.as_service_error()
-            else {
-                return Err(sdk_error("record event", &error));
-            };
-            let codes: Vec<&str> = cancelled
-                .cancellation_reasons()
-                .iter()
-                .map(|r| r.code().unwrap_or("None"))
-                .collect();
-            if codes.first() == Some(&"ConditionalCheckFailed") {
-                return Ok(Recorded::Duplicate);
-            }
-            // No per-item reasons (some emulators): the marker decides whether it was a duplicate.
-            if codes.is_empty()
-                && self
-                    .get(
-                        format!("EVENT#{}", event_id.0),
-                        "EVENT".into(),
-                        "read event marker",
-                    )
-                    .await?
-                    .is_some()
-            {
-                return Ok(Recorded::Duplicate);
-            }
-            // Another writer changed the object (revision check) or held the items: try again.
-            tracing::debug!(attempt, ?codes, "ledger transaction conflicted; retrying");
-            tokio::time::sleep(StdDuration::from_millis(10 * 2u64.pow(attempt.min(6)))).await;
+        if let Some(fresh) = ObjectRecord::from_event(event) {
+            self.merge_object(fresh, event, expires_at).await?;
         }
-        Err(LedgerError::Unavailable {
-            operation: "record event",
-            detail: format!("still conflicting after {MAX_WRITE_ATTEMPTS} attempts"),
-        })
+        let event_id = event.id();
+        let (members, recovered) = membership_partitions(incident);
+        let pk = if event.kind == ReplicationEventKind::OperationReplicatedAfterThreshold {
+            recovered
+        } else {
+            members
+        };
+        let mut item: Item = [
+            ("pk", s(pk)),
+            ("sk", s(event_id.0)),
+            ("entity", s("member")),
+            ("event_name", s(event.kind.as_str())),
+            ("key", s(event.key.clone())),
+            ("event_time", s(ts(event.event_time))),
+            ("expires_at", n(expires_at.timestamp())),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        if let Some(version) = &event.version_id {
+            item.insert("version_id".to_owned(), s(version.clone()));
+        }
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(Recorded::New),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(Recorded::Duplicate)
+            }
+            Err(e) => Err(sdk_error("record event membership", &e)),
+        }
     }
 
-    async fn widen_incident_span(
+    async fn touch_incident(
         &self,
         incident: &IncidentKey,
-        first: DateTime<Utc>,
-        last: DateTime<Utc>,
-    ) -> Result<(), LedgerError> {
-        self.conditional_update(
-            incident,
-            "SET first_seen = :t",
-            "attribute_exists(pk) AND (attribute_not_exists(first_seen) OR first_seen > :t)",
-            vec![(":t", s(ts(first)))],
-            "widen incident span",
-        )
-        .await?;
-        self.conditional_update(
-            incident,
-            "SET last_seen = :t",
-            "attribute_exists(pk) AND (attribute_not_exists(last_seen) OR last_seen < :t)",
-            vec![(":t", s(ts(last)))],
-            "widen incident span",
-        )
-        .await?;
-        Ok(())
+        (first, last): (DateTime<Utc>, DateTime<Utc>),
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Incident, LedgerError> {
+        let (pk, sk) = incident_key(incident);
+        let reason = match &incident.cause {
+            IncidentCause::Failure(reason) => reason.clone(),
+            _ => "-".to_owned(),
+        };
+        let updated = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .update_expression(
+                "SET entity = :entity, source_bucket = :src, destination_bucket = :dst, rule_id = :rule, \
+                 #cause = :cause, kind = :kind, severity = :severity, reason = :reason, #state = :open, \
+                 opened_at = if_not_exists(opened_at, :now), pages_sent = if_not_exists(pages_sent, :zero), \
+                 first_seen = if_not_exists(first_seen, :first), last_seen = if_not_exists(last_seen, :last), \
+                 last_recorded_at = :now, expires_at = :exp",
+            )
+            .expression_attribute_names("#cause", "cause")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":entity", s("incident"))
+            .expression_attribute_values(":src", s(incident.source_bucket.clone()))
+            .expression_attribute_values(":dst", s(incident.destination_bucket.clone()))
+            .expression_attribute_values(":rule", s(incident.rule_id.clone()))
+            .expression_attribute_values(":cause", s(incident.cause.code()))
+            .expression_attribute_values(":kind", s(incident.cause.kind()))
+            .expression_attribute_values(":severity", s(incident.cause.severity().as_str()))
+            .expression_attribute_values(":reason", s(reason))
+            .expression_attribute_values(":open", s("OPEN"))
+            .expression_attribute_values(":now", s(ts(now)))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":first", s(ts(first)))
+            .expression_attribute_values(":last", s(ts(last)))
+            .expression_attribute_values(":exp", n(expires_at.timestamp()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| sdk_error("update incident", &e))?;
+        let mut stored = incident_from_item(&updated.attributes.unwrap_or_default())?;
+        // if_not_exists above seeded the span; these only ever widen it, and only when needed.
+        if stored.first_seen.is_none_or(|t| first < t)
+            && self
+                .conditional_update(
+                    incident,
+                    "SET first_seen = :t",
+                    "first_seen > :t",
+                    vec![(":t", s(ts(first)))],
+                    "widen incident span",
+                )
+                .await?
+        {
+            stored.first_seen = Some(first);
+        }
+        if stored.last_seen.is_none_or(|t| last > t)
+            && self
+                .conditional_update(
+                    incident,
+                    "SET last_seen = :t",
+                    "last_seen < :t",
+                    vec![(":t", s(ts(last)))],
+                    "widen incident span",
+                )
+                .await?
+        {
+            stored.last_seen = Some(last);
+        }
+        Ok(stored)
+    }
+
+    async fn count_events(&self, incident: &IncidentKey) -> Result<EventCounts, LedgerError> {
+        let (members, recovered) = membership_partitions(incident);
+        Ok(EventCounts {
+            events: self.count_partition(members).await?,
+            recovered: self.count_partition(recovered).await?,
+        })
     }
 
     async fn incident(&self, incident: &IncidentKey) -> Result<Option<Incident>, LedgerError> {
@@ -317,34 +442,15 @@ pub fn incident_key(key: &IncidentKey) -> (String, String) {
     (format!("INCIDENT#{}", key.source_bucket), key.id())
 }
 
-fn marker_put(
-    table: &str,
-    event: &ReplicationEvent,
-    id: &str,
-    expires_at: DateTime<Utc>,
-) -> TransactWriteItem {
-    let item: Item = [
-        ("pk", s(format!("EVENT#{id}"))),
-        ("sk", s("EVENT")),
-        ("entity", s("event")),
-        ("event_name", s(event.kind.as_str())),
-        ("source_bucket", s(event.source_bucket.clone())),
-        ("key", s(event.key.clone())),
-        ("event_time", s(ts(event.event_time))),
-        ("expires_at", n(expires_at.timestamp())),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    put(table, item, "attribute_not_exists(pk)", HashMap::new())
+/// Partitions holding an incident's events and its recoveries.
+pub fn membership_partitions(key: &IncidentKey) -> (String, String) {
+    (
+        format!("MEMBERS#{}#{}", key.source_bucket, key.id()),
+        format!("RECOVERED#{}#{}", key.source_bucket, key.id()),
+    )
 }
 
-fn object_put(
-    table: &str,
-    record: &ObjectRecord,
-    revision: Option<u64>,
-    expires_at: DateTime<Utc>,
-) -> TransactWriteItem {
+fn object_item(record: &ObjectRecord, revision: Option<u64>, expires_at: DateTime<Utc>) -> Item {
     let (pk, sk) = object_key(record);
     let mut item: Item = [
         ("pk", s(pk)),
@@ -384,72 +490,7 @@ fn object_put(
             item.insert(name.to_owned(), value);
         }
     }
-    match revision {
-        Some(r) => put(
-            table,
-            item,
-            "revision = :rev",
-            HashMap::from([(":rev".to_owned(), n(r))]),
-        ),
-        None => put(table, item, "attribute_not_exists(pk)", HashMap::new()),
-    }
-}
-
-fn put(table: &str, item: Item, condition: &str, values: Item) -> TransactWriteItem {
-    let put = Put::builder()
-        .table_name(table)
-        .set_item(Some(item))
-        .condition_expression(condition)
-        .set_expression_attribute_values((!values.is_empty()).then_some(values))
-        .build();
-    // Only fails when a required field is unset, which the lines above never do.
-    TransactWriteItem::builder().set_put(put.ok()).build()
-}
-
-fn incident_add(
-    table: &str,
-    key: &IncidentKey,
-    event: &ReplicationEvent,
-    now: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
-) -> TransactWriteItem {
-    let (pk, sk) = incident_key(key);
-    let counter = if event.kind == ReplicationEventKind::OperationReplicatedAfterThreshold {
-        "recovered_count"
-    } else {
-        "event_count"
-    };
-    let reason = match &key.cause {
-        IncidentCause::Failure(reason) => reason.clone(),
-        _ => String::new(),
-    };
-    let update = Update::builder()
-        .table_name(table)
-        .key("pk", s(pk))
-        .key("sk", s(sk))
-        .update_expression(format!(
-            "SET entity = :entity, source_bucket = :src, destination_bucket = :dst, rule_id = :rule, \
-             #cause = :cause, kind = :kind, severity = :severity, reason = :reason, #state = :open, \
-             opened_at = if_not_exists(opened_at, :now), pages_sent = if_not_exists(pages_sent, :zero), \
-             expires_at = :exp ADD {counter} :one"
-        ))
-        .expression_attribute_names("#cause", "cause")
-        .expression_attribute_names("#state", "state")
-        .expression_attribute_values(":entity", s("incident"))
-        .expression_attribute_values(":src", s(key.source_bucket.clone()))
-        .expression_attribute_values(":dst", s(key.destination_bucket.clone()))
-        .expression_attribute_values(":rule", s(key.rule_id.clone()))
-        .expression_attribute_values(":cause", s(key.cause.code()))
-        .expression_attribute_values(":kind", s(key.cause.kind()))
-        .expression_attribute_values(":severity", s(key.cause.severity().as_str()))
-        .expression_attribute_values(":reason", s(if reason.is_empty() { "-".to_owned() } else { reason }))
-        .expression_attribute_values(":open", s("OPEN"))
-        .expression_attribute_values(":now", s(ts(now)))
-        .expression_attribute_values(":zero", n(0))
-        .expression_attribute_values(":exp", n(expires_at.timestamp()))
-        .expression_attribute_values(":one", n(1))
-        .build();
-    TransactWriteItem::builder().set_update(update.ok()).build()
+    item
 }
 
 fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
@@ -536,5 +577,6 @@ pub fn incident_from_item(item: &Item) -> Result<Incident, LedgerError> {
         pages_sent: get_n(item, "pages_sent").unwrap_or(0),
         last_page_at: get_time(item, "last_page_at"),
         event_count_at_last_page: get_n(item, "event_count_at_last_page").unwrap_or(0),
+        last_recorded_at: get_time(item, "last_recorded_at"),
     })
 }
