@@ -2,7 +2,8 @@
 //! itself be an SNS envelope). Each delivery is split into [`Message`]s, the unit that is retried.
 
 use crate::event::{ParseError, S3Notification};
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// How the invocation arrived; decides how failures are reported back to Lambda.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,77 +40,179 @@ pub enum EnvelopeError {
     Unrecognised(String),
 }
 
-/// Split an invocation payload into its messages.
-pub fn open(payload: &Value) -> Result<(Delivery, Vec<Message>), EnvelopeError> {
-    // An S3 test event can arrive bare (never from S3 directly, but people invoke with it).
-    if payload.get("Event").is_some() {
-        return Ok((
+/// The top level of any supported payload.
+#[derive(Deserialize)]
+struct PayloadWire<'a> {
+    #[serde(rename = "Records", borrow)]
+    records: Option<Vec<&'a RawValue>>,
+    #[serde(rename = "Event")]
+    event: Option<&'a RawValue>,
+}
+
+/// The parts of an SQS or SNS record this function reads (S3 records have neither).
+#[derive(Deserialize)]
+struct RecordWire {
+    #[serde(rename = "eventSource")]
+    sqs_source: Option<String>,
+    #[serde(rename = "EventSource")]
+    sns_source: Option<String>,
+    #[serde(rename = "messageId")]
+    message_id: Option<String>,
+    body: Option<String>,
+    #[serde(rename = "Sns")]
+    sns: Option<SnsWire>,
+}
+
+#[derive(Deserialize)]
+struct SnsWire {
+    #[serde(rename = "MessageId")]
+    message_id: Option<String>,
+    #[serde(rename = "Message")]
+    message: Option<String>,
+}
+
+/// Every record typed in one pass, for the fast path.
+#[derive(Deserialize)]
+struct FastPayloadWire<'a> {
+    #[serde(rename = "Records")]
+    records: Option<Vec<RecordWire>>,
+    #[serde(rename = "Event", borrow)]
+    event: Option<&'a RawValue>,
+}
+
+impl RecordWire {
+    fn delivery(&self) -> Delivery {
+        if self.sqs_source.as_deref() == Some("aws:sqs") {
+            Delivery::Sqs
+        } else if self.sns_source.as_deref() == Some("aws:sns") || self.sns.is_some() {
+            Delivery::Sns
+        } else {
+            Delivery::Direct
+        }
+    }
+
+    fn into_message(self, delivery: Delivery) -> Message {
+        match delivery {
+            Delivery::Sqs => match self.body {
+                Some(body) => Message {
+                    id: self.message_id.unwrap_or_default(),
+                    notification: S3Notification::from_json(&body),
+                },
+                None => Message {
+                    id: self.message_id.unwrap_or_default(),
+                    notification: Err(ParseError::InvalidJson(
+                        "SQS record has no string `body`".into(),
+                    )),
+                },
+            },
+            _ => match self.sns {
+                Some(SnsWire {
+                    message_id,
+                    message: Some(message),
+                }) => Message {
+                    id: message_id.unwrap_or_default(),
+                    notification: S3Notification::from_json(&message),
+                },
+                Some(SnsWire {
+                    message_id,
+                    message: None,
+                }) => Message {
+                    id: message_id.unwrap_or_default(),
+                    notification: Err(ParseError::InvalidJson(
+                        "SNS record has no string `Sns.Message`".into(),
+                    )),
+                },
+                None => Message {
+                    id: String::new(),
+                    notification: Err(ParseError::InvalidJson(
+                        "SNS record has no `Sns` object".into(),
+                    )),
+                },
+            },
+        }
+    }
+}
+
+/// Split an invocation payload (its JSON text) into its messages.
+pub fn open(payload: &str) -> Result<(Delivery, Vec<Message>), EnvelopeError> {
+    // Fast path: the whole SQS or SNS event typed in one pass. Direct S3 payloads and anything
+    // the typed pass rejects take the slower path below, which reports problems per record.
+    if let Ok(FastPayloadWire {
+        records: Some(records),
+        event: None,
+    }) = serde_json::from_str(payload)
+    {
+        let delivery = records
+            .first()
+            .map_or(Delivery::Direct, RecordWire::delivery);
+        if delivery != Delivery::Direct {
+            return Ok((
+                delivery,
+                records
+                    .into_iter()
+                    .map(|r| r.into_message(delivery))
+                    .collect(),
+            ));
+        }
+    }
+    let wire: PayloadWire<'_> = serde_json::from_str(payload).map_err(|e| {
+        EnvelopeError::Unrecognised(format!("not a JSON object of the expected shape: {e}"))
+    })?;
+    let direct = || {
+        (
             Delivery::Direct,
             vec![Message {
                 id: "direct".into(),
-                notification: S3Notification::from_value(payload),
+                notification: S3Notification::from_json(payload),
             }],
-        ));
+        )
+    };
+    // An S3 test event can arrive bare (never from S3 directly, but people invoke with it).
+    if wire.event.is_some() {
+        return Ok(direct());
     }
-    let records = payload
-        .get("Records")
-        .and_then(Value::as_array)
+    let records = wire
+        .records
         .ok_or_else(|| EnvelopeError::Unrecognised("no `Records` array".into()))?;
     let Some(first) = records.first() else {
         // Nothing to do, and nothing lost.
         return Ok((Delivery::Direct, Vec::new()));
     };
-    if first.get("eventSource").and_then(Value::as_str) == Some("aws:sqs") {
-        return Ok((Delivery::Sqs, records.iter().map(sqs_message).collect()));
+    let first: RecordWire = serde_json::from_str(first.get())
+        .map_err(|e| EnvelopeError::Unrecognised(format!("record 0: {e}")))?;
+    if first.sqs_source.as_deref() == Some("aws:sqs") {
+        return Ok((
+            Delivery::Sqs,
+            records.iter().map(|r| sqs_message(r.get())).collect(),
+        ));
     }
-    if first.get("EventSource").and_then(Value::as_str) == Some("aws:sns")
-        || first.get("Sns").is_some()
-    {
-        return Ok((Delivery::Sns, records.iter().map(sns_message).collect()));
+    if first.sns_source.as_deref() == Some("aws:sns") || first.sns.is_some() {
+        return Ok((
+            Delivery::Sns,
+            records.iter().map(|r| sns_message(r.get())).collect(),
+        ));
     }
-    Ok((
-        Delivery::Direct,
-        vec![Message {
-            id: "direct".into(),
-            notification: S3Notification::from_value(payload),
-        }],
-    ))
+    Ok(direct())
 }
 
-fn sqs_message(record: &Value) -> Message {
-    let id = record
-        .get("messageId")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    let notification = match record.get("body").and_then(Value::as_str) {
-        Some(body) => parse_body(body),
-        None => Err(ParseError::InvalidJson(
-            "SQS record has no string `body`".into(),
-        )),
-    };
-    Message { id, notification }
+fn sqs_message(record: &str) -> Message {
+    match serde_json::from_str::<RecordWire>(record) {
+        Ok(wire) => wire.into_message(Delivery::Sqs),
+        Err(error) => Message {
+            id: String::new(),
+            notification: Err(ParseError::InvalidJson(format!("SQS record: {error}"))),
+        },
+    }
 }
 
-fn sns_message(record: &Value) -> Message {
-    let sns = record.get("Sns");
-    let id = sns
-        .and_then(|s| s.get("MessageId"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    let notification = match sns.and_then(|s| s.get("Message")).and_then(Value::as_str) {
-        Some(message) => S3Notification::from_json(message),
-        None => Err(ParseError::InvalidJson(
-            "SNS record has no string `Sns.Message`".into(),
-        )),
-    };
-    Message { id, notification }
-}
-
-/// An SQS body holds the S3 JSON, or an SNS envelope (topic -> queue without raw delivery).
-fn parse_body(body: &str) -> Result<S3Notification, ParseError> {
-    S3Notification::from_json(body)
+fn sns_message(record: &str) -> Message {
+    match serde_json::from_str::<RecordWire>(record) {
+        Ok(wire) => wire.into_message(Delivery::Sns),
+        Err(error) => Message {
+            id: String::new(),
+            notification: Err(ParseError::InvalidJson(format!("SNS record: {error}"))),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -127,7 +230,7 @@ mod tests {
             {"messageId": "2", "eventSource": "aws:sqs", "body": sns_body},
             {"messageId": "3", "eventSource": "aws:sqs", "body": "{\"Records\": ["},
         ]});
-        let (delivery, messages) = open(&payload).unwrap();
+        let (delivery, messages) = open(&payload.to_string()).unwrap();
         assert_eq!(delivery, Delivery::Sqs);
         assert!(messages[0].notification.is_ok());
         assert!(messages[1].notification.is_ok());
@@ -141,19 +244,23 @@ mod tests {
     #[test]
     fn sns_and_direct() {
         let payload = json!({"Records": [{"EventSource": "aws:sns", "Sns": {"MessageId": "x", "Message": S3}}]});
-        let (delivery, messages) = open(&payload).unwrap();
+        let (delivery, messages) = open(&payload.to_string()).unwrap();
         assert_eq!(delivery, Delivery::Sns);
         assert_eq!(messages[0].id, "x");
-        let direct: Value = serde_json::from_str(S3).unwrap();
-        let (delivery, messages) = open(&direct).unwrap();
+        let direct: serde_json::Value = serde_json::from_str(S3).unwrap();
+        let (delivery, messages) = open(&direct.to_string()).unwrap();
         assert_eq!(delivery, Delivery::Direct);
         assert_eq!(messages.len(), 1);
     }
 
     #[test]
     fn unrecognised_payloads() {
-        assert!(open(&json!({"hello": 1})).is_err());
-        assert!(open(&json!([1, 2])).is_err());
-        assert!(open(&json!({"Records": []})).unwrap().1.is_empty());
+        assert!(open(&json!({"hello": 1}).to_string()).is_err());
+        assert!(open("[1, 2]").is_err());
+        assert!(open("{\"Records\": [").is_err());
+        assert!(open(&json!({"Records": []}).to_string())
+            .unwrap()
+            .1
+            .is_empty());
     }
 }

@@ -105,11 +105,17 @@ impl ReplicationEvent {
             hasher.update((part.len() as u64).to_be_bytes());
             hasher.update(part.as_bytes());
         }
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let digest = hasher.finalize();
-        let mut hex = String::with_capacity(32);
-        for byte in &digest[..16] {
-            hex.push_str(&format!("{byte:02x}"));
-        }
+        let hex: String = digest[..16]
+            .iter()
+            .flat_map(|b| {
+                [
+                    HEX[usize::from(b >> 4)] as char,
+                    HEX[usize::from(b & 0xf)] as char,
+                ]
+            })
+            .collect();
         EventId(hex)
     }
 }
@@ -154,6 +160,21 @@ impl S3Notification {
     /// Parse an S3 notification from its JSON text. An SNS notification envelope around one
     /// (what an SQS queue subscribed to a topic receives) is opened first.
     pub fn from_json(text: &str) -> Result<Self, ParseError> {
+        // Fast path: one typed pass for the common, well-formed message. Anything it cannot take
+        // (odd shapes, bad values) goes through the record-by-record path for a precise answer.
+        if let Ok(fast) = serde_json::from_str::<FastMessageWire<'_>>(text) {
+            if fast.kind.is_none() && fast.event.is_none() {
+                if let Some(records) = fast.records {
+                    if let Ok(records) = records
+                        .into_iter()
+                        .map(FastRecordWire::into_record)
+                        .collect()
+                    {
+                        return Ok(Self::Records(records));
+                    }
+                }
+            }
+        }
         let message: MessageWire<'_> =
             serde_json::from_str(text).map_err(|e| ParseError::InvalidJson(e.to_string()))?;
         if message.kind.as_deref() == Some("Notification") {
@@ -203,6 +224,39 @@ struct MessageWire<'a> {
     message: Option<String>,
 }
 
+/// The whole message in one pass, for the fast path.
+#[derive(Deserialize)]
+struct FastMessageWire<'a> {
+    #[serde(rename = "Records", borrow)]
+    records: Option<Vec<FastRecordWire<'a>>>,
+    #[serde(rename = "Event")]
+    event: Option<&'a RawValue>,
+    #[serde(rename = "Type")]
+    kind: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FastRecordWire<'a> {
+    #[serde(borrow)]
+    event_name: Cow<'a, str>,
+    aws_region: Option<String>,
+    #[serde(borrow)]
+    event_time: Cow<'a, str>,
+    s3: S3EntityWire,
+    replication_event_data: Option<ReplicationDataWire>,
+}
+
+impl FastRecordWire<'_> {
+    fn into_record(self) -> Result<NotificationRecord, ()> {
+        let kind = ReplicationEventKind::from_event_name(&self.event_name).ok_or(())?;
+        let data = self.replication_event_data.ok_or(())?;
+        build_event(kind, self.aws_region, &self.event_time, self.s3, data)
+            .map(|event| NotificationRecord::Replication(Box::new(event)))
+            .map_err(|_| ())
+    }
+}
+
 /// A record's head; the S3 and replication parts are parsed only for replication events, so a
 /// non-replication event with an odd shape is still acknowledged.
 #[derive(Deserialize)]
@@ -246,8 +300,19 @@ fn parse_record(text: &str) -> Result<NotificationRecord, String> {
         })?;
     let event_time = wire
         .event_time
-        .ok_or_else(|| "missing field `eventTime`".to_owned())
-        .and_then(|t| parse_time(&t).map_err(|e| format!("`eventTime`: {e}")))?;
+        .ok_or_else(|| "missing field `eventTime`".to_owned())?;
+    build_event(kind, wire.aws_region, &event_time, s3, data)
+        .map(|event| NotificationRecord::Replication(Box::new(event)))
+}
+
+fn build_event(
+    kind: ReplicationEventKind,
+    region: Option<String>,
+    event_time: &str,
+    s3: S3EntityWire,
+    data: ReplicationDataWire,
+) -> Result<ReplicationEvent, String> {
+    let event_time = parse_time(event_time).map_err(|e| format!("`eventTime`: {e}"))?;
     let request_time = data
         .request_time
         .as_deref()
@@ -260,26 +325,24 @@ fn parse_record(text: &str) -> Result<NotificationRecord, String> {
     if data.destination_bucket.is_empty() {
         return Err("`replicationEventData.destinationBucket` is empty".into());
     }
-    Ok(NotificationRecord::Replication(Box::new(
-        ReplicationEvent {
-            kind,
-            region: wire.aws_region,
-            event_time,
-            source_bucket: s3.bucket.name,
-            key: decode_key(&s3.object.key),
-            version_id: s3.object.version_id.filter(|v| !v.is_empty()),
-            size: s3.object.size,
-            sequencer: s3.object.sequencer,
-            rule_id: data.replication_rule_id,
-            destination_bucket: bucket_name_from_arn(&data.destination_bucket).to_owned(),
-            destination_arn: data.destination_bucket,
-            s3_operation: data.s3_operation,
-            request_time,
-            failure_reason: data.failure_reason,
-            threshold_seconds: data.threshold.map(|s| s.0),
-            replication_time_seconds: data.replication_time.map(|s| s.0),
-        },
-    )))
+    Ok(ReplicationEvent {
+        kind,
+        region,
+        event_time,
+        source_bucket: s3.bucket.name,
+        key: decode_key(&s3.object.key),
+        version_id: s3.object.version_id.filter(|v| !v.is_empty()),
+        size: s3.object.size,
+        sequencer: s3.object.sequencer,
+        rule_id: data.replication_rule_id,
+        destination_bucket: bucket_name_from_arn(&data.destination_bucket).to_owned(),
+        destination_arn: data.destination_bucket,
+        s3_operation: data.s3_operation,
+        request_time,
+        failure_reason: data.failure_reason,
+        threshold_seconds: data.threshold.map(|s| s.0),
+        replication_time_seconds: data.replication_time.map(|s| s.0),
+    })
 }
 
 fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {

@@ -120,8 +120,9 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         &self.notifier
     }
 
-    /// The Lambda entry point: any supported payload in, the response Lambda expects out.
-    pub async fn handle(&self, payload: &Value) -> Result<Value, HandlerError> {
+    /// The Lambda entry point: any supported payload (as JSON text) in, the response Lambda
+    /// expects out.
+    pub async fn handle(&self, payload: &str) -> Result<Value, HandlerError> {
         let (delivery, messages) = envelope::open(payload).inspect_err(|e| {
             tracing::error!(error = %e, "rejected invocation payload");
         })?;
@@ -158,6 +159,11 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         }
     }
 
+    /// [`Self::handle`] for an already parsed payload.
+    pub async fn handle_value(&self, payload: &Value) -> Result<Value, HandlerError> {
+        self.handle(&payload.to_string()).await
+    }
+
     /// Record every message's events, then settle each touched incident (page when due).
     /// A message is reported failed when it is unreadable or any of its writes or pages failed;
     /// everything it did is idempotent, so its retry completes the work without doubling it.
@@ -169,31 +175,32 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         let mut failed: BTreeSet<usize> = BTreeSet::new();
         let mut events: Vec<(usize, ReplicationEvent)> = Vec::new();
 
-        for (index, message) in messages.iter().enumerate() {
-            match &message.notification {
+        let mut ids = Vec::with_capacity(messages.len());
+        for (index, message) in messages.into_iter().enumerate() {
+            ids.push(message.id);
+            let message_id = &ids[index];
+            match message.notification {
                 Err(error) => {
-                    tracing::error!(message_id = %message.id, %error, "unreadable message; it will be retried and then dead-lettered");
-                    report
-                        .errors
-                        .push(format!("message {}: {error}", message.id));
+                    tracing::error!(%message_id, %error, "unreadable message; it will be retried and then dead-lettered");
+                    report.errors.push(format!("message {message_id}: {error}"));
                     failed.insert(index);
                 }
                 Ok(S3Notification::TestEvent { bucket }) => {
-                    tracing::info!(message_id = %message.id, bucket = bucket.as_deref().unwrap_or(""), "s3:TestEvent acknowledged");
+                    tracing::info!(%message_id, bucket = bucket.as_deref().unwrap_or(""), "s3:TestEvent acknowledged");
                     report.acknowledged += 1;
                 }
                 Ok(S3Notification::Records(records)) => {
                     for record in records {
                         match record {
                             NotificationRecord::Replication(event) => {
-                                events.push((index, (**event).clone()));
+                                events.push((index, *event));
                             }
                             NotificationRecord::UnknownReplication { event_name } => {
-                                tracing::warn!(message_id = %message.id, event_name, "replication event type unknown to this version; acknowledged, not recorded");
+                                tracing::warn!(%message_id, event_name, "replication event type unknown to this version; acknowledged, not recorded");
                                 report.acknowledged += 1;
                             }
                             NotificationRecord::Other { event_name } => {
-                                tracing::info!(message_id = %message.id, event_name, "not a replication event; acknowledged");
+                                tracing::info!(%message_id, event_name, "not a replication event; acknowledged");
                                 report.acknowledged += 1;
                             }
                         }
@@ -221,10 +228,10 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
                 Ok(Recorded::New) => report.recorded += 1,
                 Ok(Recorded::Duplicate) => report.duplicates += 1,
                 Err(error) => {
-                    tracing::error!(message_id = %messages[index].id, key = %event.key, %error, retryable = error.retryable(), "recording a replication event failed");
+                    tracing::error!(message_id = %ids[index], key = %event.key, %error, retryable = error.retryable(), "recording a replication event failed");
                     report
                         .errors
-                        .push(format!("message {}: {error}", messages[index].id));
+                        .push(format!("message {}: {error}", ids[index]));
                     failed.insert(index);
                     continue;
                 }
@@ -242,12 +249,21 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
             batch.first = batch.first.min(event.event_time);
             batch.last = batch.last.max(event.event_time);
             batch.messages.insert(index);
-            batch.samples.insert(SampleObject {
-                key: event.key.clone(),
-                version_id: event.version_id.clone(),
-            });
-            if batch.samples.len() > self.settings.sample_keys {
-                batch.samples.pop_last();
+            // Keep the first keys in order; clone only what may be kept.
+            let full = batch.samples.len() >= self.settings.sample_keys;
+            if !full
+                || batch
+                    .samples
+                    .last()
+                    .is_some_and(|last| event.key < last.key)
+            {
+                batch.samples.insert(SampleObject {
+                    key: event.key.clone(),
+                    version_id: event.version_id.clone(),
+                });
+                if batch.samples.len() > self.settings.sample_keys {
+                    batch.samples.pop_last();
+                }
             }
         }
 
@@ -271,7 +287,7 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
             }
         }
 
-        report.failed_messages = failed.into_iter().map(|i| messages[i].id.clone()).collect();
+        report.failed_messages = failed.into_iter().map(|i| ids[i].clone()).collect();
         report
     }
 
@@ -437,7 +453,7 @@ mod tests {
         let bodies = failure_bodies(1000, &reasons);
         for chunk in bodies.chunks(10) {
             let response = monitor
-                .handle(&NotificationBuilder::sqs_event(chunk))
+                .handle_value(&NotificationBuilder::sqs_event(chunk))
                 .await
                 .unwrap();
             assert!(failed_ids(&response).is_empty());
@@ -485,7 +501,7 @@ mod tests {
             NotificationBuilder::notification(vec![b.record(OperationNotTracked, "d", "v3", None)]),
         ];
         once.monitor()
-            .handle(&NotificationBuilder::sqs_event(&bodies))
+            .handle_value(&NotificationBuilder::sqs_event(&bodies))
             .await
             .unwrap();
         let mut reversed = bodies.clone();
@@ -494,7 +510,7 @@ mod tests {
             for body in batch.iter() {
                 thrice
                     .monitor()
-                    .handle(&NotificationBuilder::sqs_event(std::slice::from_ref(body)))
+                    .handle_value(&NotificationBuilder::sqs_event(std::slice::from_ref(body)))
                     .await
                     .unwrap();
             }
@@ -552,18 +568,18 @@ mod tests {
         let monitor = world.monitor();
         let bodies = failure_bodies(30, &[("rule-1", "DstBucketNotFound")]);
         monitor
-            .handle(&NotificationBuilder::sqs_event(&bodies[0..10]))
+            .handle_value(&NotificationBuilder::sqs_event(&bodies[0..10]))
             .await
             .unwrap();
         world.clock.advance(Duration::minutes(5));
         monitor
-            .handle(&NotificationBuilder::sqs_event(&bodies[10..20]))
+            .handle_value(&NotificationBuilder::sqs_event(&bodies[10..20]))
             .await
             .unwrap();
         assert_eq!(world.notifier.pages().len(), 1);
         world.clock.advance(Duration::minutes(10));
         monitor
-            .handle(&NotificationBuilder::sqs_event(&bodies[20..25]))
+            .handle_value(&NotificationBuilder::sqs_event(&bodies[20..25]))
             .await
             .unwrap();
         let pages = world.notifier.pages();
@@ -581,7 +597,7 @@ mod tests {
         // Within the next window: counted, not paged.
         world.clock.advance(Duration::minutes(1));
         monitor
-            .handle(&NotificationBuilder::sqs_event(&bodies[25..30]))
+            .handle_value(&NotificationBuilder::sqs_event(&bodies[25..30]))
             .await
             .unwrap();
         assert_eq!(world.notifier.pages().len(), 2);
@@ -597,14 +613,14 @@ mod tests {
             &[("rule-1", "DstBucketUnversioned")],
         ));
         world.notifier.fail_publishes.store(1, Ordering::SeqCst);
-        let response = monitor.handle(&event).await.unwrap();
+        let response = monitor.handle_value(&event).await.unwrap();
         assert_eq!(failed_ids(&response), ["msg-0", "msg-1", "msg-2"]);
         assert!(world.notifier.pages().is_empty());
-        let response = monitor.handle(&event).await.unwrap();
+        let response = monitor.handle_value(&event).await.unwrap();
         assert!(failed_ids(&response).is_empty());
         assert_eq!(world.notifier.pages().len(), 1);
         assert_eq!(world.ledger.incidents()[0].event_count, 3);
-        monitor.handle(&event).await.unwrap();
+        monitor.handle_value(&event).await.unwrap();
         assert_eq!(world.notifier.pages().len(), 1);
     }
 
@@ -616,7 +632,7 @@ mod tests {
         bodies.push("{\"Records\": [".into());
         world.ledger.fail_records.store(1, Ordering::SeqCst);
         let response = monitor
-            .handle(&NotificationBuilder::sqs_event(&bodies))
+            .handle_value(&NotificationBuilder::sqs_event(&bodies))
             .await
             .unwrap();
         let failed = failed_ids(&response);
@@ -629,7 +645,7 @@ mod tests {
             .map(|id| bodies[id[4..].parse::<usize>().unwrap()].clone())
             .collect();
         monitor
-            .handle(&NotificationBuilder::sqs_event(&retry))
+            .handle_value(&NotificationBuilder::sqs_event(&retry))
             .await
             .unwrap();
         assert_eq!(world.ledger.objects().len(), 2);
@@ -643,13 +659,13 @@ mod tests {
         let body = failure_bodies(1, &[("rule-1", "DstBucketNotFound")]).remove(0);
         let direct: Value = serde_json::from_str(&body).unwrap();
         world.ledger.fail_records.store(1, Ordering::SeqCst);
-        let error = monitor.handle(&direct).await.unwrap_err();
+        let error = monitor.handle_value(&direct).await.unwrap_err();
         assert!(error.to_string().contains("retry"), "{error}");
-        assert!(monitor.handle(&direct).await.is_ok());
+        assert!(monitor.handle_value(&direct).await.is_ok());
         let sns = serde_json::json!({"Records": [{"EventSource": "aws:sns", "Sns": {"MessageId": "m1", "Message": "{\"Records\": [" }}]});
-        assert!(monitor.handle(&sns).await.is_err());
+        assert!(monitor.handle_value(&sns).await.is_err());
         assert!(monitor
-            .handle(&serde_json::json!({"unexpected": true}))
+            .handle_value(&serde_json::json!({"unexpected": true}))
             .await
             .is_err());
     }
@@ -663,7 +679,7 @@ mod tests {
                 .to_string();
         let put = serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put", "eventTime": "2026-11-23T03:00:00Z", "s3": {"bucket": {"name": "src"}, "object": {"key": "k"}}}]}).to_string();
         let response = monitor
-            .handle(&NotificationBuilder::sqs_event(&[test_event, put]))
+            .handle_value(&NotificationBuilder::sqs_event(&[test_event, put]))
             .await
             .unwrap();
         assert!(failed_ids(&response).is_empty());

@@ -60,7 +60,7 @@ async fn failure_is_recorded_and_paged_once_with_attributes() {
     )]);
     let event = NotificationBuilder::sqs_event(&[body]);
     for _ in 0..3 {
-        let response = monitor.handle(&event).await.expect("handled");
+        let response = monitor.handle_value(&event).await.expect("handled");
         assert!(failed_ids(&response).is_empty(), "{response}");
     }
     let pages = stack.drain_pages().await.unwrap();
@@ -112,12 +112,12 @@ async fn late_then_replicated_out_of_order() {
         None,
     )]);
     monitor
-        .handle(&NotificationBuilder::sqs_event(&[arrived]))
+        .handle_value(&NotificationBuilder::sqs_event(&[arrived]))
         .await
         .unwrap();
     assert!(stack.drain_pages().await.unwrap().is_empty());
     monitor
-        .handle(&NotificationBuilder::sqs_event(&[late]))
+        .handle_value(&NotificationBuilder::sqs_event(&[late]))
         .await
         .unwrap();
     let objects = stack.ledger_entities("object").await.unwrap();
@@ -170,7 +170,7 @@ async fn unreachable_ledger_lists_every_message_for_retry() {
         })
         .collect();
     let response = monitor
-        .handle(&NotificationBuilder::sqs_event(&bodies))
+        .handle_value(&NotificationBuilder::sqs_event(&bodies))
         .await
         .unwrap();
     assert_eq!(failed_ids(&response), ["msg-0", "msg-1", "msg-2"]);

@@ -55,7 +55,7 @@ async fn storm_of_10000_failures_pages_once_per_incident() {
             let monitor = &monitor;
             async move {
                 let response = monitor
-                    .handle(&NotificationBuilder::sqs_event(chunk))
+                    .handle_value(&NotificationBuilder::sqs_event(chunk))
                     .await
                     .expect("handled");
                 response["batchItemFailures"]

@@ -5,7 +5,7 @@ use replmon_shared::aws::{sdk_config, DynamoDbLedger, SnsNotifier};
 use replmon_shared::clock::SystemClock;
 use replmon_shared::config::{ProcessEnvironment, ReplicationEventsConfig};
 use replmon_shared::replication::ReplicationMonitor;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
@@ -23,8 +23,13 @@ async fn main() -> Result<(), Error> {
         config.monitor,
     );
     let monitor = &monitor;
-    run(service_fn(move |event: LambdaEvent<Value>| async move {
-        monitor.handle(&event.payload).await.map_err(Error::from)
-    }))
+    run(service_fn(
+        move |event: LambdaEvent<Box<RawValue>>| async move {
+            monitor
+                .handle(event.payload.get())
+                .await
+                .map_err(Error::from)
+        },
+    ))
     .await
 }
