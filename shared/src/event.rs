@@ -354,6 +354,9 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
 /// S3 URL-encodes keys in notifications, with `+` for space. A key whose bytes are not UTF-8
 /// after decoding is kept encoded rather than guessed at, so two keys never collapse into one.
 pub fn decode_key(encoded: &str) -> String {
+    if !encoded.contains(['+', '%']) {
+        return encoded.to_owned();
+    }
     let spaced = encoded.replace('+', " ");
     match percent_decode_str(&spaced).decode_utf8() {
         Ok(decoded) => decoded.into_owned(),

@@ -91,6 +91,8 @@ pub struct ReplicationMonitor<L, N, C> {
 
 /// Events of one incident within one invocation.
 struct IncidentBatch {
+    /// Events new to the ledger (the rest are redeliveries).
+    new_events: usize,
     first: DateTime<Utc>,
     last: DateTime<Utc>,
     samples: BTreeSet<SampleObject>,
@@ -224,9 +226,15 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
 
         let mut batches: BTreeMap<IncidentKey, IncidentBatch> = BTreeMap::new();
         for (index, event, key, outcome) in outcomes {
-            match outcome {
-                Ok(Recorded::New) => report.recorded += 1,
-                Ok(Recorded::Duplicate) => report.duplicates += 1,
+            let new = match outcome {
+                Ok(Recorded::New) => {
+                    report.recorded += 1;
+                    true
+                }
+                Ok(Recorded::Duplicate) => {
+                    report.duplicates += 1;
+                    false
+                }
                 Err(error) => {
                     tracing::error!(message_id = %ids[index], key = %event.key, %error, retryable = error.retryable(), "recording a replication event failed");
                     report
@@ -235,17 +243,19 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
                     failed.insert(index);
                     continue;
                 }
-            }
+            };
             // Arrivals of late objects only update counts; they never page.
             if event.kind == ReplicationEventKind::OperationReplicatedAfterThreshold {
                 continue;
             }
             let batch = batches.entry(key).or_insert_with(|| IncidentBatch {
+                new_events: 0,
                 first: event.event_time,
                 last: event.event_time,
                 samples: BTreeSet::new(),
                 messages: BTreeSet::new(),
             });
+            batch.new_events += usize::from(new);
             batch.first = batch.first.min(event.event_time);
             batch.last = batch.last.max(event.event_time);
             batch.messages.insert(index);
@@ -298,15 +308,29 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         batch: &IncidentBatch,
     ) -> Result<Settled, SettleError> {
         let now = self.clock.now();
-        let mut incident = self
-            .ledger
-            .touch_incident(
-                key,
-                (batch.first, batch.last),
-                now,
-                now + self.settings.ledger_ttl,
-            )
-            .await?;
+        // Redeliveries change nothing, unless an earlier attempt died before its incident was
+        // brought up to date: then this is the retry that finishes the job.
+        let stored = if batch.new_events == 0 {
+            self.ledger.incident(key).await?.filter(|incident| {
+                incident.first_seen.is_some_and(|t| t <= batch.first)
+                    && incident.last_seen.is_some_and(|t| t >= batch.last)
+            })
+        } else {
+            None
+        };
+        let mut incident = match stored {
+            Some(incident) => incident,
+            None => {
+                self.ledger
+                    .touch_incident(
+                        key,
+                        (batch.first, batch.last),
+                        now,
+                        now + self.settings.ledger_ttl,
+                    )
+                    .await?
+            }
+        };
         if !incident.may_be_due(now, self.settings.summary_window) {
             return Ok(Settled::Quiet);
         }

@@ -328,9 +328,29 @@ impl Stack {
         let sqs = aws_sdk_sqs::Client::new(sdk);
         let sns = aws_sdk_sns::Client::new(sdk);
         // CreateTopic is idempotent: it answers the existing topic's ARN.
-        let topic_arn = sns.create_topic().name(&names.topic_name).send().await?.topic_arn.context("topic without ARN")?;
-        let inbox_url = sqs.get_queue_url().queue_name(&names.inbox_queue).send().await?.queue_url.context("no inbox queue: provision first")?;
-        Ok(Stack { names, topic_arn, inbox_url, dynamodb: aws_sdk_dynamodb::Client::new(sdk), sqs, sns, s3: s3_client(sdk) })
+        let topic_arn = sns
+            .create_topic()
+            .name(&names.topic_name)
+            .send()
+            .await?
+            .topic_arn
+            .context("topic without ARN")?;
+        let inbox_url = sqs
+            .get_queue_url()
+            .queue_name(&names.inbox_queue)
+            .send()
+            .await?
+            .queue_url
+            .context("no inbox queue: provision first")?;
+        Ok(Stack {
+            names,
+            topic_arn,
+            inbox_url,
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            sqs,
+            sns,
+            s3: s3_client(sdk),
+        })
     }
 
     /// The environment the functions need to run against this stack.

@@ -125,7 +125,12 @@ impl DynamoDbLedger {
         for attempt in 0..MAX_WRITE_ATTEMPTS {
             let (record, revision) = match stored.take() {
                 Some((mut record, revision)) => {
+                    let before = record.clone();
                     record.merge(event);
+                    if record == before {
+                        // A redelivery: nothing to change, so write nothing (not even the revision).
+                        return Ok(());
+                    }
                     (record, Some(revision))
                 }
                 None => (fresh.clone(), None),

@@ -17,7 +17,12 @@ fn usage() -> &'static str {
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let command = args.first().map(String::as_str).unwrap_or("");
-    let option = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let option = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let Some(endpoint) = option("--endpoint") else {
         bail!("{}", usage());
     };
@@ -25,18 +30,29 @@ async fn main() -> Result<()> {
     match command {
         "provision" => {
             let stack = Stack::provision(&sdk, StackNames::default()).await?;
-            let env: Vec<String> = stack.function_env(&endpoint).into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let env: Vec<String> = stack
+                .function_env(&endpoint)
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             if let Some(path) = option("--env-file") {
                 if let Some(dir) = std::path::Path::new(&path).parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                std::fs::write(&path, env.join("\n") + "\n").with_context(|| format!("writing {path}"))?;
+                std::fs::write(&path, env.join("\n") + "\n")
+                    .with_context(|| format!("writing {path}"))?;
             }
             println!("provisioned on {endpoint}:");
             println!("  table   {}", stack.names.table);
             println!("  topic   {} (pages)", stack.topic_arn);
-            println!("  queue   {} (subscribed to the topic: pages land here)", stack.names.inbox_queue);
-            println!("  buckets {} -> {} (versioned, rule {})", stack.names.source_bucket, stack.names.replica_bucket, stack.names.rule_id);
+            println!(
+                "  queue   {} (subscribed to the topic: pages land here)",
+                stack.names.inbox_queue
+            );
+            println!(
+                "  buckets {} -> {} (versioned, rule {})",
+                stack.names.source_bucket, stack.names.replica_bucket, stack.names.rule_id
+            );
         }
         "pages" => {
             let stack = Stack::attach(&sdk, StackNames::default()).await?;
@@ -45,7 +61,11 @@ async fn main() -> Result<()> {
                 println!("(no pages)");
             }
             for (i, page) in pages.iter().enumerate() {
-                println!("==================== message {} of {} ====================", i + 1, pages.len());
+                println!(
+                    "==================== message {} of {} ====================",
+                    i + 1,
+                    pages.len()
+                );
                 println!("{}\n", render_page(page));
             }
         }
@@ -60,25 +80,50 @@ async fn main() -> Result<()> {
 }
 
 fn print_ledger(items: &[BTreeMap<String, String>]) {
-    let field = |item: &BTreeMap<String, String>, name: &str| item.get(name).cloned().unwrap_or_else(|| "-".into());
-    let of = |entity: &'static str| items.iter().filter(move |i| i.get("entity").map(String::as_str) == Some(entity));
+    let field = |item: &BTreeMap<String, String>, name: &str| {
+        item.get(name).cloned().unwrap_or_else(|| "-".into())
+    };
+    let of = |entity: &'static str| {
+        items
+            .iter()
+            .filter(move |i| i.get("entity").map(String::as_str) == Some(entity))
+    };
     println!("INCIDENTS");
-    println!("  {:<22} {:<22} {:<22} {:<28} {:<9} {:>5}  {}", "SOURCE", "DESTINATION", "RULE", "CAUSE", "SEVERITY", "PAGES", "FIRST SEEN .. LAST SEEN");
+    println!(
+        "  {:<22} {:<22} {:<22} {:<28} {:<9} {:>5}  {}",
+        "SOURCE", "DESTINATION", "RULE", "CAUSE", "SEVERITY", "PAGES", "FIRST SEEN .. LAST SEEN"
+    );
     for item in of("incident") {
         println!(
             "  {:<22} {:<22} {:<22} {:<28} {:<9} {:>5}  {} .. {}",
-            field(item, "source_bucket"), field(item, "destination_bucket"), field(item, "rule_id"), field(item, "cause"),
-            field(item, "severity"), field(item, "pages_sent"), field(item, "first_seen"), field(item, "last_seen")
+            field(item, "source_bucket"),
+            field(item, "destination_bucket"),
+            field(item, "rule_id"),
+            field(item, "cause"),
+            field(item, "severity"),
+            field(item, "pages_sent"),
+            field(item, "first_seen"),
+            field(item, "last_seen")
         );
     }
     println!("\nFAILED AND LATE OBJECTS");
-    println!("  {:<16} {:<22} {:<40} {:<34} {:<26}", "STATUS", "DESTINATION", "KEY", "VERSION", "REASON");
+    println!(
+        "  {:<16} {:<22} {:<40} {:<34} {:<26}",
+        "STATUS", "DESTINATION", "KEY", "VERSION", "REASON"
+    );
     for item in of("object") {
         println!(
             "  {:<16} {:<22} {:<40} {:<34} {:<26}",
-            field(item, "status"), field(item, "destination_bucket"), field(item, "key"), field(item, "version_id"), field(item, "failure_reason")
+            field(item, "status"),
+            field(item, "destination_bucket"),
+            field(item, "key"),
+            field(item, "version_id"),
+            field(item, "failure_reason")
         );
     }
     let members = of("member").count();
-    println!("\n{} items in all ({members} event memberships)", items.len());
+    println!(
+        "\n{} items in all ({members} event memberships)",
+        items.len()
+    );
 }
