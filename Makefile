@@ -8,7 +8,7 @@ test:
 	bash scripts/test
 
 bench:
-	cargo run --release -p replmon-shared --no-default-features --features fakes --example aggregation_bench
+	cargo run --release -p replmon-shared --no-default-features --features fakes,allocator --example aggregation_bench
 
 setup:
 	bash scripts/setup

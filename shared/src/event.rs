@@ -79,12 +79,13 @@ pub struct ReplicationEvent {
 }
 
 /// Deterministic identity of a delivery: the same event delivered twice has the same id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct EventId(pub String);
+/// 128 bits of SHA-256, shown as 32 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(pub [u8; 16]);
 
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
     }
 }
 
@@ -105,18 +106,10 @@ impl ReplicationEvent {
             hasher.update((part.len() as u64).to_be_bytes());
             hasher.update(part.as_bytes());
         }
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let digest = hasher.finalize();
-        let hex: String = digest[..16]
-            .iter()
-            .flat_map(|b| {
-                [
-                    HEX[usize::from(b >> 4)] as char,
-                    HEX[usize::from(b & 0xf)] as char,
-                ]
-            })
-            .collect();
-        EventId(hex)
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&digest[..16]);
+        EventId(id)
     }
 }
 

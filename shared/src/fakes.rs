@@ -9,11 +9,12 @@ use crate::ledger::{
 };
 use crate::page::{Notifier, NotifyError, Page};
 use chrono::{DateTime, Duration, Utc};
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-type ObjectId = (String, String, String, Option<String>);
+/// Source, destination, key and version joined by NUL (which S3 names cannot hold in buckets).
+type ObjectId = String;
 
 #[derive(Debug, Default)]
 struct LedgerState {
@@ -106,28 +107,40 @@ impl Ledger for InMemoryLedger {
             return Err(unavailable("record_event"));
         }
         let mut state = self.lock();
-        if let Some(new) = ObjectRecord::from_event(event) {
-            let id = (
-                new.source_bucket.clone(),
-                new.destination_bucket.clone(),
-                new.key.clone(),
-                new.version_id.clone(),
+        if event.kind != ReplicationEventKind::OperationNotTracked {
+            let version = event.version_id.as_deref().unwrap_or("\u{1}null");
+            let mut id: ObjectId = String::with_capacity(
+                event.source_bucket.len()
+                    + event.destination_bucket.len()
+                    + event.key.len()
+                    + version.len()
+                    + 3,
             );
-            state
-                .objects
-                .entry(id)
-                .and_modify(|existing| existing.merge(event))
-                .or_insert(new);
+            for part in [&event.source_bucket, &event.destination_bucket, &event.key] {
+                id.push_str(part);
+                id.push('\0');
+            }
+            id.push_str(version);
+            match state.objects.get_mut(&id) {
+                Some(existing) => existing.merge(event),
+                None => {
+                    if let Some(new) = ObjectRecord::from_event(event) {
+                        state.objects.insert(id, new);
+                    }
+                }
+            }
         }
         let members = if event.kind == ReplicationEventKind::OperationReplicatedAfterThreshold {
             &mut state.recovered
         } else {
             &mut state.members
         };
-        let new = members
-            .entry(incident.clone())
-            .or_default()
-            .insert(event.id());
+        // Clone the key only for a new incident.
+        let set = match members.get_mut(incident) {
+            Some(set) => set,
+            None => members.entry(incident.clone()).or_default(),
+        };
+        let new = set.insert(event.id());
         Ok(if new {
             Recorded::New
         } else {

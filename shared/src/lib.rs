@@ -13,6 +13,8 @@ pub mod page;
 pub mod replication;
 pub mod severity;
 
+#[cfg(feature = "allocator")]
+pub mod allocator;
 #[cfg(feature = "aws")]
 pub mod aws;
 #[cfg(any(test, feature = "fakes"))]

@@ -11,6 +11,7 @@ use crate::ledger::{Ledger, LedgerError, PageClaim, PageSent, Recorded};
 use crate::page::{Notifier, NotifyError};
 use chrono::{DateTime, Duration, Utc};
 use futures::stream::{self, StreamExt};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -212,20 +213,53 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         }
         report.replication_events = events.len();
 
+        // One incident key per group, built once: events of a storm share a handful of keys.
+        let mut group_of: FxHashMap<(&str, &str, &str, Option<&str>, u8), usize> =
+            FxHashMap::default();
+        let mut keys: Vec<IncidentKey> = Vec::new();
+        let event_groups: Vec<usize> = events
+            .iter()
+            .map(|(_, event)| {
+                let cause = match event.kind {
+                    ReplicationEventKind::OperationFailedReplication => 0,
+                    ReplicationEventKind::OperationNotTracked => 2,
+                    _ => 1,
+                };
+                let borrowed = (
+                    event.source_bucket.as_str(),
+                    event.rule_id.as_str(),
+                    event.destination_bucket.as_str(),
+                    if cause == 0 {
+                        event.failure_reason.as_deref()
+                    } else {
+                        None
+                    },
+                    cause,
+                );
+                *group_of.entry(borrowed).or_insert_with(|| {
+                    keys.push(IncidentKey::for_event(event));
+                    keys.len() - 1
+                })
+            })
+            .collect();
+
         let now = self.clock.now();
         let expires_at = now + self.settings.ledger_ttl;
-        let outcomes: Vec<_> = stream::iter(events.iter())
-            .map(|(index, event)| async move {
-                let key = IncidentKey::for_event(event);
-                let outcome = self.ledger.record_event(event, &key, expires_at).await;
-                (*index, event, key, outcome)
+        let keys = &keys;
+        let outcomes: Vec<_> = stream::iter(events.iter().zip(&event_groups))
+            .map(|((index, event), &group)| async move {
+                let outcome = self
+                    .ledger
+                    .record_event(event, &keys[group], expires_at)
+                    .await;
+                (*index, event, group, outcome)
             })
             .buffer_unordered(self.settings.concurrency.max(1))
             .collect()
             .await;
 
-        let mut batches: BTreeMap<IncidentKey, IncidentBatch> = BTreeMap::new();
-        for (index, event, key, outcome) in outcomes {
+        let mut batches: BTreeMap<usize, IncidentBatch> = BTreeMap::new();
+        for (index, event, group, outcome) in outcomes {
             let new = match outcome {
                 Ok(Recorded::New) => {
                     report.recorded += 1;
@@ -248,7 +282,7 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
             if event.kind == ReplicationEventKind::OperationReplicatedAfterThreshold {
                 continue;
             }
-            let batch = batches.entry(key).or_insert_with(|| IncidentBatch {
+            let batch = batches.entry(group).or_insert_with(|| IncidentBatch {
                 new_events: 0,
                 first: event.event_time,
                 last: event.event_time,
@@ -278,7 +312,10 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         }
 
         let settled: Vec<_> = stream::iter(batches.iter())
-            .map(|(key, batch)| async move { (key, batch, self.settle(key, batch).await) })
+            .map(|(&group, batch)| async move {
+                let key = &keys[group];
+                (key, batch, self.settle(key, batch).await)
+            })
             .buffer_unordered(self.settings.concurrency.max(1))
             .collect()
             .await;

@@ -7,8 +7,12 @@ use replmon_shared::config::{ProcessEnvironment, ReplicationEventsConfig};
 use replmon_shared::replication::ReplicationMonitor;
 use serde_json::value::RawValue;
 
+#[global_allocator]
+static ALLOCATOR: replmon_shared::allocator::Allocator = replmon_shared::allocator::Allocator;
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
+    replmon_shared::allocator::retain_freed_memory();
     lambda_runtime::tracing::init_default_subscriber();
     let config = ReplicationEventsConfig::from_env(&ProcessEnvironment)
         .inspect_err(|error| {

@@ -217,7 +217,7 @@ impl Ledger for DynamoDbLedger {
         };
         let mut item: Item = [
             ("pk", s(pk)),
-            ("sk", s(event_id.0)),
+            ("sk", s(event_id.to_string())),
             ("entity", s("member")),
             ("event_name", s(event.kind.as_str())),
             ("key", s(event.key.clone())),
