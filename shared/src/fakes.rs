@@ -16,12 +16,15 @@ use std::sync::Mutex;
 /// Source, destination, key and version joined by NUL (which S3 names cannot hold in buckets).
 type ObjectId = String;
 
+/// A page claim's token and when it was taken.
+type HeldClaim = (String, DateTime<Utc>);
+
 #[derive(Debug, Default)]
 struct LedgerState {
     objects: HashMap<ObjectId, ObjectRecord>,
     members: HashMap<IncidentKey, HashSet<EventId>>,
     recovered: HashMap<IncidentKey, HashSet<EventId>>,
-    incidents: HashMap<IncidentKey, (Incident, Option<(String, DateTime<Utc>)>)>,
+    incidents: HashMap<IncidentKey, (Incident, Option<HeldClaim>)>,
 }
 
 /// The ledger in a mutex.

@@ -401,7 +401,10 @@ mod tests {
         use ReplicationEventKind::*;
         let late = event(OperationMissedThreshold, 10, None);
         let done = event(OperationReplicatedAfterThreshold, 30, None);
-        assert_eq!(fold(&[late.clone()]).status(), ObjectStatus::Late);
+        assert_eq!(
+            fold(std::slice::from_ref(&late)).status(),
+            ObjectStatus::Late
+        );
         assert_eq!(
             fold(&[late.clone(), done.clone()]).status(),
             ObjectStatus::ReplicatedLate

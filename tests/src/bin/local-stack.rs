@@ -90,8 +90,8 @@ fn print_ledger(items: &[BTreeMap<String, String>]) {
     };
     println!("INCIDENTS");
     println!(
-        "  {:<22} {:<22} {:<22} {:<28} {:<9} {:>5}  {}",
-        "SOURCE", "DESTINATION", "RULE", "CAUSE", "SEVERITY", "PAGES", "FIRST SEEN .. LAST SEEN"
+        "  {:<22} {:<22} {:<22} {:<28} {:<9} {:>5}  FIRST SEEN .. LAST SEEN",
+        "SOURCE", "DESTINATION", "RULE", "CAUSE", "SEVERITY", "PAGES"
     );
     for item in of("incident") {
         println!(
