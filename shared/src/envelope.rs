@@ -264,3 +264,53 @@ mod tests {
             .is_empty());
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    //! Bad input never panics: arbitrary text, and real payloads cut or corrupted at random.
+    use super::*;
+    use proptest::prelude::*;
+
+    const SQS: &str = include_str!("../../events/sqs/storm-batch.json");
+    const SNS: &str = include_str!("../../events/sns/failed.json");
+    const DIRECT: &str = include_str!("../../events/direct/missed-threshold.json");
+
+    fn exercise(payload: &str) {
+        if let Ok((_, messages)) = open(payload) {
+            for message in messages {
+                if let Err(error) = message.notification {
+                    assert!(!error.to_string().is_empty());
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_text(text in ".{0,400}") {
+            exercise(&text);
+        }
+
+        #[test]
+        fn truncated_real_payloads(which in 0usize..3, cut in 0.0f64..1.0) {
+            let payload = [SQS, SNS, DIRECT][which];
+            let mut end = (payload.len() as f64 * cut) as usize;
+            while !payload.is_char_boundary(end) {
+                end -= 1;
+            }
+            exercise(&payload[..end]);
+        }
+
+        #[test]
+        fn corrupted_real_payloads(which in 0usize..3, at in 0.0f64..1.0, byte in 0u8..128) {
+            let mut bytes = [SQS, SNS, DIRECT][which].as_bytes().to_vec();
+            let index = ((bytes.len() - 1) as f64 * at) as usize;
+            bytes[index] = byte;
+            if let Ok(text) = String::from_utf8(bytes) {
+                exercise(&text);
+            }
+        }
+    }
+}

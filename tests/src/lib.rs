@@ -522,6 +522,29 @@ pub fn parse_sns_envelope(body: &str) -> Result<ReceivedPage> {
     })
 }
 
+/// The replication-events handler with its real AWS adapters.
+pub type AwsMonitor = replmon_shared::replication::ReplicationMonitor<
+    replmon_shared::aws::DynamoDbLedger,
+    replmon_shared::aws::SnsNotifier,
+    replmon_shared::clock::SystemClock,
+>;
+
+/// A fresh moto server, provisioned, and the monitor wired to it through the real adapters.
+/// (The function's own `SdkConfig` path, with `AWS_ENDPOINT_URL`, is what the end-to-end test
+/// exercises; here the adapters get the test configuration.)
+pub async fn monitor_on_local_stack() -> Result<(MotoServer, Stack, AwsMonitor)> {
+    let moto = MotoServer::start()?;
+    let sdk = sdk_config(&moto.endpoint()).await;
+    let stack = Stack::provision(&sdk, StackNames::default()).await?;
+    let monitor = replmon_shared::replication::ReplicationMonitor::new(
+        replmon_shared::aws::DynamoDbLedger::new(&sdk, &stack.names.table),
+        replmon_shared::aws::SnsNotifier::new(&sdk, &stack.topic_arn),
+        replmon_shared::clock::SystemClock,
+        replmon_shared::replication::MonitorSettings::default(),
+    );
+    Ok((moto, stack, monitor))
+}
+
 /// Render a page the way an e-mail or chat subscriber shows it.
 pub fn render_page(page: &ReceivedPage) -> String {
     let attributes: Vec<String> = page

@@ -7,26 +7,13 @@ use replmon_shared::config::AwsSettings;
 use replmon_shared::event::ReplicationEventKind::*;
 use replmon_shared::fakes::NotificationBuilder;
 use replmon_shared::replication::{MonitorSettings, ReplicationMonitor};
-use replmon_tests::{sdk_config, MotoServer, Stack, StackNames};
+use replmon_tests::{
+    monitor_on_local_stack, sdk_config, AwsMonitor, MotoServer, Stack, StackNames,
+};
 use serde_json::Value;
 
-type Monitor = ReplicationMonitor<DynamoDbLedger, SnsNotifier, SystemClock>;
-
-async fn setup() -> (MotoServer, Stack, Monitor) {
-    let moto = MotoServer::start().expect("moto server");
-    let sdk = sdk_config(&moto.endpoint()).await;
-    let stack = Stack::provision(&sdk, StackNames::default())
-        .await
-        .expect("provision");
-    // The function's own SdkConfig path (timeouts, retries, AWS_ENDPOINT_URL) is covered by the
-    // end-to-end test; here the same adapters get the test config.
-    let monitor = ReplicationMonitor::new(
-        DynamoDbLedger::new(&sdk, &stack.names.table),
-        SnsNotifier::new(&sdk, &stack.topic_arn),
-        SystemClock,
-        MonitorSettings::default(),
-    );
-    (moto, stack, monitor)
+async fn setup() -> (MotoServer, Stack, AwsMonitor) {
+    monitor_on_local_stack().await.expect("local stack")
 }
 
 fn builder(stack: &Stack) -> NotificationBuilder {

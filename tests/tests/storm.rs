@@ -3,12 +3,9 @@
 //! does), produce exactly 3 incident pages and a ledger record for every failed object.
 
 use futures::stream::{self, StreamExt};
-use replmon_shared::aws::{DynamoDbLedger, SnsNotifier};
-use replmon_shared::clock::SystemClock;
 use replmon_shared::event::ReplicationEventKind::OperationFailedReplication;
 use replmon_shared::fakes::NotificationBuilder;
-use replmon_shared::replication::{MonitorSettings, ReplicationMonitor};
-use replmon_tests::{sdk_config, MotoServer, Stack, StackNames};
+use replmon_tests::monitor_on_local_stack;
 use std::collections::BTreeMap;
 
 const EVENTS: usize = 10_000;
@@ -16,17 +13,7 @@ const CONCURRENT_INVOCATIONS: usize = 4;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storm_of_10000_failures_pages_once_per_incident() {
-    let moto = MotoServer::start().expect("moto server");
-    let sdk = sdk_config(&moto.endpoint()).await;
-    let stack = Stack::provision(&sdk, StackNames::default())
-        .await
-        .expect("provision");
-    let monitor = ReplicationMonitor::new(
-        DynamoDbLedger::new(&sdk, &stack.names.table),
-        SnsNotifier::new(&sdk, &stack.topic_arn),
-        SystemClock,
-        MonitorSettings::default(),
-    );
+    let (_moto, stack, monitor) = monitor_on_local_stack().await.expect("local stack");
     let pairs = [
         ("rule-a", "DstPutObjectNotPermitted"),
         ("rule-a", "DstKmsKeyNotFound"),
