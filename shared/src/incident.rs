@@ -264,11 +264,20 @@ impl Incident {
             }
         }
         let _ = writeln!(body);
-        if key.cause != IncidentCause::NotTracked {
-            let _ = writeln!(
-                body,
-                "Objects that failed are not retried by S3: after the fix, re-upload them or run S3 Batch Replication for this rule."
-            );
+        match key.cause {
+            IncidentCause::Failure(_) => {
+                let _ = writeln!(
+                    body,
+                    "Objects that failed are not retried by S3: after the fix, re-upload them or run S3 Batch Replication for this rule."
+                );
+            }
+            IncidentCause::Late => {
+                let _ = writeln!(
+                    body,
+                    "Late objects still replicate; each arrival is recorded (OperationReplicatedAfterThreshold). Until then the replica lacks them."
+                );
+            }
+            IncidentCause::NotTracked => {}
         }
         let _ = writeln!(
             body,
@@ -450,6 +459,13 @@ mod tests {
         let page = inc.page(PageDue::Summary, &samples, Duration::minutes(15));
         assert!(page.subject().len() <= SUBJECT_MAX_CHARS);
         assert!(page.body().len() <= BODY_MAX_BYTES);
+    }
+
+    #[test]
+    fn late_pages_do_not_talk_of_failures() {
+        let page = incident(IncidentCause::Late).page(PageDue::First, &[], Duration::minutes(15));
+        assert!(!page.body().contains("not retried"), "{}", page.body());
+        assert!(page.body().contains("still replicate"), "{}", page.body());
     }
 
     #[test]
