@@ -118,6 +118,41 @@ impl ReplicationEventsConfig {
     }
 }
 
+/// Configuration of the alarm-events function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmEventsConfig {
+    pub table: String,
+    pub page_topic_arn: String,
+    pub alarm: crate::alarm_monitor::AlarmSettings,
+    pub aws: AwsSettings,
+}
+
+impl AlarmEventsConfig {
+    pub fn from_env(env: &impl Environment) -> Result<Self, ConfigError> {
+        Ok(AlarmEventsConfig {
+            table: table_name(env)?,
+            page_topic_arn: topic_arn(env)?,
+            alarm: crate::alarm_monitor::AlarmSettings {
+                flap: crate::alarm::FlapRule {
+                    max_transitions: number(env, "REPLMON_FLAP_TRANSITIONS", 4, 1, 100)? as usize,
+                    window: Duration::seconds(number(
+                        env,
+                        "REPLMON_FLAP_WINDOW_SECONDS",
+                        1800,
+                        60,
+                        86_400,
+                    )? as i64),
+                },
+                trend_periods: number(env, "REPLMON_TREND_PERIODS", 30, 5, 1440)? as u32,
+                ledger_ttl: Duration::days(
+                    number(env, "REPLMON_LEDGER_TTL_DAYS", 90, 1, 3650)? as i64
+                ),
+            },
+            aws: AwsSettings::from_env(env)?,
+        })
+    }
+}
+
 /// `REPLMON_TABLE`: the DynamoDB table shared by all functions.
 pub fn table_name(env: &impl Environment) -> Result<String, ConfigError> {
     const VAR: &str = "REPLMON_TABLE";

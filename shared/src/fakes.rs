@@ -1,12 +1,16 @@
 //! In-memory implementations of the ports, with the same semantics as the AWS adapters, for unit
 //! tests and benchmarks. Failures can be injected to exercise retry paths.
 
+use crate::alarm::{AlarmMetric, AlarmRecord};
+use crate::alarm_monitor::{AlarmStore, BacklogCounter};
 use crate::clock::Clock;
 use crate::event::{EventId, ReplicationEvent, ReplicationEventKind};
 use crate::incident::{Incident, IncidentKey};
+use crate::ledger::ObjectStatus;
 use crate::ledger::{
     EventCounts, Ledger, LedgerError, ObjectRecord, PageClaim, PageSent, Recorded,
 };
+use crate::metrics::{MetricsError, MetricsSource, Series};
 use crate::page::{Notifier, NotifyError, Page};
 use chrono::{DateTime, Duration, Utc};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
@@ -25,6 +29,7 @@ struct LedgerState {
     members: HashMap<IncidentKey, HashSet<EventId>>,
     recovered: HashMap<IncidentKey, HashSet<EventId>>,
     incidents: HashMap<IncidentKey, (Incident, Option<HeldClaim>)>,
+    alarms: HashMap<String, (AlarmRecord, u64)>,
 }
 
 /// The ledger in a mutex.
@@ -246,6 +251,73 @@ impl Ledger for InMemoryLedger {
             }
         }
         Ok(())
+    }
+}
+
+impl AlarmStore for InMemoryLedger {
+    async fn alarm(&self, alarm_key: &str) -> Result<Option<(AlarmRecord, u64)>, LedgerError> {
+        Ok(self.lock().alarms.get(alarm_key).cloned())
+    }
+
+    async fn put_alarm(
+        &self,
+        record: &AlarmRecord,
+        expected: Option<u64>,
+        _expires_at: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        let mut state = self.lock();
+        let current = state
+            .alarms
+            .get(&record.alarm_key)
+            .map(|(_, revision)| *revision);
+        if current != expected {
+            return Ok(false);
+        }
+        state.alarms.insert(
+            record.alarm_key.clone(),
+            (record.clone(), expected.map_or(1, |r| r + 1)),
+        );
+        Ok(true)
+    }
+}
+
+impl BacklogCounter for InMemoryLedger {
+    async fn count_backlog(
+        &self,
+        source_bucket: &str,
+        rule_id: Option<&str>,
+        destination_bucket: Option<&str>,
+    ) -> Result<u64, LedgerError> {
+        Ok(self
+            .lock()
+            .objects
+            .values()
+            .filter(|o| o.source_bucket == source_bucket)
+            .filter(|o| rule_id.is_none_or(|r| o.rule_id == r))
+            .filter(|o| destination_bucket.is_none_or(|d| o.destination_bucket == d))
+            .filter(|o| matches!(o.status(), ObjectStatus::Failed | ObjectStatus::Late))
+            .count() as u64)
+    }
+}
+
+/// Metrics from a fixed set of series, or a failure.
+#[derive(Debug, Default)]
+pub struct FixedMetrics {
+    pub series: Vec<Series>,
+    pub fail: bool,
+}
+
+impl MetricsSource for FixedMetrics {
+    async fn recent(
+        &self,
+        _metrics: &[AlarmMetric],
+        _start: DateTime<Utc>,
+        _end: DateTime<Utc>,
+    ) -> Result<Vec<Series>, MetricsError> {
+        if self.fail {
+            return Err(MetricsError::Unavailable("injected fault".into()));
+        }
+        Ok(self.series.clone())
     }
 }
 

@@ -2,6 +2,8 @@
 //! pages as plain domain code over small ports (ledger, notifier, clock), plus the AWS adapters
 //! (feature `aws`) and in-memory fakes (feature `fakes`).
 
+pub mod alarm;
+pub mod alarm_monitor;
 pub mod catalog;
 pub mod clock;
 pub mod config;
@@ -9,6 +11,7 @@ pub mod envelope;
 pub mod event;
 pub mod incident;
 pub mod ledger;
+pub mod metrics;
 pub mod page;
 pub mod replication;
 pub mod severity;

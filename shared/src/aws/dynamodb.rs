@@ -12,6 +12,8 @@
 //! with no counter to drift. (It also keeps a storm off one hot incident item.)
 
 use super::{describe, is_transient};
+use crate::alarm::{AlarmNotification, AlarmRecord, AlarmState};
+use crate::alarm_monitor::{AlarmStore, BacklogCounter};
 use crate::event::{ReplicationEvent, ReplicationEventKind};
 use crate::incident::{Incident, IncidentCause, IncidentKey};
 use crate::ledger::{
@@ -584,4 +586,152 @@ pub fn incident_from_item(item: &Item) -> Result<Incident, LedgerError> {
         event_count_at_last_page: get_n(item, "event_count_at_last_page").unwrap_or(0),
         last_recorded_at: get_time(item, "last_recorded_at"),
     })
+}
+
+/// Alarm records: `pk=ALARM#<account>#<region>#<alarm name>`, `sk=STATE`.
+impl AlarmStore for DynamoDbLedger {
+    async fn alarm(&self, alarm_key: &str) -> Result<Option<(AlarmRecord, u64)>, LedgerError> {
+        self.get(format!("ALARM#{alarm_key}"), "STATE".into(), "read alarm")
+            .await?
+            .map(|item| alarm_from_item(&item))
+            .transpose()
+    }
+
+    async fn put_alarm(
+        &self,
+        record: &AlarmRecord,
+        expected: Option<u64>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        let mut item: Item = [
+            ("pk", s(format!("ALARM#{}", record.alarm_key))),
+            ("sk", s("STATE")),
+            ("entity", s("alarm")),
+            ("alarm_name", s(record.alarm_name.clone())),
+            ("state", s(record.state.as_str())),
+            ("state_time", s(ts(record.state_time))),
+            ("revision", n(expected.map_or(1, |r| r + 1))),
+            ("expires_at", n(expires_at.timestamp())),
+            (
+                "transitions",
+                AttributeValue::L(record.transitions.iter().map(|t| s(ts(*t))).collect()),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        if let Some(t) = record.incident_opened_at {
+            item.insert("incident_opened_at".into(), s(ts(t)));
+        }
+        if let Some(t) = record.flapping_since {
+            item.insert("flapping_since".into(), s(ts(t)));
+        }
+        if let Some(pending) = record.pending {
+            item.insert("pending_notification".into(), s(pending.code()));
+        }
+        let request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        let request = match expected {
+            Some(r) => request
+                .condition_expression("revision = :rev")
+                .expression_attribute_values(":rev", n(r)),
+            None => request.condition_expression("attribute_not_exists(pk)"),
+        };
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk_error("write alarm", &e)),
+        }
+    }
+}
+
+impl BacklogCounter for DynamoDbLedger {
+    async fn count_backlog(
+        &self,
+        source_bucket: &str,
+        rule_id: Option<&str>,
+        destination_bucket: Option<&str>,
+    ) -> Result<u64, LedgerError> {
+        let mut filter = "#status IN (:failed, :late)".to_owned();
+        if rule_id.is_some() {
+            filter.push_str(" AND rule_id = :rule");
+        }
+        let mut total = 0u64;
+        let mut start: Option<Item> = None;
+        loop {
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression(if destination_bucket.is_some() {
+                    "pk = :pk AND begins_with(sk, :dst)"
+                } else {
+                    "pk = :pk"
+                })
+                .filter_expression(&filter)
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":pk", s(format!("OBJECT#{source_bucket}")))
+                .expression_attribute_values(":failed", s("FAILED"))
+                .expression_attribute_values(":late", s("LATE"))
+                .select(Select::Count)
+                .set_exclusive_start_key(start.take());
+            if let Some(rule) = rule_id {
+                request = request.expression_attribute_values(":rule", s(rule));
+            }
+            if let Some(destination) = destination_bucket {
+                request = request.expression_attribute_values(":dst", s(format!("{destination}#")));
+            }
+            let out = request
+                .send()
+                .await
+                .map_err(|e| sdk_error("count backlog", &e))?;
+            total += out.count.max(0) as u64;
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(total),
+            }
+        }
+    }
+}
+
+/// Read an alarm item back, with its revision.
+pub fn alarm_from_item(item: &Item) -> Result<(AlarmRecord, u64), LedgerError> {
+    let text = |name: &str| {
+        get_s(item, name)
+            .map(str::to_owned)
+            .ok_or_else(|| corrupt(item, &format!("no `{name}`")))
+    };
+    let pk = text("pk")?;
+    let record = AlarmRecord {
+        alarm_key: pk.strip_prefix("ALARM#").unwrap_or(&pk).to_owned(),
+        alarm_name: text("alarm_name")?,
+        state: AlarmState::parse(&text("state")?)
+            .ok_or_else(|| corrupt(item, "unknown `state`"))?,
+        state_time: get_time(item, "state_time")
+            .ok_or_else(|| corrupt(item, "no valid `state_time`"))?,
+        incident_opened_at: get_time(item, "incident_opened_at"),
+        transitions: item
+            .get("transitions")
+            .and_then(|v| v.as_l().ok())
+            .map(|list| {
+                list.iter()
+                    .filter_map(|v| v.as_s().ok())
+                    .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        flapping_since: get_time(item, "flapping_since"),
+        pending: get_s(item, "pending_notification").and_then(AlarmNotification::parse),
+    };
+    let revision = get_n(item, "revision").ok_or_else(|| corrupt(item, "no `revision`"))?;
+    Ok((record, revision))
 }

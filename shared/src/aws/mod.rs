@@ -1,6 +1,7 @@
 //! AWS adapters of the ports. Clients are built once per process from one [`SdkConfig`] with
 //! timeouts and standard retries, so every call has a bound and transient faults are retried.
 
+pub mod cloudwatch;
 pub mod dynamodb;
 pub mod sns;
 
@@ -11,6 +12,7 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
+pub use cloudwatch::CloudWatchMetrics;
 pub use dynamodb::DynamoDbLedger;
 pub use sns::SnsNotifier;
 

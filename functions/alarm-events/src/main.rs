@@ -1,0 +1,40 @@
+//! Lambda entry point: CloudWatch alarm state changes -> incidents, pages and recovery notices.
+
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use replmon_shared::alarm_monitor::AlarmMonitor;
+use replmon_shared::aws::{sdk_config, CloudWatchMetrics, DynamoDbLedger, SnsNotifier};
+use replmon_shared::clock::SystemClock;
+use replmon_shared::config::{AlarmEventsConfig, ProcessEnvironment};
+use serde_json::value::RawValue;
+
+#[global_allocator]
+static ALLOCATOR: replmon_shared::allocator::Allocator = replmon_shared::allocator::Allocator;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    replmon_shared::allocator::retain_freed_memory();
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = AlarmEventsConfig::from_env(&ProcessEnvironment)
+        .inspect_err(
+            |error| tracing::error!(%error, "invalid configuration; the function cannot start"),
+        )
+        .map_err(|error| Error::from(error.to_string()))?;
+    let sdk = sdk_config(&config.aws).await;
+    let monitor = AlarmMonitor::new(
+        DynamoDbLedger::new(&sdk, &config.table),
+        SnsNotifier::new(&sdk, &config.page_topic_arn),
+        CloudWatchMetrics::new(&sdk),
+        SystemClock,
+        config.alarm,
+    );
+    let monitor = &monitor;
+    run(service_fn(
+        move |event: LambdaEvent<Box<RawValue>>| async move {
+            monitor
+                .handle(event.payload.get())
+                .await
+                .map_err(Error::from)
+        },
+    ))
+    .await
+}

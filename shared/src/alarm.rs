@@ -1,0 +1,829 @@
+//! CloudWatch alarm state changes: parsing (EventBridge, SNS alarm actions, Lambda alarm actions)
+//! and the per-alarm state machine that opens, pages, recovers and stops flapping.
+//!
+//! `aws_lambda_events` does not model metric-math or composite alarms, so the shapes are ours.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// An alarm's state value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlarmState {
+    Ok,
+    Alarm,
+    InsufficientData,
+}
+
+impl AlarmState {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "OK" => Some(AlarmState::Ok),
+            "ALARM" => Some(AlarmState::Alarm),
+            "INSUFFICIENT_DATA" => Some(AlarmState::InsufficientData),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmState::Ok => "OK",
+            AlarmState::Alarm => "ALARM",
+            AlarmState::InsufficientData => "INSUFFICIENT_DATA",
+        }
+    }
+}
+
+impl fmt::Display for AlarmState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One metric (or metric-math expression) an alarm watches.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AlarmMetric {
+    pub id: String,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub dimensions: BTreeMap<String, String>,
+    pub period_seconds: Option<u32>,
+    pub stat: Option<String>,
+    pub expression: Option<String>,
+    pub label: Option<String>,
+    pub return_data: bool,
+}
+
+/// How the change reached the function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlarmDelivery {
+    EventBridge,
+    /// CloudWatch alarm action -> SNS topic -> this function.
+    Sns,
+    /// CloudWatch alarm action invoking the function directly.
+    LambdaAction,
+}
+
+/// One alarm state change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmChange {
+    pub alarm_name: String,
+    pub alarm_arn: Option<String>,
+    pub account: String,
+    pub region: String,
+    pub state: AlarmState,
+    pub previous_state: Option<AlarmState>,
+    pub reason: String,
+    pub state_time: DateTime<Utc>,
+    pub metrics: Vec<AlarmMetric>,
+    pub threshold: Option<f64>,
+    /// Composite alarms: the rule, and the alarms that triggered this change.
+    pub composite_rule: Option<String>,
+    pub triggering_alarms: Vec<String>,
+    pub delivery: AlarmDelivery,
+    /// Problems with optional parts (e.g. `reasonData` that is not JSON): logged, not fatal.
+    pub warnings: Vec<String>,
+}
+
+impl AlarmChange {
+    /// Stable identity of the alarm across deliveries.
+    pub fn alarm_key(&self) -> String {
+        format!("{}#{}#{}", self.account, self.region, self.alarm_name)
+    }
+
+    /// The metric that drives the alarm: the data-returning one, else the first.
+    pub fn primary_metric(&self) -> Option<&AlarmMetric> {
+        self.metrics
+            .iter()
+            .find(|m| m.return_data)
+            .or_else(|| self.metrics.first())
+    }
+
+    /// The S3 replication pair a replication alarm watches, from its dimensions.
+    pub fn replication_dimensions(&self) -> Option<(String, Option<String>, Option<String>)> {
+        self.metrics.iter().find_map(|m| {
+            let is_s3 = m.namespace.as_deref() == Some("AWS/S3")
+                && m.name
+                    .as_deref()
+                    .is_some_and(|n| REPLICATION_METRICS.contains(&n));
+            let source = m.dimensions.get("SourceBucket")?;
+            is_s3.then(|| {
+                (
+                    source.clone(),
+                    m.dimensions.get("RuleId").cloned(),
+                    m.dimensions.get("DestinationBucket").cloned(),
+                )
+            })
+        })
+    }
+
+    /// Whether the alarm watches a replication metric (S3, DynamoDB global tables, Aurora
+    /// global databases, AWS Backup copy jobs).
+    pub fn is_replication_alarm(&self) -> bool {
+        self.metrics.iter().any(|m| {
+            matches!(
+                (m.namespace.as_deref(), m.name.as_deref()),
+                (Some("AWS/S3"), Some(name)) if REPLICATION_METRICS.contains(&name)
+            ) || matches!(
+                (m.namespace.as_deref(), m.name.as_deref()),
+                (Some("AWS/DynamoDB"), Some("ReplicationLatency"))
+                    | (Some("AWS/RDS"), Some("AuroraGlobalDBReplicationLag"))
+                    | (Some("AWS/Backup"), Some("NumberOfCopyJobsFailed"))
+            )
+        })
+    }
+}
+
+/// S3 replication metrics (namespace `AWS/S3`).
+pub const REPLICATION_METRICS: [&str; 4] = [
+    "ReplicationLatency",
+    "OperationsFailedReplication",
+    "OperationsPendingReplication",
+    "BytesPendingReplication",
+];
+
+/// What a payload turned out to be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlarmInput {
+    Change(Box<AlarmChange>),
+    /// Not an alarm state change (another EventBridge detail-type or source): acknowledged.
+    Ignored(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AlarmParseError {
+    #[error("payload is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("payload is neither an EventBridge event, an SNS event nor an alarm action")]
+    UnknownShape,
+    #[error("alarm event has no `{0}`")]
+    Missing(&'static str),
+    #[error("alarm event field `{field}` has an unexpected value {value:?}")]
+    Invalid { field: &'static str, value: String },
+}
+
+/// Parse a payload into its alarm changes (an SNS event may carry several).
+pub fn parse_payload(
+    text: &str,
+) -> Result<Vec<Result<AlarmInput, AlarmParseError>>, AlarmParseError> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| AlarmParseError::InvalidJson(e.to_string()))?;
+    if let Some(records) = value.get("Records").and_then(Value::as_array) {
+        return Ok(records
+            .iter()
+            .map(|record| {
+                let message = record
+                    .pointer("/Sns/Message")
+                    .and_then(Value::as_str)
+                    .ok_or(AlarmParseError::Missing("Sns.Message"))?;
+                let message: Value = serde_json::from_str(message)
+                    .map_err(|e| AlarmParseError::InvalidJson(format!("Sns.Message: {e}")))?;
+                parse_sns_alarm(&message).map(|c| AlarmInput::Change(Box::new(c)))
+            })
+            .collect());
+    }
+    if value.get("detail-type").is_some() || value.get("detail").is_some() {
+        return Ok(vec![parse_eventbridge(&value)]);
+    }
+    if value.get("alarmData").is_some() {
+        return Ok(vec![
+            parse_lambda_action(&value).map(|c| AlarmInput::Change(Box::new(c)))
+        ]);
+    }
+    if value.get("AlarmName").is_some() {
+        return Ok(vec![
+            parse_sns_alarm(&value).map(|c| AlarmInput::Change(Box::new(c)))
+        ]);
+    }
+    Err(AlarmParseError::UnknownShape)
+}
+
+fn text<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
+    value.pointer(pointer).and_then(Value::as_str)
+}
+
+fn parse_eventbridge(value: &Value) -> Result<AlarmInput, AlarmParseError> {
+    let detail_type = text(value, "/detail-type").unwrap_or("");
+    let source = text(value, "/source").unwrap_or("");
+    if detail_type != "CloudWatch Alarm State Change" || source != "aws.cloudwatch" {
+        return Ok(AlarmInput::Ignored(format!(
+            "EventBridge event {detail_type:?} from {source:?}"
+        )));
+    }
+    let detail = value
+        .get("detail")
+        .ok_or(AlarmParseError::Missing("detail"))?;
+    let arn = value
+        .get("resources")
+        .and_then(Value::as_array)
+        .and_then(|r| r.first())
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let change = parse_alarm_detail(
+        detail,
+        arn,
+        text(value, "/account").map(str::to_owned),
+        text(value, "/region").map(str::to_owned),
+        AlarmDelivery::EventBridge,
+    )?;
+    Ok(AlarmInput::Change(Box::new(change)))
+}
+
+fn parse_lambda_action(value: &Value) -> Result<AlarmChange, AlarmParseError> {
+    let detail = value
+        .get("alarmData")
+        .ok_or(AlarmParseError::Missing("alarmData"))?;
+    parse_alarm_detail(
+        detail,
+        text(value, "/alarmArn").map(str::to_owned),
+        text(value, "/accountId").map(str::to_owned),
+        text(value, "/region").map(str::to_owned),
+        AlarmDelivery::LambdaAction,
+    )
+}
+
+/// The `detail` of an EventBridge event, or the `alarmData` of a Lambda alarm action.
+fn parse_alarm_detail(
+    detail: &Value,
+    arn: Option<String>,
+    account: Option<String>,
+    region: Option<String>,
+    delivery: AlarmDelivery,
+) -> Result<AlarmChange, AlarmParseError> {
+    let alarm_name = text(detail, "/alarmName")
+        .ok_or(AlarmParseError::Missing("alarmName"))?
+        .to_owned();
+    let state = detail
+        .get("state")
+        .ok_or(AlarmParseError::Missing("state"))?;
+    let state_value = text(state, "/value").ok_or(AlarmParseError::Missing("state.value"))?;
+    let state_value = AlarmState::parse(state_value).ok_or_else(|| AlarmParseError::Invalid {
+        field: "state.value",
+        value: state_value.to_owned(),
+    })?;
+    let timestamp = text(state, "/timestamp").ok_or(AlarmParseError::Missing("state.timestamp"))?;
+    let state_time = parse_alarm_time(timestamp).ok_or_else(|| AlarmParseError::Invalid {
+        field: "state.timestamp",
+        value: timestamp.to_owned(),
+    })?;
+    let previous_state = text(detail, "/previousState/value").and_then(AlarmState::parse);
+    let mut warnings = Vec::new();
+    let mut triggering_alarms = Vec::new();
+    if let Some(reason_data) = text(state, "/reasonData") {
+        match serde_json::from_str::<Value>(reason_data) {
+            Ok(data) => {
+                if let Some(alarms) = data.get("triggeringAlarms").and_then(Value::as_array) {
+                    triggering_alarms = alarms
+                        .iter()
+                        .filter_map(|a| a.get("arn").and_then(Value::as_str))
+                        .map(|arn| arn.rsplit(':').next().unwrap_or(arn).to_owned())
+                        .collect();
+                }
+            }
+            Err(e) => warnings.push(format!("state.reasonData is not valid JSON ({e}); ignored")),
+        }
+    }
+    let configuration = detail.get("configuration");
+    let metrics = configuration
+        .and_then(|c| c.get("metrics"))
+        .and_then(Value::as_array)
+        .map(|list| list.iter().map(parse_eventbridge_metric).collect())
+        .unwrap_or_default();
+    let arn_part = |index: usize| {
+        arn.as_deref()
+            .and_then(|a| a.split(':').nth(index))
+            .map(str::to_owned)
+    };
+    Ok(AlarmChange {
+        alarm_name,
+        account: account.or_else(|| arn_part(4)).unwrap_or_default(),
+        region: region.or_else(|| arn_part(3)).unwrap_or_default(),
+        alarm_arn: arn,
+        state: state_value,
+        previous_state,
+        reason: text(state, "/reason").unwrap_or("").to_owned(),
+        state_time,
+        metrics,
+        threshold: None,
+        composite_rule: configuration
+            .and_then(|c| text(c, "/alarmRule"))
+            .map(str::to_owned),
+        triggering_alarms,
+        delivery,
+        warnings,
+    })
+}
+
+#[derive(Deserialize, Default)]
+struct MetricStatWire {
+    metric: Option<MetricWire>,
+    period: Option<u32>,
+    stat: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct MetricWire {
+    namespace: Option<String>,
+    name: Option<String>,
+    #[serde(default)]
+    dimensions: BTreeMap<String, String>,
+}
+
+fn parse_eventbridge_metric(value: &Value) -> AlarmMetric {
+    let stat: MetricStatWire = value
+        .get("metricStat")
+        .and_then(|m| MetricStatWire::deserialize(m).ok())
+        .unwrap_or_default();
+    let metric = stat.metric.unwrap_or_default();
+    AlarmMetric {
+        id: text(value, "/id").unwrap_or("m1").to_owned(),
+        namespace: metric.namespace,
+        name: metric.name,
+        dimensions: metric.dimensions,
+        period_seconds: stat.period,
+        stat: stat.stat,
+        expression: text(value, "/expression").map(str::to_owned),
+        label: text(value, "/label").map(str::to_owned),
+        return_data: value
+            .get("returnData")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+    }
+}
+
+/// The JSON CloudWatch publishes to an SNS alarm action.
+fn parse_sns_alarm(value: &Value) -> Result<AlarmChange, AlarmParseError> {
+    let alarm_name = text(value, "/AlarmName")
+        .ok_or(AlarmParseError::Missing("AlarmName"))?
+        .to_owned();
+    let new_state =
+        text(value, "/NewStateValue").ok_or(AlarmParseError::Missing("NewStateValue"))?;
+    let state = AlarmState::parse(new_state).ok_or_else(|| AlarmParseError::Invalid {
+        field: "NewStateValue",
+        value: new_state.to_owned(),
+    })?;
+    let timestamp =
+        text(value, "/StateChangeTime").ok_or(AlarmParseError::Missing("StateChangeTime"))?;
+    let state_time = parse_alarm_time(timestamp).ok_or_else(|| AlarmParseError::Invalid {
+        field: "StateChangeTime",
+        value: timestamp.to_owned(),
+    })?;
+    let arn = text(value, "/AlarmArn").map(str::to_owned);
+    let trigger = value.get("Trigger");
+    let mut metrics = Vec::new();
+    if let Some(trigger) = trigger {
+        if let Some(list) = trigger.get("Metrics").and_then(Value::as_array) {
+            metrics = list.iter().map(parse_sns_metric).collect();
+        } else if trigger.get("MetricName").is_some() {
+            metrics.push(AlarmMetric {
+                id: "m1".into(),
+                namespace: text(trigger, "/Namespace").map(str::to_owned),
+                name: text(trigger, "/MetricName").map(str::to_owned),
+                dimensions: sns_dimensions(trigger.get("Dimensions")),
+                period_seconds: trigger
+                    .get("Period")
+                    .and_then(Value::as_u64)
+                    .map(|p| p as u32),
+                stat: text(trigger, "/Statistic")
+                    .or_else(|| text(trigger, "/ExtendedStatistic"))
+                    .map(sns_statistic),
+                expression: None,
+                label: None,
+                return_data: true,
+            });
+        }
+    }
+    let arn_part = |index: usize| {
+        arn.as_deref()
+            .and_then(|a| a.split(':').nth(index))
+            .map(str::to_owned)
+    };
+    Ok(AlarmChange {
+        alarm_name,
+        account: text(value, "/AWSAccountId")
+            .map(str::to_owned)
+            .or_else(|| arn_part(4))
+            .unwrap_or_default(),
+        region: arn_part(3).unwrap_or_default(),
+        alarm_arn: arn,
+        state,
+        previous_state: text(value, "/OldStateValue").and_then(AlarmState::parse),
+        reason: text(value, "/NewStateReason").unwrap_or("").to_owned(),
+        state_time,
+        metrics,
+        threshold: trigger
+            .and_then(|t| t.get("Threshold"))
+            .and_then(Value::as_f64),
+        composite_rule: None,
+        triggering_alarms: Vec::new(),
+        delivery: AlarmDelivery::Sns,
+        warnings: Vec::new(),
+    })
+}
+
+fn parse_sns_metric(value: &Value) -> AlarmMetric {
+    let stat = value.get("MetricStat");
+    let metric = stat.and_then(|s| s.get("Metric"));
+    AlarmMetric {
+        id: text(value, "/Id").unwrap_or("m1").to_owned(),
+        namespace: metric
+            .and_then(|m| text(m, "/Namespace"))
+            .map(str::to_owned),
+        name: metric
+            .and_then(|m| text(m, "/MetricName"))
+            .map(str::to_owned),
+        dimensions: sns_dimensions(metric.and_then(|m| m.get("Dimensions"))),
+        period_seconds: stat
+            .and_then(|s| s.get("Period"))
+            .and_then(Value::as_u64)
+            .map(|p| p as u32),
+        stat: stat.and_then(|s| text(s, "/Stat")).map(str::to_owned),
+        expression: text(value, "/Expression").map(str::to_owned),
+        label: text(value, "/Label").map(str::to_owned),
+        return_data: value
+            .get("ReturnData")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+    }
+}
+
+/// SNS alarm JSON lists dimensions as `[{"name": .., "value": ..}]` (either case).
+fn sns_dimensions(value: Option<&Value>) -> BTreeMap<String, String> {
+    value
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|d| {
+                    let name = text(d, "/name").or_else(|| text(d, "/Name"))?;
+                    let value = text(d, "/value").or_else(|| text(d, "/Value"))?;
+                    Some((name.to_owned(), value.to_owned()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// SNS alarm JSON spells statistics in capitals (`MAXIMUM`); the API wants `Maximum`.
+fn sns_statistic(stat: &str) -> String {
+    match stat {
+        "SAMPLE_COUNT" => "SampleCount".to_owned(),
+        "AVERAGE" => "Average".to_owned(),
+        "SUM" => "Sum".to_owned(),
+        "MINIMUM" => "Minimum".to_owned(),
+        "MAXIMUM" => "Maximum".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// `2019-10-01T13:56:40.987+0000` (CloudWatch) or RFC 3339.
+pub fn parse_alarm_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z")
+        .or_else(|_| DateTime::parse_from_rfc3339(text))
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Flapping rule: more than `max_transitions` state changes within `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlapRule {
+    pub max_transitions: usize,
+    pub window: Duration,
+}
+
+impl Default for FlapRule {
+    fn default() -> Self {
+        FlapRule {
+            max_transitions: 4,
+            window: Duration::minutes(30),
+        }
+    }
+}
+
+/// What the monitor remembers about one alarm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmRecord {
+    pub alarm_key: String,
+    pub alarm_name: String,
+    pub state: AlarmState,
+    pub state_time: DateTime<Utc>,
+    /// Set while an incident is open (since the ALARM that opened it).
+    pub incident_opened_at: Option<DateTime<Utc>>,
+    /// Times of recent state changes, within the flapping window.
+    pub transitions: Vec<DateTime<Utc>>,
+    /// Set while pages are held because the alarm flaps.
+    pub flapping_since: Option<DateTime<Utc>>,
+    /// A notification decided for `state_time` but not yet confirmed sent.
+    pub pending: Option<AlarmNotification>,
+}
+
+/// What on-call hears about a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlarmNotification {
+    /// ALARM: incident opened; page.
+    Opened,
+    /// OK after ALARM: incident resolved; notice with its duration.
+    Recovered { open_seconds: i64 },
+    /// INSUFFICIENT_DATA: notice.
+    InsufficientData,
+    /// Too many changes: one page, then pages are held until it is stable.
+    Flapping { transitions: usize },
+}
+
+impl AlarmNotification {
+    pub fn kind(self) -> &'static str {
+        match self {
+            AlarmNotification::Opened => "alarm",
+            AlarmNotification::Recovered { .. } => "alarm-recovered",
+            AlarmNotification::InsufficientData => "alarm-insufficient-data",
+            AlarmNotification::Flapping { .. } => "alarm-flapping",
+        }
+    }
+
+    pub fn code(self) -> String {
+        match self {
+            AlarmNotification::Opened => "OPENED".into(),
+            AlarmNotification::Recovered { open_seconds } => format!("RECOVERED:{open_seconds}"),
+            AlarmNotification::InsufficientData => "INSUFFICIENT_DATA".into(),
+            AlarmNotification::Flapping { transitions } => format!("FLAPPING:{transitions}"),
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Self> {
+        match code.split_once(':') {
+            None if code == "OPENED" => Some(AlarmNotification::Opened),
+            None if code == "INSUFFICIENT_DATA" => Some(AlarmNotification::InsufficientData),
+            Some(("RECOVERED", s)) => s
+                .parse()
+                .ok()
+                .map(|open_seconds| AlarmNotification::Recovered { open_seconds }),
+            Some(("FLAPPING", n)) => n
+                .parse()
+                .ok()
+                .map(|transitions| AlarmNotification::Flapping { transitions }),
+            _ => None,
+        }
+    }
+}
+
+/// The outcome of applying a change to what is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlarmDecision {
+    /// Older than (or the same as) what is stored and nothing pending: nothing to do.
+    Stale,
+    /// The same change again, and its notification was never confirmed: send it now.
+    Resend(AlarmNotification),
+    /// Store the new record; send its pending notification if any.
+    Apply(AlarmRecord),
+}
+
+/// Apply a state change. Order-safe: a change not newer than the stored state changes nothing.
+pub fn decide(stored: Option<&AlarmRecord>, change: &AlarmChange, rule: FlapRule) -> AlarmDecision {
+    if let Some(stored) = stored {
+        if change.state_time < stored.state_time {
+            return AlarmDecision::Stale;
+        }
+        if change.state_time == stored.state_time {
+            return match stored.pending {
+                Some(pending) if change.state == stored.state => AlarmDecision::Resend(pending),
+                _ => AlarmDecision::Stale,
+            };
+        }
+    }
+    let previous = stored.map(|s| s.state).or(change.previous_state);
+    let changed = previous != Some(change.state);
+    let mut transitions: Vec<DateTime<Utc>> = stored
+        .map(|s| s.transitions.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| change.state_time - *t < rule.window)
+        .collect();
+    // Stable again once a whole window passed without a change.
+    let mut flapping_since = stored.and_then(|s| s.flapping_since);
+    if flapping_since.is_some() && transitions.is_empty() {
+        flapping_since = None;
+    }
+    if changed {
+        transitions.push(change.state_time);
+    }
+    let mut incident_opened_at = stored.and_then(|s| s.incident_opened_at);
+    let mut notification = match change.state {
+        AlarmState::Alarm if incident_opened_at.is_none() => {
+            incident_opened_at = Some(change.state_time);
+            Some(AlarmNotification::Opened)
+        }
+        AlarmState::Alarm => None,
+        AlarmState::Ok => incident_opened_at
+            .take()
+            .map(|opened| AlarmNotification::Recovered {
+                open_seconds: (change.state_time - opened).num_seconds(),
+            }),
+        AlarmState::InsufficientData if changed => Some(AlarmNotification::InsufficientData),
+        AlarmState::InsufficientData => None,
+    };
+    if transitions.len() > rule.max_transitions {
+        if flapping_since.is_none() {
+            flapping_since = Some(change.state_time);
+            notification = Some(AlarmNotification::Flapping {
+                transitions: transitions.len(),
+            });
+        } else {
+            // Held: the flapping page said it all.
+            notification = None;
+        }
+    } else if flapping_since.is_some() {
+        notification = None;
+    }
+    AlarmDecision::Apply(AlarmRecord {
+        alarm_key: change.alarm_key(),
+        alarm_name: change.alarm_name.clone(),
+        state: change.state,
+        state_time: change.state_time,
+        incident_opened_at,
+        transitions,
+        flapping_since,
+        pending: notification,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(state: AlarmState, minute: i64) -> AlarmChange {
+        AlarmChange {
+            alarm_name: "a".into(),
+            alarm_arn: None,
+            account: "1".into(),
+            region: "r".into(),
+            state,
+            previous_state: None,
+            reason: String::new(),
+            state_time: DateTime::parse_from_rfc3339("2026-11-23T03:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc)
+                + Duration::minutes(minute),
+            metrics: Vec::new(),
+            threshold: None,
+            composite_rule: None,
+            triggering_alarms: Vec::new(),
+            delivery: AlarmDelivery::EventBridge,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Apply a sequence, confirming every notification; return the notifications.
+    fn run(changes: &[AlarmChange]) -> (Vec<AlarmNotification>, Option<AlarmRecord>) {
+        let mut stored: Option<AlarmRecord> = None;
+        let mut sent = Vec::new();
+        for c in changes {
+            match decide(stored.as_ref(), c, FlapRule::default()) {
+                AlarmDecision::Stale => {}
+                AlarmDecision::Resend(n) => sent.push(n),
+                AlarmDecision::Apply(mut record) => {
+                    if let Some(n) = record.pending.take() {
+                        sent.push(n);
+                    }
+                    stored = Some(record);
+                }
+            }
+        }
+        (sent, stored)
+    }
+
+    #[test]
+    fn alarm_then_ok_opens_and_recovers_with_duration() {
+        let (sent, stored) = run(&[change(AlarmState::Alarm, 0), change(AlarmState::Ok, 20)]);
+        assert_eq!(
+            sent,
+            [
+                AlarmNotification::Opened,
+                AlarmNotification::Recovered { open_seconds: 1200 }
+            ]
+        );
+        assert_eq!(stored.unwrap().incident_opened_at, None);
+    }
+
+    #[test]
+    fn duplicates_and_older_changes_do_nothing() {
+        let (sent, stored) = run(&[
+            change(AlarmState::Ok, 10),
+            change(AlarmState::Alarm, 5),
+            change(AlarmState::Ok, 10),
+        ]);
+        assert!(sent.is_empty(), "{sent:?}");
+        assert_eq!(stored.unwrap().state, AlarmState::Ok);
+        let (sent, _) = run(&[
+            change(AlarmState::Alarm, 0),
+            change(AlarmState::Alarm, 0),
+            change(AlarmState::Alarm, 1),
+        ]);
+        assert_eq!(sent, [AlarmNotification::Opened]);
+    }
+
+    #[test]
+    fn insufficient_data_is_a_notice_and_keeps_the_incident() {
+        let (sent, stored) = run(&[
+            change(AlarmState::Alarm, 0),
+            change(AlarmState::InsufficientData, 5),
+        ]);
+        assert_eq!(
+            sent,
+            [
+                AlarmNotification::Opened,
+                AlarmNotification::InsufficientData
+            ]
+        );
+        assert!(stored.unwrap().incident_opened_at.is_some());
+    }
+
+    #[test]
+    fn flapping_pages_once_then_holds_until_stable() {
+        let sequence: Vec<_> = (0..8)
+            .map(|i| {
+                change(
+                    if i % 2 == 0 {
+                        AlarmState::Alarm
+                    } else {
+                        AlarmState::Ok
+                    },
+                    2 * i,
+                )
+            })
+            .collect();
+        let (sent, stored) = run(&sequence);
+        assert_eq!(
+            sent,
+            [
+                AlarmNotification::Opened,
+                AlarmNotification::Recovered { open_seconds: 120 },
+                AlarmNotification::Opened,
+                AlarmNotification::Recovered { open_seconds: 120 },
+                AlarmNotification::Flapping { transitions: 5 },
+            ]
+        );
+        let stored = stored.unwrap();
+        assert!(stored.flapping_since.is_some());
+        // Quiet for a whole window: the next change pages normally again.
+        let mut later = sequence.clone();
+        later.push(change(AlarmState::Alarm, 14 + 31));
+        let (sent, stored) = run(&later);
+        assert_eq!(sent.last(), Some(&AlarmNotification::Opened));
+        assert!(stored.unwrap().flapping_since.is_none());
+    }
+
+    #[test]
+    fn unconfirmed_notification_is_resent_on_redelivery() {
+        let alarm = change(AlarmState::Alarm, 0);
+        let AlarmDecision::Apply(record) = decide(None, &alarm, FlapRule::default()) else {
+            panic!("expected apply");
+        };
+        assert_eq!(
+            decide(Some(&record), &alarm, FlapRule::default()),
+            AlarmDecision::Resend(AlarmNotification::Opened)
+        );
+    }
+
+    #[test]
+    fn notification_codes_round_trip() {
+        for n in [
+            AlarmNotification::Opened,
+            AlarmNotification::InsufficientData,
+            AlarmNotification::Recovered { open_seconds: 42 },
+            AlarmNotification::Flapping { transitions: 7 },
+        ] {
+            assert_eq!(AlarmNotification::parse(&n.code()), Some(n));
+        }
+    }
+
+    #[test]
+    fn parses_cloudwatch_timestamps() {
+        assert!(parse_alarm_time("2019-10-01T13:56:40.987+0000").is_some());
+        assert!(parse_alarm_time("2019-10-01T13:56:40Z").is_some());
+        assert!(parse_alarm_time("yesterday").is_none());
+    }
+
+    #[test]
+    fn bad_inputs_are_clear_errors_or_ignored() {
+        let ignored = parse_payload(r#"{"detail-type":"EC2 Instance State-change Notification","source":"aws.ec2","detail":{}}"#).unwrap();
+        assert!(matches!(ignored[0], Ok(AlarmInput::Ignored(_))));
+        let missing = parse_payload(r#"{"detail-type":"CloudWatch Alarm State Change","source":"aws.cloudwatch","detail":{"alarmName":"a"}}"#).unwrap();
+        assert_eq!(missing[0], Err(AlarmParseError::Missing("state")));
+        let unknown = parse_payload(r#"{"detail-type":"CloudWatch Alarm State Change","source":"aws.cloudwatch","detail":{"alarmName":"a","state":{"value":"MAYBE","timestamp":"2019-10-01T13:56:40.987+0000"}}}"#).unwrap();
+        assert!(matches!(
+            unknown[0],
+            Err(AlarmParseError::Invalid {
+                field: "state.value",
+                ..
+            })
+        ));
+        let bad_reason = parse_payload(r#"{"detail-type":"CloudWatch Alarm State Change","source":"aws.cloudwatch","detail":{"alarmName":"a","state":{"value":"ALARM","reasonData":"{nope","timestamp":"2019-10-01T13:56:40.987+0000"}}}"#).unwrap();
+        match &bad_reason[0] {
+            Ok(AlarmInput::Change(c)) => assert!(c.warnings[0].contains("reasonData")),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_payload("{").is_err());
+        assert!(parse_payload("[]").is_err());
+    }
+}

@@ -1,0 +1,757 @@
+//! The alarm-events handler: alarm state changes in, incidents and pages out.
+
+use crate::alarm::{
+    decide, parse_payload, AlarmChange, AlarmDecision, AlarmInput, AlarmMetric, AlarmNotification,
+    AlarmRecord, FlapRule,
+};
+use crate::clock::Clock;
+use crate::ledger::LedgerError;
+use crate::metrics::{MetricsSource, Trend};
+use crate::page::{shorten, Notifier, NotifyError, Page, Urgency};
+use crate::severity::Severity;
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+use std::future::Future;
+
+/// Where alarm records live (the ledger table).
+pub trait AlarmStore: Send + Sync {
+    /// The stored record and its revision.
+    fn alarm(
+        &self,
+        alarm_key: &str,
+    ) -> impl Future<Output = Result<Option<(AlarmRecord, u64)>, LedgerError>> + Send;
+
+    /// Write the record if the stored revision is still `expected` (`None`: not stored yet).
+    /// `Ok(false)` when someone else wrote first.
+    fn put_alarm(
+        &self,
+        record: &AlarmRecord,
+        expected: Option<u64>,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+}
+
+/// Failed or late objects the replica lacks, from the replication ledger.
+pub trait BacklogCounter: Send + Sync {
+    fn count_backlog(
+        &self,
+        source_bucket: &str,
+        rule_id: Option<&str>,
+        destination_bucket: Option<&str>,
+    ) -> impl Future<Output = Result<u64, LedgerError>> + Send;
+}
+
+/// Lets a handler borrow a port it does not own.
+impl<T: AlarmStore> AlarmStore for &T {
+    fn alarm(
+        &self,
+        alarm_key: &str,
+    ) -> impl Future<Output = Result<Option<(AlarmRecord, u64)>, LedgerError>> + Send {
+        (**self).alarm(alarm_key)
+    }
+    fn put_alarm(
+        &self,
+        record: &AlarmRecord,
+        expected: Option<u64>,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send {
+        (**self).put_alarm(record, expected, expires_at)
+    }
+}
+
+impl<T: BacklogCounter> BacklogCounter for &T {
+    fn count_backlog(
+        &self,
+        source_bucket: &str,
+        rule_id: Option<&str>,
+        destination_bucket: Option<&str>,
+    ) -> impl Future<Output = Result<u64, LedgerError>> + Send {
+        (**self).count_backlog(source_bucket, rule_id, destination_bucket)
+    }
+}
+
+/// Tunables of the alarm-events function (README's configuration table).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmSettings {
+    pub flap: FlapRule,
+    /// The trend covers this many periods of the alarm's metric (bounded to 30 min .. 24 h).
+    pub trend_periods: u32,
+    pub ledger_ttl: Duration,
+}
+
+impl Default for AlarmSettings {
+    fn default() -> Self {
+        AlarmSettings {
+            flap: FlapRule::default(),
+            trend_periods: 30,
+            ledger_ttl: Duration::days(90),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AlarmHandlerError {
+    /// A store or publish failure: the invocation fails so EventBridge/SNS retries it.
+    #[error("{failed} of {total} alarm changes not processed, retry needed: {first_error}")]
+    Incomplete {
+        failed: usize,
+        total: usize,
+        first_error: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ProcessError {
+    #[error(transparent)]
+    Store(#[from] LedgerError),
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
+    #[error("alarm record kept changing under us")]
+    Contended,
+}
+
+pub struct AlarmMonitor<S, N, M, C> {
+    store: S,
+    notifier: N,
+    metrics: M,
+    clock: C,
+    settings: AlarmSettings,
+}
+
+impl<S: AlarmStore + BacklogCounter, N: Notifier, M: MetricsSource, C: Clock>
+    AlarmMonitor<S, N, M, C>
+{
+    pub fn new(store: S, notifier: N, metrics: M, clock: C, settings: AlarmSettings) -> Self {
+        AlarmMonitor {
+            store,
+            notifier,
+            metrics,
+            clock,
+            settings,
+        }
+    }
+
+    /// The Lambda entry point. Malformed input is logged and acknowledged (no retry can fix
+    /// it); store and publish failures fail the invocation so it is retried.
+    pub async fn handle(&self, payload: &str) -> Result<Value, AlarmHandlerError> {
+        let inputs = match parse_payload(payload) {
+            Ok(inputs) => inputs,
+            Err(error) => {
+                tracing::error!(%error, "unreadable alarm payload; acknowledged, nothing to retry");
+                return Ok(json!({ "rejected": error.to_string() }));
+            }
+        };
+        let total = inputs.len();
+        let (mut notified, mut ignored, mut rejected, mut errors) = (0, 0, 0, Vec::new());
+        for input in inputs {
+            match input {
+                Err(error) => {
+                    tracing::error!(%error, "malformed alarm change; acknowledged, nothing to retry");
+                    rejected += 1;
+                }
+                Ok(AlarmInput::Ignored(what)) => {
+                    tracing::info!(what, "not an alarm state change; acknowledged");
+                    ignored += 1;
+                }
+                Ok(AlarmInput::Change(change)) => {
+                    for warning in &change.warnings {
+                        tracing::error!(alarm = %change.alarm_name, warning, "alarm change partly unreadable; processing the rest");
+                    }
+                    match self.process(&change).await {
+                        Ok(sent) => notified += usize::from(sent),
+                        Err(error) => {
+                            tracing::error!(alarm = %change.alarm_name, %error, "alarm change not processed; it will be retried");
+                            errors.push(format!("{}: {error}", change.alarm_name));
+                        }
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            total,
+            notified,
+            ignored,
+            rejected,
+            failed = errors.len(),
+            "alarm invocation processed"
+        );
+        if let Some(first_error) = errors.first() {
+            return Err(AlarmHandlerError::Incomplete {
+                failed: errors.len(),
+                total,
+                first_error: first_error.clone(),
+            });
+        }
+        Ok(
+            json!({ "changes": total, "notified": notified, "ignored": ignored, "rejected": rejected }),
+        )
+    }
+
+    /// Apply one change; `Ok(true)` when a page or notice went out.
+    async fn process(&self, change: &AlarmChange) -> Result<bool, ProcessError> {
+        let key = change.alarm_key();
+        for _ in 0..8 {
+            let stored = self.store.alarm(&key).await?;
+            let (record, revision) = match stored {
+                Some((record, revision)) => (Some(record), Some(revision)),
+                None => (None, None),
+            };
+            let now = self.clock.now();
+            let expires_at = now + self.settings.ledger_ttl;
+            match decide(record.as_ref(), change, self.settings.flap) {
+                AlarmDecision::Stale => {
+                    tracing::info!(alarm = %change.alarm_name, state = %change.state, "change not newer than the stored state; nothing to do");
+                    return Ok(false);
+                }
+                AlarmDecision::Resend(notification) => {
+                    let Some(mut record) = record else {
+                        return Ok(false);
+                    };
+                    self.notify(change, &record, notification).await?;
+                    record.pending = None;
+                    self.store.put_alarm(&record, revision, expires_at).await?;
+                    return Ok(true);
+                }
+                AlarmDecision::Apply(mut record) => {
+                    if !self.store.put_alarm(&record, revision, expires_at).await? {
+                        continue;
+                    }
+                    let Some(notification) = record.pending else {
+                        return Ok(false);
+                    };
+                    // If this publish fails, the record keeps `pending` and the retry resends it.
+                    self.notify(change, &record, notification).await?;
+                    record.pending = None;
+                    let written = revision.map_or(1, |r| r + 1);
+                    self.store
+                        .put_alarm(&record, Some(written), expires_at)
+                        .await?;
+                    return Ok(true);
+                }
+            }
+        }
+        Err(ProcessError::Contended)
+    }
+
+    async fn notify(
+        &self,
+        change: &AlarmChange,
+        record: &AlarmRecord,
+        notification: AlarmNotification,
+    ) -> Result<(), NotifyError> {
+        let enrichment = self.enrichment(change).await;
+        let page = alarm_page(
+            change,
+            record,
+            notification,
+            &enrichment,
+            self.settings.flap,
+        );
+        self.notifier.publish(&page).await?;
+        tracing::info!(alarm = %change.alarm_name, kind = notification.kind(), subject = page.subject(), "alarm notification sent");
+        Ok(())
+    }
+
+    /// Trend and ledger backlog; failures become a line saying why, never a missing page.
+    async fn enrichment(&self, change: &AlarmChange) -> Vec<String> {
+        let mut lines = Vec::new();
+        if !change.metrics.is_empty() {
+            let period = change
+                .primary_metric()
+                .and_then(|m| m.period_seconds)
+                .unwrap_or(60)
+                .max(1);
+            let window =
+                Duration::seconds(i64::from(period) * i64::from(self.settings.trend_periods))
+                    .clamp(Duration::minutes(30), Duration::hours(24));
+            let end = change.state_time.max(self.clock.now());
+            let start = end - window;
+            match self.metrics.recent(&change.metrics, start, end).await {
+                Ok(series) => {
+                    let trends: Vec<Trend> =
+                        series.iter().filter_map(|s| Trend::of(s, 30)).collect();
+                    if trends.is_empty() {
+                        lines.push(format!(
+                            "Trend (last {} min): no datapoints",
+                            window.num_minutes()
+                        ));
+                    }
+                    for trend in trends {
+                        lines.push(format!(
+                            "Trend (last {} min, {} points) {}: last {}, min {}, max {}  {}",
+                            window.num_minutes(),
+                            trend.points,
+                            trend.label,
+                            number(trend.last),
+                            number(trend.min),
+                            number(trend.max),
+                            trend.sparkline
+                        ));
+                    }
+                }
+                Err(error) => lines.push(format!("Trend unavailable: {error}")),
+            }
+        }
+        if let Some((source, rule, destination)) = change.replication_dimensions() {
+            match self
+                .store
+                .count_backlog(&source, rule.as_deref(), destination.as_deref())
+                .await
+            {
+                Ok(count) => lines.push(format!(
+                    "Ledger: {count} failed or late object versions recorded for {source}{}{}",
+                    rule.as_deref()
+                        .map(|r| format!(", rule {r}"))
+                        .unwrap_or_default(),
+                    destination
+                        .as_deref()
+                        .map(|d| format!(", destination {d}"))
+                        .unwrap_or_default(),
+                )),
+                Err(error) => lines.push(format!("Ledger backlog unavailable: {error}")),
+            }
+        }
+        lines
+    }
+}
+
+fn number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+fn duration_words(seconds: i64) -> String {
+    let minutes = seconds / 60;
+    match (minutes / 60, minutes % 60) {
+        (0, 0) => format!("{seconds}s"),
+        (0, m) => format!("{m}m"),
+        (h, m) => format!("{h}h{m:02}m"),
+    }
+}
+
+fn severity_of(change: &AlarmChange) -> Severity {
+    let critical_metric = change.metrics.iter().any(|m: &AlarmMetric| {
+        matches!(
+            m.name.as_deref(),
+            Some("OperationsFailedReplication") | Some("NumberOfCopyJobsFailed")
+        )
+    });
+    if critical_metric || change.composite_rule.is_some() {
+        Severity::Critical
+    } else {
+        Severity::High
+    }
+}
+
+/// The message on-call receives, built with the same conventions as every other page.
+pub fn alarm_page(
+    change: &AlarmChange,
+    record: &AlarmRecord,
+    notification: AlarmNotification,
+    enrichment: &[String],
+    flap: FlapRule,
+) -> Page {
+    let name = shorten(&change.alarm_name, 70);
+    let (severity, urgency, subject) = match notification {
+        AlarmNotification::Opened => {
+            let severity = severity_of(change);
+            (
+                severity,
+                Urgency::Page,
+                format!("[{}] ALARM: {name}", severity.label()),
+            )
+        }
+        AlarmNotification::Recovered { open_seconds } => (
+            Severity::Info,
+            Urgency::Notice,
+            format!(
+                "[INFO] RECOVERED after {}: {name}",
+                duration_words(open_seconds)
+            ),
+        ),
+        AlarmNotification::InsufficientData => (
+            Severity::Info,
+            Urgency::Notice,
+            format!("[INFO] INSUFFICIENT_DATA: {name}"),
+        ),
+        AlarmNotification::Flapping { transitions } => {
+            let severity = severity_of(change);
+            (
+                severity,
+                Urgency::Page,
+                format!(
+                    "[{}] FLAPPING ({transitions} changes in {}m): {name}",
+                    severity.label(),
+                    flap.window.num_minutes()
+                ),
+            )
+        }
+    };
+    let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let mut body = String::new();
+    let previous = change
+        .previous_state
+        .map(|s| s.as_str())
+        .unwrap_or("unknown");
+    let _ = writeln!(
+        body,
+        "CloudWatch alarm {} is {} (was {previous}) since {}.",
+        change.alarm_name,
+        change.state,
+        time(change.state_time)
+    );
+    match notification {
+        AlarmNotification::Opened if change.is_replication_alarm() => {
+            let _ = writeln!(body, "This alarm watches replication: the replica may be falling behind or missing data.");
+        }
+        AlarmNotification::Recovered { open_seconds } => {
+            let opened = change.state_time - Duration::seconds(open_seconds);
+            let _ = writeln!(
+                body,
+                "Recovered: the incident was open for {} (since {}).",
+                duration_words(open_seconds),
+                time(opened)
+            );
+        }
+        AlarmNotification::InsufficientData => {
+            let _ = writeln!(body, "Notice: the alarm has too little data to decide. Check that the metric is still published (replication metrics must be enabled on the rule).");
+        }
+        AlarmNotification::Flapping { transitions } => {
+            let _ = writeln!(
+                body,
+                "The alarm changed state {transitions} times within {} minutes. Further pages for it are held until it stays in one state for {} minutes.",
+                flap.window.num_minutes(),
+                flap.window.num_minutes()
+            );
+        }
+        _ => {}
+    }
+    let _ = writeln!(body);
+    let _ = writeln!(body, "Reason:   {}", shorten(&change.reason, 600));
+    let _ = writeln!(
+        body,
+        "Account:  {}   Region: {}",
+        change.account, change.region
+    );
+    for metric in &change.metrics {
+        if let Some(expression) = &metric.expression {
+            let _ = writeln!(
+                body,
+                "Expression {}: {}{}",
+                metric.id,
+                expression,
+                metric
+                    .label
+                    .as_deref()
+                    .map(|l| format!(" ({l})"))
+                    .unwrap_or_default()
+            );
+        } else {
+            let dimensions: Vec<String> = metric
+                .dimensions
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(
+                body,
+                "Metric {}: {} {} ({}, {} s) {}",
+                metric.id,
+                metric.namespace.as_deref().unwrap_or("?"),
+                metric.name.as_deref().unwrap_or("?"),
+                metric.stat.as_deref().unwrap_or("?"),
+                metric.period_seconds.unwrap_or(0),
+                dimensions.join(" ")
+            );
+        }
+    }
+    if let Some(threshold) = change.threshold {
+        let _ = writeln!(body, "Threshold: {}", number(threshold));
+    }
+    if let Some(rule) = &change.composite_rule {
+        let _ = writeln!(body, "Composite rule: {rule}");
+        if !change.triggering_alarms.is_empty() {
+            let _ = writeln!(
+                body,
+                "Triggered by:   {}",
+                change.triggering_alarms.join(", ")
+            );
+        }
+    }
+    for line in enrichment {
+        let _ = writeln!(body, "{line}");
+    }
+    if let Some(opened) = record.incident_opened_at {
+        let _ = writeln!(body, "Incident open since {}.", time(opened));
+    }
+    let mut page = Page::new(severity, urgency, notification.kind(), &subject, &body)
+        .with_attribute("alarm_name", &change.alarm_name)
+        .with_attribute("state", change.state.as_str());
+    if let Some((source, _, _)) = change.replication_dimensions() {
+        page = page.with_source_bucket(&source);
+    }
+    page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fakes::{
+        FixedMetrics, InMemoryLedger, ManualClock, NotificationBuilder, RecordingNotifier,
+    };
+    use crate::metrics::Series;
+    use std::sync::atomic::Ordering;
+
+    macro_rules! fixture {
+        ($path:literal) => {
+            include_str!(concat!("../../events/alarm/", $path))
+        };
+    }
+
+    struct World {
+        ledger: InMemoryLedger,
+        notifier: RecordingNotifier,
+        metrics: FixedMetrics,
+        clock: ManualClock,
+    }
+
+    impl World {
+        fn new(metrics: FixedMetrics) -> Self {
+            World {
+                ledger: InMemoryLedger::default(),
+                notifier: RecordingNotifier::default(),
+                metrics,
+                clock: ManualClock::new(Utc::now()),
+            }
+        }
+        fn monitor(
+            &self,
+        ) -> AlarmMonitor<&InMemoryLedger, &RecordingNotifier, &FixedMetrics, &ManualClock>
+        {
+            AlarmMonitor::new(
+                &self.ledger,
+                &self.notifier,
+                &self.metrics,
+                &self.clock,
+                AlarmSettings::default(),
+            )
+        }
+    }
+
+    fn latency_series() -> FixedMetrics {
+        let t0 = Utc::now();
+        FixedMetrics {
+            series: vec![Series {
+                id: "m1".into(),
+                label: "ReplicationLatency".into(),
+                points: (0..10)
+                    .map(|i| (t0 + Duration::minutes(i), f64::from(i as u32 * 130)))
+                    .collect(),
+            }],
+            fail: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn alarm_pages_with_trend_and_ledger_backlog_then_recovers() {
+        let world = World::new(latency_series());
+        // Two failed objects for the alarm's source bucket and rule are in the ledger.
+        let builder = NotificationBuilder::new(
+            "replmon-demo-source",
+            "replmon-demo-replica",
+            "replicate-everything",
+        );
+        let bodies: Vec<String> = (0..2)
+            .map(|i| {
+                NotificationBuilder::notification(vec![builder.record(
+                    crate::event::ReplicationEventKind::OperationFailedReplication,
+                    &format!("k{i}"),
+                    "v",
+                    Some("DstBucketNotFound"),
+                )])
+            })
+            .collect();
+        let replication = crate::replication::ReplicationMonitor::new(
+            &world.ledger,
+            RecordingNotifier::default(),
+            &world.clock,
+            Default::default(),
+        );
+        replication
+            .handle_value(&NotificationBuilder::sqs_event(&bodies))
+            .await
+            .unwrap();
+
+        let monitor = world.monitor();
+        monitor.handle(fixture!("metric-alarm.json")).await.unwrap();
+        let pages = world.notifier.pages();
+        assert_eq!(pages.len(), 1);
+        let page = &pages[0];
+        assert!(
+            page.subject()
+                .starts_with("[HIGH] ALARM: replmon-demo-source-replication-latency"),
+            "{}",
+            page.subject()
+        );
+        assert!(
+            page.body().contains("last 1170, min 0, max 1170"),
+            "{}",
+            page.body()
+        );
+        assert!(
+            page.body()
+                .contains("Ledger: 2 failed or late object versions"),
+            "{}",
+            page.body()
+        );
+        let attributes = page.attributes();
+        assert!(attributes.contains(&("kind".into(), "alarm".into())));
+        assert!(attributes.contains(&(
+            "alarm_name".into(),
+            "replmon-demo-source-replication-latency".into()
+        )));
+        assert!(attributes.contains(&("source_bucket".into(), "replmon-demo-source".into())));
+
+        monitor.handle(fixture!("metric-ok.json")).await.unwrap();
+        let pages = world.notifier.pages();
+        assert_eq!(pages.len(), 2);
+        assert!(
+            pages[1].subject().starts_with("[INFO] RECOVERED after 20m"),
+            "{}",
+            pages[1].subject()
+        );
+        assert_eq!(pages[1].urgency, Urgency::Notice);
+    }
+
+    #[tokio::test]
+    async fn enrichment_failure_never_blocks_the_page() {
+        let world = World::new(FixedMetrics {
+            series: Vec::new(),
+            fail: true,
+        });
+        world
+            .monitor()
+            .handle(fixture!("metric-alarm.json"))
+            .await
+            .unwrap();
+        let pages = world.notifier.pages();
+        assert_eq!(pages.len(), 1);
+        assert!(
+            pages[0].body().contains("Trend unavailable"),
+            "{}",
+            pages[0].body()
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_publish_fails_the_invocation_and_the_retry_pages_once() {
+        let world = World::new(latency_series());
+        let monitor = world.monitor();
+        world.notifier.fail_publishes.store(1, Ordering::SeqCst);
+        assert!(monitor.handle(fixture!("metric-alarm.json")).await.is_err());
+        assert!(world.notifier.pages().is_empty());
+        monitor.handle(fixture!("metric-alarm.json")).await.unwrap();
+        monitor.handle(fixture!("metric-alarm.json")).await.unwrap();
+        assert_eq!(world.notifier.pages().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn flapping_sequence_pages_once_then_holds() {
+        let world = World::new(latency_series());
+        let monitor = world.monitor();
+        for payload in [
+            fixture!("flapping/01.json"),
+            fixture!("flapping/02.json"),
+            fixture!("flapping/03.json"),
+            fixture!("flapping/04.json"),
+            fixture!("flapping/05.json"),
+            fixture!("flapping/06.json"),
+            fixture!("flapping/07.json"),
+            fixture!("flapping/08.json"),
+        ] {
+            monitor.handle(payload).await.unwrap();
+        }
+        let kinds: Vec<String> = world
+            .notifier
+            .pages()
+            .iter()
+            .map(|p| p.kind.clone())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "alarm",
+                "alarm-recovered",
+                "alarm",
+                "alarm-recovered",
+                "alarm-flapping"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn older_change_after_newer_is_ignored() {
+        let world = World::new(latency_series());
+        let monitor = world.monitor();
+        monitor
+            .handle(fixture!("out-of-order/newer-ok.json"))
+            .await
+            .unwrap();
+        monitor
+            .handle(fixture!("out-of-order/older-alarm.json"))
+            .await
+            .unwrap();
+        assert!(world.notifier.pages().is_empty());
+    }
+
+    #[tokio::test]
+    async fn every_shape_parses_and_bad_input_is_acknowledged() {
+        let world = World::new(latency_series());
+        let monitor = world.monitor();
+        for payload in [
+            fixture!("metric-math-alarm.json"),
+            fixture!("composite-alarm.json"),
+            fixture!("sns-alarm.json"),
+            fixture!("rds-lag-alarm.json"),
+            fixture!("non-replication-alarm.json"),
+            fixture!("metric-insufficient-data.json"),
+        ] {
+            monitor.handle(payload).await.unwrap();
+        }
+        let pages = world.notifier.pages();
+        assert_eq!(
+            pages.len(),
+            6,
+            "{:?}",
+            pages
+                .iter()
+                .map(|p| p.subject().to_owned())
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            pages[1].body().contains("Composite rule"),
+            "{}",
+            pages[1].body()
+        );
+        assert!(pages[1].subject().starts_with("[CRITICAL]"));
+        assert!(
+            pages[2]
+                .subject()
+                .starts_with("[CRITICAL] ALARM: replmon-demo-source-failed-operations"),
+            "{}",
+            pages[2].subject()
+        );
+        for payload in [
+            fixture!("bad/unknown-detail-type.json"),
+            fixture!("bad/missing-state.json"),
+            fixture!("bad/unknown-state-value.json"),
+            "{\"truncated\": ",
+        ] {
+            assert!(monitor.handle(payload).await.is_ok());
+        }
+        assert_eq!(world.notifier.pages().len(), 6);
+    }
+}
