@@ -522,6 +522,99 @@ pub fn parse_sns_envelope(body: &str) -> Result<ReceivedPage> {
     })
 }
 
+/// `cargo lambda watch`, stopped (with the function it runs) when dropped.
+pub struct Watch {
+    child: Child,
+    pub port: u16,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        // watch runs the function as a child; end the whole process group.
+        let _ = Command::new("kill")
+            .args(["-TERM", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start_watch(env: &[(String, String)]) -> Result<Watch> {
+    use std::os::unix::process::CommandExt;
+    let port = free_port()?;
+    let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let log =
+        std::fs::File::create(std::env::temp_dir().join(format!("replmon-watch-{port}.log")))?;
+    let mut command = Command::new(venv_bin("cargo-lambda")?);
+    command
+        .current_dir(repo_root())
+        .args([
+            "lambda",
+            "watch",
+            "--ignore-changes",
+            "-A",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0);
+    for var in &vars {
+        command.args(["--env-var", var]);
+    }
+    command.env("AWS_LAMBDA_LOG_FORMAT", "JSON");
+    let child = command.spawn().context("starting cargo lambda watch")?;
+    let watch = Watch { child, port };
+    wait_for_port(port, Duration::from_secs(120))?;
+    Ok(watch)
+}
+
+pub struct Invocation {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// `cargo lambda invoke` of one function with a fixture file (path under `events/`).
+pub fn invoke(port: u16, function: &str, fixture: &str) -> Result<Invocation> {
+    let output = Command::new(venv_bin("cargo-lambda")?)
+        .current_dir(repo_root())
+        .args([
+            "lambda",
+            "invoke",
+            "-A",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+            function,
+            "--output-format",
+            "json",
+            "--data-file",
+        ])
+        .arg(repo_root().join("events").join(fixture))
+        .output()?;
+    Ok(Invocation {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
+/// Build every function binary first, so `cargo lambda watch` does not compile inside the first
+/// invocation (which can take minutes on a small machine).
+pub fn build_functions() {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(repo_root())
+        .args(["build", "-p", "replication-events", "-p", "alarm-events"])
+        .status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "building the functions failed"
+    );
+}
+
 /// The replication-events handler with its real AWS adapters.
 pub type AwsMonitor = replmon_shared::replication::ReplicationMonitor<
     replmon_shared::aws::DynamoDbLedger,

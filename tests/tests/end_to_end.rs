@@ -5,12 +5,10 @@
 
 use anyhow::{bail, Context, Result};
 use replmon_tests::{
-    free_port, repo_root, sdk_config, venv_bin, wait_for_port, MotoServer, Stack, StackNames,
+    build_functions, invoke, repo_root, sdk_config, start_watch, MotoServer, Stack, StackNames,
 };
 use serde::Deserialize;
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 #[derive(Debug, Deserialize)]
 struct Manifest {
@@ -43,85 +41,6 @@ struct ExpectedObject {
     status: String,
 }
 
-/// `cargo lambda watch`, stopped (with the function it runs) when dropped.
-struct Watch {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        // watch runs the function as a child; end the whole process group.
-        let _ = Command::new("kill")
-            .args(["-TERM", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_watch(env: &[(String, String)]) -> Result<Watch> {
-    use std::os::unix::process::CommandExt;
-    let port = free_port()?;
-    let vars: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let log =
-        std::fs::File::create(std::env::temp_dir().join(format!("replmon-watch-{port}.log")))?;
-    let mut command = Command::new(venv_bin("cargo-lambda")?);
-    command
-        .current_dir(repo_root())
-        .args([
-            "lambda",
-            "watch",
-            "--ignore-changes",
-            "-A",
-            "127.0.0.1",
-            "-P",
-            &port.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0);
-    for var in &vars {
-        command.args(["--env-var", var]);
-    }
-    command.env("AWS_LAMBDA_LOG_FORMAT", "JSON");
-    let child = command.spawn().context("starting cargo lambda watch")?;
-    let watch = Watch { child, port };
-    wait_for_port(port, Duration::from_secs(120))?;
-    Ok(watch)
-}
-
-struct Invocation {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
-fn invoke(port: u16, fixture: &str) -> Result<Invocation> {
-    let output = Command::new(venv_bin("cargo-lambda")?)
-        .current_dir(repo_root())
-        .args([
-            "lambda",
-            "invoke",
-            "-A",
-            "127.0.0.1",
-            "-P",
-            &port.to_string(),
-            "replication-events",
-            "--output-format",
-            "json",
-            "--data-file",
-        ])
-        .arg(repo_root().join("events").join(fixture))
-        .output()?;
-    Ok(Invocation {
-        success: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    })
-}
-
 fn batch_failures(stdout: &str) -> Result<Vec<String>> {
     let value: serde_json::Value = serde_json::from_str(stdout.trim())
         .with_context(|| format!("response is not JSON: {stdout}"))?;
@@ -140,7 +59,7 @@ async fn check_fixture(moto: &MotoServer, port: u16, fixture: &Fixture) -> Resul
     let sdk = sdk_config(&moto.endpoint()).await;
     let stack = Stack::provision(&sdk, StackNames::default()).await?;
 
-    let first = invoke(port, &fixture.file)?;
+    let first = invoke(port, "replication-events", &fixture.file)?;
     match fixture.outcome.as_str() {
         "ok" if !first.success => bail!(
             "expected success, got failure: {}{}",
@@ -240,7 +159,7 @@ async fn check_fixture(moto: &MotoServer, port: u16, fixture: &Fixture) -> Resul
     // Two more deliveries of the same payload: same response kind, no new pages, same ledger.
     let ledger_once = stack.ledger_items().await?;
     for _ in 0..2 {
-        let again = invoke(port, &fixture.file)?;
+        let again = invoke(port, "replication-events", &fixture.file)?;
         if again.success != first.success {
             bail!(
                 "redelivery answered differently: {}{}",
@@ -270,13 +189,7 @@ async fn every_fixture_under_cargo_lambda_watch() {
     .unwrap();
     assert!(manifest.fixtures.len() >= 20);
 
-    // Build first so watch does not compile inside the first invocation.
-    let status = Command::new(env!("CARGO"))
-        .current_dir(repo_root())
-        .args(["build", "-p", "replication-events"])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    build_functions();
 
     let moto = MotoServer::start().unwrap();
     let sdk = sdk_config(&moto.endpoint()).await;

@@ -22,9 +22,22 @@ impl CloudWatchMetrics {
     }
 }
 
-fn query(metric: &AlarmMetric) -> MetricDataQuery {
+/// GetMetricData ids must start with a lower-case letter and hold only letters, digits and `_`;
+/// single-metric alarms carry a UUID there, so such ids are replaced by their position.
+fn query_id(metric: &AlarmMetric, index: usize) -> String {
+    let mut chars = metric.id.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        metric.id.clone()
+    } else {
+        format!("replmon_q{index}")
+    }
+}
+
+fn query(metric: &AlarmMetric, index: usize) -> MetricDataQuery {
     let builder = MetricDataQuery::builder()
-        .id(&metric.id)
+        .id(query_id(metric, index))
         .return_data(metric.return_data)
         .set_label(metric.label.clone());
     match &metric.expression {
@@ -65,7 +78,13 @@ impl MetricsSource for CloudWatchMetrics {
             let out = self
                 .client
                 .get_metric_data()
-                .set_metric_data_queries(Some(metrics.iter().map(query).collect()))
+                .set_metric_data_queries(Some(
+                    metrics
+                        .iter()
+                        .enumerate()
+                        .map(|(i, m)| query(m, i))
+                        .collect(),
+                ))
                 .start_time(AwsDateTime::from_secs(start.timestamp()))
                 .end_time(AwsDateTime::from_secs(end.timestamp()))
                 .scan_by(ScanBy::TimestampAscending)
@@ -106,5 +125,21 @@ impl MetricsSource for CloudWatchMetrics {
             s.points.sort_by_key(|(t, _)| *t);
         }
         Ok(series)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_query_ids_are_replaced() {
+        let metric = |id: &str| AlarmMetric {
+            id: id.into(),
+            ..Default::default()
+        };
+        assert_eq!(query_id(&metric("m1"), 0), "m1");
+        assert_eq!(query_id(&metric("5a7e1c0d-3f2b"), 2), "replmon_q2");
+        assert_eq!(query_id(&metric(""), 1), "replmon_q1");
     }
 }
