@@ -4,13 +4,14 @@
 //!     local-stack provision --endpoint http://127.0.0.1:PORT --env-file .local/functions.env
 //!     local-stack pages     --endpoint http://127.0.0.1:PORT
 //!     local-stack ledger    --endpoint http://127.0.0.1:PORT
+//!     local-stack latency   --endpoint http://127.0.0.1:PORT   (demo datapoints for the latency alarm)
 
 use anyhow::{bail, Context, Result};
 use replmon_tests::{render_page, sdk_config, Stack, StackNames};
 use std::collections::BTreeMap;
 
 fn usage() -> &'static str {
-    "usage: local-stack (provision --endpoint URL [--env-file PATH] | pages --endpoint URL | ledger --endpoint URL)"
+    "usage: local-stack (provision --endpoint URL [--env-file PATH] | pages | ledger | latency) --endpoint URL"
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -69,6 +70,39 @@ async fn main() -> Result<()> {
                 println!("{}\n", render_page(page));
             }
         }
+        "latency" => {
+            // Datapoints for the demo's latency alarm: rising over the last 30 minutes.
+            use aws_sdk_cloudwatch::primitives::DateTime as AwsDateTime;
+            use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+            let names = StackNames::default();
+            let now = chrono::Utc::now().timestamp();
+            let dimension =
+                |name: &str, value: &str| Dimension::builder().name(name).value(value).build();
+            let data: Vec<MetricDatum> = (0..30)
+                .map(|i| {
+                    MetricDatum::builder()
+                        .metric_name("ReplicationLatency")
+                        // Name order: moto matches dimensions by list order.
+                        .dimensions(dimension("DestinationBucket", &names.replica_bucket))
+                        .dimensions(dimension("RuleId", &names.rule_id))
+                        .dimensions(dimension("SourceBucket", &names.source_bucket))
+                        .timestamp(AwsDateTime::from_secs(now - 60 * (30 - i)))
+                        .value((20 + i * i * 2) as f64)
+                        .unit(StandardUnit::Seconds)
+                        .build()
+                })
+                .collect();
+            aws_sdk_cloudwatch::Client::new(&sdk)
+                .put_metric_data()
+                .namespace("AWS/S3")
+                .set_metric_data(Some(data))
+                .send()
+                .await?;
+            println!(
+                "put 30 ReplicationLatency datapoints for {} -> {}",
+                names.source_bucket, names.replica_bucket
+            );
+        }
         "ledger" => {
             let stack = Stack::attach(&sdk, StackNames::default()).await?;
             let items = stack.ledger_items().await?;
@@ -119,6 +153,20 @@ fn print_ledger(items: &[BTreeMap<String, String>]) {
             field(item, "key"),
             field(item, "version_id"),
             field(item, "failure_reason")
+        );
+    }
+    println!("\nALARMS");
+    println!(
+        "  {:<45} {:<18} {:<26} INCIDENT OPEN SINCE",
+        "ALARM", "STATE", "STATE SINCE"
+    );
+    for item in of("alarm") {
+        println!(
+            "  {:<45} {:<18} {:<26} {}",
+            field(item, "alarm_name"),
+            field(item, "state"),
+            field(item, "state_time"),
+            field(item, "incident_opened_at")
         );
     }
     let members = of("member").count();
