@@ -648,6 +648,41 @@ pub fn decide(stored: Option<&AlarmRecord>, change: &AlarmChange, rule: FlapRule
 }
 
 #[cfg(test)]
+mod robustness {
+    //! Bad input never panics: arbitrary text, and real alarm events cut or corrupted at random.
+    use super::*;
+    use proptest::prelude::*;
+
+    const EVENTBRIDGE: &str = include_str!("../../events/alarm/composite-alarm.json");
+    const SNS: &str = include_str!("../../events/alarm/sns-alarm.json");
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_text(text in ".{0,400}") {
+            let _ = parse_payload(&text);
+        }
+
+        #[test]
+        fn truncated_or_corrupted_events(which in 0usize..2, at in 0.0f64..1.0, byte in 0u8..128, cut in proptest::bool::ANY) {
+            let mut bytes = [EVENTBRIDGE, SNS][which].as_bytes().to_vec();
+            let index = ((bytes.len() - 1) as f64 * at) as usize;
+            if cut { bytes.truncate(index) } else { bytes[index] = byte }
+            if let Ok(text) = String::from_utf8(bytes) {
+                if let Ok(inputs) = parse_payload(&text) {
+                    for input in inputs.into_iter().flatten() {
+                        if let AlarmInput::Change(change) = input {
+                            let _ = decide(None, &change, FlapRule::default());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -266,7 +266,8 @@ impl<S: AlarmStore + BacklogCounter, N: Notifier, M: MetricsSource, C: Clock>
                 Duration::seconds(i64::from(period) * i64::from(self.settings.trend_periods))
                     .clamp(Duration::minutes(30), Duration::hours(24));
             let end = change.state_time.max(self.clock.now());
-            let start = end - window;
+            // Checked: a timestamp at the edge of the representable range must not panic.
+            let start = end.checked_sub_signed(window).unwrap_or(end);
             match self.metrics.recent(&change.metrics, start, end).await {
                 Ok(series) => {
                     let trends: Vec<Trend> =
@@ -409,7 +410,10 @@ pub fn alarm_page(
             let _ = writeln!(body, "This alarm watches replication: the replica may be falling behind or missing data.");
         }
         AlarmNotification::Recovered { open_seconds } => {
-            let opened = change.state_time - Duration::seconds(open_seconds);
+            let opened = change
+                .state_time
+                .checked_sub_signed(Duration::seconds(open_seconds))
+                .unwrap_or(change.state_time);
             let _ = writeln!(
                 body,
                 "Recovered: the incident was open for {} (since {}).",
@@ -690,6 +694,21 @@ mod tests {
                 "alarm-flapping"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn extreme_timestamps_do_not_panic() {
+        let world = World::new(latency_series());
+        let monitor = world.monitor();
+        for timestamp in [
+            "-262143-01-01T00:00:00Z",
+            "+262142-12-31T23:59:59Z",
+            "0001-01-01T00:00:00.000+0000",
+        ] {
+            let payload =
+                fixture!("metric-alarm.json").replace("2026-11-23T03:00:00.123+0000", timestamp);
+            let _ = monitor.handle(&payload).await;
+        }
     }
 
     #[tokio::test]

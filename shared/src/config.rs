@@ -251,6 +251,30 @@ mod tests {
     }
 
     #[test]
+    fn alarm_config_defaults_and_errors() {
+        let config = AlarmEventsConfig::from_env(&env(&[
+            ("REPLMON_TABLE", "replmon"),
+            ("REPLMON_PAGE_TOPIC_ARN", TOPIC),
+        ]))
+        .unwrap();
+        assert_eq!(config.alarm, crate::alarm_monitor::AlarmSettings::default());
+        let error = AlarmEventsConfig::from_env(&env(&[
+            ("REPLMON_TABLE", "replmon"),
+            ("REPLMON_PAGE_TOPIC_ARN", TOPIC),
+            ("REPLMON_FLAP_TRANSITIONS", "0"),
+        ]))
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("REPLMON_FLAP_TRANSITIONS"),
+            "{error}"
+        );
+        assert!(AlarmEventsConfig::from_env(&env(&[]))
+            .unwrap_err()
+            .to_string()
+            .contains("REPLMON_TABLE"));
+    }
+
+    #[test]
     fn errors_name_the_variable() {
         let missing = ReplicationEventsConfig::from_env(&env(&[("REPLMON_PAGE_TOPIC_ARN", TOPIC)]))
             .unwrap_err();
