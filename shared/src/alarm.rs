@@ -291,15 +291,14 @@ fn parse_alarm_detail(
         .and_then(Value::as_array)
         .map(|list| list.iter().map(parse_eventbridge_metric).collect())
         .unwrap_or_default();
-    let arn_part = |index: usize| {
-        arn.as_deref()
-            .and_then(|a| a.split(':').nth(index))
-            .map(str::to_owned)
-    };
     Ok(AlarmChange {
         alarm_name,
-        account: account.or_else(|| arn_part(4)).unwrap_or_default(),
-        region: region.or_else(|| arn_part(3)).unwrap_or_default(),
+        account: account
+            .or_else(|| arn_field(arn.as_deref(), 4))
+            .unwrap_or_default(),
+        region: region
+            .or_else(|| arn_field(arn.as_deref(), 3))
+            .unwrap_or_default(),
         alarm_arn: arn,
         state: state_value,
         previous_state,
@@ -395,18 +394,13 @@ fn parse_sns_alarm(value: &Value) -> Result<AlarmChange, AlarmParseError> {
             });
         }
     }
-    let arn_part = |index: usize| {
-        arn.as_deref()
-            .and_then(|a| a.split(':').nth(index))
-            .map(str::to_owned)
-    };
     Ok(AlarmChange {
         alarm_name,
         account: text(value, "/AWSAccountId")
             .map(str::to_owned)
-            .or_else(|| arn_part(4))
+            .or_else(|| arn_field(arn.as_deref(), 4))
             .unwrap_or_default(),
-        region: arn_part(3).unwrap_or_default(),
+        region: arn_field(arn.as_deref(), 3).unwrap_or_default(),
         alarm_arn: arn,
         state,
         previous_state: text(value, "/OldStateValue").and_then(AlarmState::parse),
@@ -475,6 +469,13 @@ fn sns_statistic(stat: &str) -> String {
         "MAXIMUM" => "Maximum".to_owned(),
         other => other.to_owned(),
     }
+}
+
+/// A field of an ARN (`arn:partition:service:region:account:...`): 3 is the region, 4 the account.
+fn arn_field(arn: Option<&str>, index: usize) -> Option<String> {
+    arn.and_then(|a| a.split(':').nth(index))
+        .filter(|f| !f.is_empty())
+        .map(str::to_owned)
 }
 
 /// `2019-10-01T13:56:40.987+0000` (CloudWatch) or RFC 3339.
