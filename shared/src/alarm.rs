@@ -517,6 +517,8 @@ pub struct AlarmRecord {
     pub flapping_since: Option<DateTime<Utc>>,
     /// A notification decided for `state_time` but not yet confirmed sent.
     pub pending: Option<AlarmNotification>,
+    /// When the pending notification was handed to an invocation to send.
+    pub pending_since: Option<DateTime<Utc>>,
 }
 
 /// What on-call hears about a change.
@@ -644,7 +646,10 @@ pub fn decide(stored: Option<&AlarmRecord>, change: &AlarmChange, rule: FlapRule
         incident_opened_at,
         transitions,
         flapping_since,
-        pending: notification,
+        // A notification decided earlier but never confirmed is not dropped by a newer change
+        // that has nothing to say (a held change, an OK with no incident); a newer message wins.
+        pending: notification.or(stored.and_then(|s| s.pending)),
+        pending_since: None,
     })
 }
 
@@ -819,6 +824,24 @@ mod tests {
             decide(Some(&record), &alarm, FlapRule::default()),
             AlarmDecision::Resend(AlarmNotification::Opened)
         );
+    }
+
+    #[test]
+    fn unsent_notification_survives_a_quiet_newer_change() {
+        let AlarmDecision::Apply(record) =
+            decide(None, &change(AlarmState::Alarm, 0), FlapRule::default())
+        else {
+            panic!("expected apply");
+        };
+        // The page was never confirmed; a repeated ALARM (no new message) must keep it pending.
+        let AlarmDecision::Apply(next) = decide(
+            Some(&record),
+            &change(AlarmState::Alarm, 1),
+            FlapRule::default(),
+        ) else {
+            panic!("expected apply");
+        };
+        assert_eq!(next.pending, Some(AlarmNotification::Opened));
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub struct AlarmSettings {
     /// The trend covers this many periods of the alarm's metric (bounded to 30 min .. 24 h).
     pub trend_periods: u32,
     pub ledger_ttl: Duration,
+    /// How long a decided notification is left to the invocation sending it before a retry
+    /// takes it over.
+    pub pending_lease: Duration,
 }
 
 impl Default for AlarmSettings {
@@ -86,6 +89,7 @@ impl Default for AlarmSettings {
             flap: FlapRule::default(),
             trend_periods: 30,
             ledger_ttl: Duration::days(90),
+            pending_lease: Duration::seconds(60),
         }
     }
 }
@@ -109,6 +113,8 @@ enum ProcessError {
     Notify(#[from] NotifyError),
     #[error("alarm record kept changing under us")]
     Contended,
+    #[error("this change's notification is being sent by another invocation; retry to confirm")]
+    InFlight,
 }
 
 pub struct AlarmMonitor<S, N, M, C> {
@@ -208,21 +214,42 @@ impl<S: AlarmStore + BacklogCounter, N: Notifier, M: MetricsSource, C: Clock>
                     let Some(mut record) = record else {
                         return Ok(false);
                     };
+                    // Someone may be sending it right now (a duplicate delivery racing the
+                    // first): only take it over once their lease ran out; until then, retry later.
+                    if record
+                        .pending_since
+                        .is_some_and(|since| now - since < self.settings.pending_lease)
+                    {
+                        return Err(ProcessError::InFlight);
+                    }
+                    record.pending_since = Some(now);
+                    if !self.store.put_alarm(&record, revision, expires_at).await? {
+                        continue;
+                    }
                     self.notify(change, &record, notification).await?;
                     record.pending = None;
-                    self.store.put_alarm(&record, revision, expires_at).await?;
+                    record.pending_since = None;
+                    let written = revision.map_or(1, |r| r + 1);
+                    self.store
+                        .put_alarm(&record, Some(written), expires_at)
+                        .await?;
                     return Ok(true);
                 }
                 AlarmDecision::Apply(mut record) => {
+                    if record.pending.is_some() {
+                        record.pending_since = Some(now);
+                    }
                     if !self.store.put_alarm(&record, revision, expires_at).await? {
                         continue;
                     }
                     let Some(notification) = record.pending else {
                         return Ok(false);
                     };
-                    // If this publish fails, the record keeps `pending` and the retry resends it.
+                    // If this publish fails, the record keeps `pending` and the retry resends it
+                    // once the lease has run out.
                     self.notify(change, &record, notification).await?;
                     record.pending = None;
+                    record.pending_since = None;
                     let written = revision.map_or(1, |r| r + 1);
                     self.store
                         .put_alarm(&record, Some(written), expires_at)
@@ -657,6 +684,9 @@ mod tests {
         world.notifier.fail_publishes.store(1, Ordering::SeqCst);
         assert!(monitor.handle(fixture!("metric-alarm.json")).await.is_err());
         assert!(world.notifier.pages().is_empty());
+        // Within the lease the first attempt may still be sending: the retry waits.
+        assert!(monitor.handle(fixture!("metric-alarm.json")).await.is_err());
+        world.clock.advance(Duration::seconds(61));
         monitor.handle(fixture!("metric-alarm.json")).await.unwrap();
         monitor.handle(fixture!("metric-alarm.json")).await.unwrap();
         assert_eq!(world.notifier.pages().len(), 1);

@@ -147,6 +147,13 @@ impl AlarmEventsConfig {
                 ledger_ttl: Duration::days(
                     number(env, "REPLMON_LEDGER_TTL_DAYS", 90, 1, 3650)? as i64
                 ),
+                pending_lease: Duration::seconds(number(
+                    env,
+                    "REPLMON_PAGE_LEASE_SECONDS",
+                    60,
+                    1,
+                    3600,
+                )? as i64),
             },
             aws: AwsSettings::from_env(env)?,
         })

@@ -412,7 +412,8 @@ impl<'de> Deserialize<'de> for Seconds {
                 self.visit_f64(v as f64)
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Seconds, E> {
-                if v.is_finite() && v >= 0.0 {
+                // Up to ~30,000 years: anything larger is garbage (and beyond what DynamoDB numbers hold).
+                if v.is_finite() && (0.0..=1e12).contains(&v) {
                     Ok(Seconds(v))
                 } else {
                     Err(E::custom(format!(

@@ -77,6 +77,8 @@ pub enum HandlerError {
 /// Why an incident's page step failed.
 #[derive(Debug, thiserror::Error)]
 enum SettleError {
+    #[error("another invocation is sending this incident's page; retry to confirm it went out")]
+    ClaimHeld,
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error(transparent)]
@@ -229,8 +231,9 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
                     event.source_bucket.as_str(),
                     event.rule_id.as_str(),
                     event.destination_bucket.as_str(),
+                    // As IncidentKey::for_event: no reason and an empty one are the same incident.
                     if cause == 0 {
-                        event.failure_reason.as_deref()
+                        event.failure_reason.as_deref().filter(|r| !r.is_empty())
                     } else {
                         None
                     },
@@ -378,8 +381,19 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
             lease: self.settings.page_lease,
         };
         if !self.ledger.claim_page(key, &claim).await? {
-            // Someone paged since we read the incident, or is paging right now.
-            return Ok(Settled::Quiet);
+            // Someone paged since we read the incident: nothing to do. Or someone holds a live
+            // claim and is paging right now; if that holder died, acknowledging here would lose
+            // the page, so the messages go back for retry and find the outcome (or an expired
+            // lease) next time.
+            let paged_since = self
+                .ledger
+                .incident(key)
+                .await?
+                .is_some_and(|current| current.pages_sent > claim.expected_pages_sent);
+            if paged_since {
+                return Ok(Settled::Quiet);
+            }
+            return Err(SettleError::ClaimHeld);
         }
         // Counted under the claim, so the page reports what the ledger held when it went out.
         let counts = match self.ledger.count_events(key).await {
@@ -682,6 +696,33 @@ mod tests {
         assert_eq!(world.notifier.pages().len(), 1);
         assert_eq!(world.ledger.incidents()[0].event_count, 3);
         monitor.handle_value(&event).await.unwrap();
+        assert_eq!(world.notifier.pages().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn live_foreign_claim_sends_messages_back_until_it_expires() {
+        let world = World::new();
+        let monitor = world.monitor();
+        let event =
+            NotificationBuilder::sqs_event(&failure_bodies(1, &[("rule-1", "DstBucketNotFound")]));
+        // A first delivery records the event but its page publish fails...
+        world.notifier.fail_publishes.store(1, Ordering::SeqCst);
+        monitor.handle_value(&event).await.unwrap();
+        // ...and another invocation claims the page and dies before publishing.
+        let key = world.ledger.incidents()[0].key.clone();
+        let foreign = PageClaim {
+            token: "dead-invocation".into(),
+            at: world.clock.now(),
+            expected_pages_sent: 0,
+            lease: Duration::seconds(60),
+        };
+        assert!(world.ledger.claim_page(&key, &foreign).await.unwrap());
+        // The retry must not be acknowledged while the claim is live, or the page is lost.
+        let response = monitor.handle_value(&event).await.unwrap();
+        assert_eq!(failed_ids(&response), ["msg-0"]);
+        world.clock.advance(Duration::seconds(61));
+        let response = monitor.handle_value(&event).await.unwrap();
+        assert!(failed_ids(&response).is_empty());
         assert_eq!(world.notifier.pages().len(), 1);
     }
 

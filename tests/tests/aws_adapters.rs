@@ -83,6 +83,29 @@ async fn failure_is_recorded_and_paged_once_with_attributes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn longest_s3_keys_are_recorded() {
+    let (_moto, stack, monitor) = setup().await;
+    let b = builder(&stack);
+    // S3 allows 1,024-byte keys; with destination and version that exceeds DynamoDB's sort key limit.
+    let key = format!("deep/{}", "k".repeat(1019));
+    let body = NotificationBuilder::notification(vec![b.record(
+        OperationFailedReplication,
+        &key,
+        "v1",
+        Some("DstBucketNotFound"),
+    )]);
+    let response = monitor
+        .handle_value(&NotificationBuilder::sqs_event(&[body]))
+        .await
+        .unwrap();
+    assert!(failed_ids(&response).is_empty(), "{response}");
+    let objects = stack.ledger_entities("object").await.unwrap();
+    assert_eq!(objects.len(), 1);
+    assert_eq!(objects[0]["key"], key);
+    assert!(objects[0]["sk"].len() <= 1024);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_then_replicated_out_of_order() {
     let (_moto, stack, monitor) = setup().await;
     let b = builder(&stack);

@@ -433,16 +433,22 @@ fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
+/// DynamoDB sort keys hold at most 1,024 bytes and S3 keys up to 1,024: long keys are replaced
+/// by their SHA-256 in the sort key (the item keeps the real key in `key`).
+const MAX_SORT_KEY_BYTES: usize = 1024;
+
 pub fn object_key(record: &ObjectRecord) -> (String, String) {
-    (
-        format!("OBJECT#{}", record.source_bucket),
-        format!(
-            "{}#{}#{}",
-            record.destination_bucket,
-            record.key,
-            record.version_id.as_deref().unwrap_or("null")
-        ),
-    )
+    let version = record.version_id.as_deref().unwrap_or("null");
+    let plain = format!("{}#{}#{}", record.destination_bucket, record.key, version);
+    let sk = if plain.len() <= MAX_SORT_KEY_BYTES {
+        plain
+    } else {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(record.key.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}#sha256:{hex}#{version}", record.destination_bucket)
+    };
+    (format!("OBJECT#{}", record.source_bucket), sk)
 }
 
 pub fn incident_key(key: &IncidentKey) -> (String, String) {
@@ -629,6 +635,9 @@ impl AlarmStore for DynamoDbLedger {
         if let Some(pending) = record.pending {
             item.insert("pending_notification".into(), s(pending.code()));
         }
+        if let Some(t) = record.pending_since {
+            item.insert("pending_since".into(), s(ts(t)));
+        }
         let request = self
             .client
             .put_item()
@@ -731,6 +740,7 @@ pub fn alarm_from_item(item: &Item) -> Result<(AlarmRecord, u64), LedgerError> {
             .unwrap_or_default(),
         flapping_since: get_time(item, "flapping_since"),
         pending: get_s(item, "pending_notification").and_then(AlarmNotification::parse),
+        pending_since: get_time(item, "pending_since"),
     };
     let revision = get_n(item, "revision").ok_or_else(|| corrupt(item, "no `revision`"))?;
     Ok((record, revision))
