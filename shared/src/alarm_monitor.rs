@@ -226,12 +226,7 @@ impl<S: AlarmStore + BacklogCounter, N: Notifier, M: MetricsSource, C: Clock>
                     if !self.store.put_alarm(&record, revision, expires_at).await? {
                         continue;
                     }
-                    self.notify(change, &record, notification).await?;
-                    record.pending = None;
-                    record.pending_since = None;
-                    let written = revision.map_or(1, |r| r + 1);
-                    self.store
-                        .put_alarm(&record, Some(written), expires_at)
+                    self.send_pending(change, record, notification, revision, expires_at)
                         .await?;
                     return Ok(true);
                 }
@@ -247,18 +242,32 @@ impl<S: AlarmStore + BacklogCounter, N: Notifier, M: MetricsSource, C: Clock>
                     };
                     // If this publish fails, the record keeps `pending` and the retry resends it
                     // once the lease has run out.
-                    self.notify(change, &record, notification).await?;
-                    record.pending = None;
-                    record.pending_since = None;
-                    let written = revision.map_or(1, |r| r + 1);
-                    self.store
-                        .put_alarm(&record, Some(written), expires_at)
+                    self.send_pending(change, record, notification, revision, expires_at)
                         .await?;
                     return Ok(true);
                 }
             }
         }
         Err(ProcessError::Contended)
+    }
+
+    /// Send the notification the record (written at `revision + 1`) holds, then clear it.
+    async fn send_pending(
+        &self,
+        change: &AlarmChange,
+        mut record: AlarmRecord,
+        notification: AlarmNotification,
+        revision: Option<u64>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), ProcessError> {
+        self.notify(change, &record, notification).await?;
+        record.pending = None;
+        record.pending_since = None;
+        let written = revision.map_or(1, |r| r + 1);
+        self.store
+            .put_alarm(&record, Some(written), expires_at)
+            .await?;
+        Ok(())
     }
 
     async fn notify(

@@ -32,20 +32,6 @@ impl ObjectStatus {
             ObjectStatus::Failed => "FAILED",
         }
     }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "LATE" => Some(ObjectStatus::Late),
-            "REPLICATED_LATE" => Some(ObjectStatus::ReplicatedLate),
-            "FAILED" => Some(ObjectStatus::Failed),
-            _ => None,
-        }
-    }
-
-    /// Whether the replica still lacks this version (what a failover would lose).
-    pub fn missing_on_replica(self) -> bool {
-        !matches!(self, ObjectStatus::ReplicatedLate)
-    }
 }
 
 /// One failed or late object version for one destination.

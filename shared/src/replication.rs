@@ -117,14 +117,6 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         }
     }
 
-    pub fn ledger(&self) -> &L {
-        &self.ledger
-    }
-
-    pub fn notifier(&self) -> &N {
-        &self.notifier
-    }
-
     /// The Lambda entry point: any supported payload (as JSON text) in, the response Lambda
     /// expects out.
     pub async fn handle(&self, payload: &str) -> Result<Value, HandlerError> {

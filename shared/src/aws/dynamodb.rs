@@ -47,21 +47,6 @@ impl DynamoDbLedger {
         }
     }
 
-    pub fn from_client(client: Client, table: &str) -> Self {
-        DynamoDbLedger {
-            client,
-            table: table.to_owned(),
-        }
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
     async fn get(
         &self,
         pk: String,
