@@ -17,6 +17,9 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+mod canary;
+pub use canary::{Arrival, FakeS3, RecordingProbeMetrics};
+
 /// Source, destination, key and version joined by NUL (which S3 names cannot hold in buckets).
 type ObjectId = String;
 
@@ -30,6 +33,7 @@ struct LedgerState {
     recovered: HashMap<IncidentKey, HashSet<EventId>>,
     incidents: HashMap<IncidentKey, (Incident, Option<HeldClaim>)>,
     alarms: HashMap<String, (AlarmRecord, u64)>,
+    canary: canary::CanaryState,
 }
 
 /// The ledger in a mutex.

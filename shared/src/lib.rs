@@ -4,6 +4,7 @@
 
 pub mod alarm;
 pub mod alarm_monitor;
+pub mod canary;
 pub mod catalog;
 pub mod clock;
 pub mod config;

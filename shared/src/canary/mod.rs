@@ -1,0 +1,940 @@
+//! The canary: on a schedule, write a probe object under every enabled replication rule of each
+//! watched bucket, time its arrival in the rule's destination, carry probes that are still on
+//! their way over to later runs, and page after consecutive bad probes.
+//!
+//! One run, per bucket (buckets concurrently, one failing bucket never stops the others):
+//! 1. read the replication configuration (every run: nobody keeps a list of pairs) and audit it;
+//! 2. claim the run (a redelivered schedule writes no second probe);
+//! 3. PUT one probe per enabled rule and poll each destination with adaptive back-off until the
+//!    probe arrives or the budget ends; meanwhile re-check probes pending from earlier runs;
+//! 4. record every probe, emit metrics, delete resolved probes everywhere, count outcomes into
+//!    each rule's health and send the pages that health owes.
+
+pub mod audit;
+pub mod emf;
+pub mod measure;
+pub mod pages;
+pub mod ports;
+pub mod probe;
+pub mod setup;
+
+use crate::catalog;
+use crate::clock::Clock;
+use crate::page::Notifier;
+use audit::{audit, DestinationFacts};
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use measure::{millis, LatencyBounds, PollSchedule};
+use ports::{
+    BucketFacts, BucketRef, CanaryStore, ObjectStore, ProbeMeasurement, ProbeMetrics, ProbeObject,
+    StoreError,
+};
+use probe::{HealthChange, ProbeRecord, ProbeStatus, RuleHealth};
+use serde::{Deserialize, Serialize};
+use setup::{CanarySegment, ReplicationRule, ReplicationSetup};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Tunables of the canary (README's configuration table).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanarySettings {
+    pub segment: CanarySegment,
+    /// How long one run keeps polling (well under the function timeout).
+    pub budget: Duration,
+    /// A probe not in the destination this long after its PUT is missing.
+    pub deadline: chrono::Duration,
+    /// A probe arriving later than this is slow.
+    pub latency_threshold: chrono::Duration,
+    /// Bad probes in a row before a page (a failure pages at once).
+    pub bad_probes_to_page: u32,
+    pub poll: PollSchedule,
+    /// An audit finding is noticed at most once per period.
+    pub audit_period: chrono::Duration,
+    /// Probe and health records expire after this.
+    pub ttl: chrono::Duration,
+}
+
+impl Default for CanarySettings {
+    fn default() -> Self {
+        CanarySettings {
+            segment: CanarySegment::new("replmon-canary/").unwrap_or_else(|_| unreachable!()),
+            budget: Duration::from_secs(45),
+            deadline: chrono::Duration::seconds(900),
+            latency_threshold: chrono::Duration::seconds(900),
+            bad_probes_to_page: 2,
+            poll: PollSchedule::default(),
+            audit_period: chrono::Duration::days(1),
+            ttl: chrono::Duration::days(90),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CanaryError {
+    /// The invocation payload is not JSON or not an object: nothing to retry.
+    #[error("the canary's trigger is not a JSON object (expected an EventBridge Scheduled Event or an EventBridge Scheduler input): {0}")]
+    BadTrigger(String),
+    /// The ledger or SNS failed during the run; what was recorded stays recorded and the next
+    /// run (or Lambda's retry of this one) picks up the rest.
+    #[error("canary run {run_id} incomplete: {problems}")]
+    Incomplete { run_id: String, problems: String },
+}
+
+/// What started the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    /// Unique per scheduled run and the same on redelivery.
+    pub run_id: String,
+    /// Buckets named in a Scheduler input, instead of the configured list.
+    pub buckets: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct RawTrigger {
+    #[serde(rename = "detail-type")]
+    detail_type: Option<String>,
+    id: Option<String>,
+    run_id: Option<String>,
+    buckets: Option<Vec<String>>,
+}
+
+impl Trigger {
+    /// An EventBridge "Scheduled Event" (run ID: the event ID), or an EventBridge Scheduler
+    /// input such as `{"run_id": "<aws.scheduler.execution-id>", "buckets": [...]}` (both
+    /// optional; without a run ID, the Lambda request ID, which Lambda keeps on its retries).
+    pub fn parse(payload: &str, request_id: &str) -> Result<Trigger, CanaryError> {
+        let raw: RawTrigger =
+            serde_json::from_str(payload).map_err(|e| CanaryError::BadTrigger(e.to_string()))?;
+        let scheduled = raw.detail_type.as_deref() == Some("Scheduled Event");
+        let run_id = if scheduled { raw.id } else { raw.run_id }
+            .filter(|id| !id.trim().is_empty())
+            .unwrap_or_else(|| request_id.to_owned());
+        let buckets = raw
+            .buckets
+            .map(|list| {
+                list.into_iter()
+                    .map(|b| b.trim().to_owned())
+                    .filter(|b| !b.is_empty())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|list| !list.is_empty());
+        Ok(Trigger { run_id, buckets })
+    }
+}
+
+/// What one run did, returned by the invocation (and logged).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct RunReport {
+    pub run_id: String,
+    pub buckets: Vec<BucketReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct BucketReport {
+    pub bucket: String,
+    /// The run was claimed before (redelivered schedule): no new probes.
+    pub repeated_run: bool,
+    pub probes: Vec<ProbeSummary>,
+    /// Audit findings noticed in this run.
+    pub notices: Vec<String>,
+    pub pages: Vec<String>,
+    /// What S3 would not let the canary see or do (reported, paged as "cannot verify").
+    pub problems: Vec<String>,
+    /// Failures to record or to page: they fail the invocation so Lambda retries it and its
+    /// error metric shows them.
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeSummary {
+    pub rule_id: String,
+    pub destination_bucket: String,
+    pub key: String,
+    pub status: ProbeStatus,
+    pub carried_over: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uncertainty_ms: Option<u64>,
+    pub head_requests: u32,
+}
+
+impl ProbeSummary {
+    fn of(probe: &ProbeRecord, carried_over: bool) -> Self {
+        ProbeSummary {
+            rule_id: probe.rule_id.clone(),
+            destination_bucket: probe.destination_bucket.clone(),
+            key: probe.key.clone(),
+            status: probe.status,
+            carried_over,
+            latency_ms: probe.latency_ms,
+            uncertainty_ms: probe.bounds().map(|b| b.uncertainty_ms()),
+            head_requests: probe.head_requests,
+        }
+    }
+}
+
+/// Wall-clock times derived from one reading plus the monotonic clock, so latencies and the
+/// records' timestamps agree (and tests with paused time see both move).
+struct RunClock {
+    started: Instant,
+    wall_start: DateTime<Utc>,
+    budget_end: Instant,
+}
+
+impl RunClock {
+    fn wall(&self, at: Instant) -> DateTime<Utc> {
+        let elapsed = at.saturating_duration_since(self.started);
+        self.wall_start + chrono::Duration::from_std(elapsed).unwrap_or_default()
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.wall(Instant::now())
+    }
+}
+
+/// Health records are keyed by destination and rule.
+type HealthKey = (String, String);
+
+/// The bucket-level pseudo rule: the replication configuration itself could not be read.
+const CONFIGURATION_RULE: &str = "*";
+
+pub struct Canary<S, L, N, M, C> {
+    store: S,
+    ledger: L,
+    notifier: N,
+    metrics: M,
+    clock: C,
+    buckets: Vec<String>,
+    settings: CanarySettings,
+}
+
+impl<S, L, N, M, C> Canary<S, L, N, M, C>
+where
+    S: ObjectStore,
+    L: CanaryStore,
+    N: Notifier,
+    M: ProbeMetrics,
+    C: Clock,
+{
+    pub fn new(
+        store: S,
+        ledger: L,
+        notifier: N,
+        metrics: M,
+        clock: C,
+        buckets: Vec<String>,
+        settings: CanarySettings,
+    ) -> Self {
+        Canary {
+            store,
+            ledger,
+            notifier,
+            metrics,
+            clock,
+            buckets,
+            settings,
+        }
+    }
+
+    /// One invocation: parse the trigger, run, report.
+    pub async fn handle(&self, payload: &str, request_id: &str) -> Result<RunReport, CanaryError> {
+        let trigger = Trigger::parse(payload, request_id)?;
+        let report = self.run(&trigger).await;
+        for bucket in &report.buckets {
+            for problem in &bucket.problems {
+                tracing::warn!(run_id = %report.run_id, bucket = %bucket.bucket, %problem, "canary could not check");
+            }
+        }
+        tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "canary run");
+        let errors: Vec<String> = report
+            .buckets
+            .iter()
+            .flat_map(|b| b.errors.iter().map(move |e| format!("{}: {e}", b.bucket)))
+            .collect();
+        if errors.is_empty() {
+            Ok(report)
+        } else {
+            Err(CanaryError::Incomplete {
+                run_id: report.run_id,
+                problems: errors.join("; "),
+            })
+        }
+    }
+
+    pub async fn run(&self, trigger: &Trigger) -> RunReport {
+        let started = Instant::now();
+        let clock = RunClock {
+            started,
+            wall_start: self.clock.now(),
+            budget_end: started + self.settings.budget,
+        };
+        let buckets = trigger.buckets.as_ref().unwrap_or(&self.buckets);
+        let reports = join_all(
+            buckets
+                .iter()
+                .map(|bucket| self.run_bucket(bucket, &trigger.run_id, &clock)),
+        )
+        .await;
+        RunReport {
+            run_id: trigger.run_id.clone(),
+            buckets: reports,
+        }
+    }
+
+    async fn run_bucket(&self, bucket: &str, run_id: &str, clock: &RunClock) -> BucketReport {
+        let mut report = BucketReport {
+            bucket: bucket.to_owned(),
+            ..Default::default()
+        };
+        let (setup, pending) = futures::join!(
+            self.store.replication(bucket),
+            self.ledger.pending_probes(bucket)
+        );
+        let pending = pending.unwrap_or_else(|e| {
+            report.errors.push(e.to_string());
+            Vec::new()
+        });
+        let setup = match setup {
+            Ok(setup) => setup,
+            Err(error) => {
+                // Without the configuration nothing new can be probed; earlier probes still can.
+                report.problems.push(error.to_string());
+                let check = self.configuration_check(bucket, run_id, clock, Some(&error));
+                let rechecked = self.recheck_all(pending, clock).await;
+                self.finish(bucket, None, rechecked, vec![check], clock, &mut report)
+                    .await;
+                return report;
+            }
+        };
+        let configuration_ok = self.configuration_check(bucket, run_id, clock, None);
+        let enabled: Vec<&ReplicationRule> = setup
+            .as_ref()
+            .map(|s| s.enabled_rules().collect())
+            .unwrap_or_default();
+
+        let (source, destinations) = futures::join!(
+            self.store.facts(bucket, true),
+            join_all(
+                enabled
+                    .iter()
+                    .map(|rule| self.store.facts(&rule.destination_bucket, false))
+            )
+        );
+        let source = match source {
+            Ok(facts) => {
+                self.notify_findings(
+                    bucket,
+                    &facts,
+                    setup.as_ref(),
+                    &destinations,
+                    clock,
+                    &mut report,
+                )
+                .await;
+                facts
+            }
+            Err(e) => {
+                // The audit needs the source's facts; the probes do not.
+                report.problems.push(e.to_string());
+                BucketFacts::default()
+            }
+        };
+        let Some(setup) = setup.as_ref() else {
+            let rechecked = self.recheck_all(pending, clock).await;
+            self.finish(
+                bucket,
+                None,
+                rechecked,
+                vec![configuration_ok],
+                clock,
+                &mut report,
+            )
+            .await;
+            return report;
+        };
+
+        let claimed = match self
+            .ledger
+            .claim_run(bucket, run_id, clock.wall_start + chrono::Duration::days(2))
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                report.errors.push(e.to_string());
+                false
+            }
+        };
+        report.repeated_run = !claimed;
+        let new_probes = async {
+            if !claimed {
+                return Vec::new();
+            }
+            join_all(enabled.iter().zip(&destinations).map(|(rule, facts)| {
+                let region = facts.as_ref().ok().and_then(|f| f.region.clone());
+                self.probe_rule(bucket, &source, rule, region, run_id, clock)
+            }))
+            .await
+        };
+        let (fresh, rechecked) = futures::join!(new_probes, self.recheck_all(pending, clock));
+        let mut probes: Vec<(ProbeRecord, bool)> = Vec::new();
+        for (probe, error) in fresh {
+            report.errors.extend(error);
+            probes.push((probe, false));
+        }
+        probes.extend(rechecked);
+        self.finish(
+            bucket,
+            Some(setup),
+            probes,
+            vec![configuration_ok],
+            clock,
+            &mut report,
+        )
+        .await;
+        report
+    }
+
+    /// Count the configuration read as a probe of the bucket-level pseudo rule, so an unreadable
+    /// configuration pages after the same consecutive-bad rule and recovers like any probe.
+    fn configuration_check(
+        &self,
+        bucket: &str,
+        run_id: &str,
+        clock: &RunClock,
+        error: Option<&StoreError>,
+    ) -> ProbeRecord {
+        let now = clock.now();
+        ProbeRecord {
+            source_bucket: bucket.to_owned(),
+            destination_bucket: CONFIGURATION_RULE.to_owned(),
+            destination_region: None,
+            rule_id: CONFIGURATION_RULE.to_owned(),
+            run_id: run_id.to_owned(),
+            key: String::new(),
+            version_id: None,
+            put_at: now,
+            deadline: now,
+            status: if error.is_some() {
+                ProbeStatus::Unverifiable
+            } else {
+                ProbeStatus::Arrived
+            },
+            latency_ms: None,
+            latency_min_ms: None,
+            latency_max_ms: None,
+            last_miss_at: None,
+            head_requests: 0,
+            resolved_at: Some(now),
+            detail: error.map(|e| format!("reading the replication configuration: {e}")),
+            source_status: None,
+            cleaned: true,
+        }
+    }
+
+    async fn notify_findings(
+        &self,
+        bucket: &str,
+        source: &BucketFacts,
+        setup: Option<&ReplicationSetup>,
+        destinations: &[DestinationFacts],
+        clock: &RunClock,
+        report: &mut BucketReport,
+    ) {
+        for finding in audit(bucket, source, setup, destinations) {
+            let now = clock.now();
+            match self
+                .ledger
+                .claim_notice(bucket, &finding.id, now, self.settings.audit_period)
+                .await
+            {
+                Ok(false) => continue,
+                Err(e) => {
+                    report.errors.push(e.to_string());
+                    continue;
+                }
+                Ok(true) => {}
+            }
+            let page = pages::audit_notice(bucket, &finding);
+            match self.notifier.publish(&page).await {
+                Ok(()) => report.notices.push(finding.id),
+                Err(e) => {
+                    report
+                        .errors
+                        .push(format!("publishing notice {}: {e}", finding.id));
+                    if let Err(e) = self.ledger.release_notice(bucket, &finding.id).await {
+                        report.errors.push(e.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Write one probe under a rule and follow it until it arrives or the budget ends.
+    async fn probe_rule(
+        &self,
+        bucket: &str,
+        source: &BucketFacts,
+        rule: &ReplicationRule,
+        destination_region: Option<String>,
+        run_id: &str,
+        clock: &RunClock,
+    ) -> (ProbeRecord, Option<String>) {
+        let key = self.settings.segment.probe_key(rule, run_id);
+        let body = serde_json::json!({
+            "replmon": "canary probe: safe to delete",
+            "rule": rule.id,
+            "run": run_id,
+        })
+        .to_string();
+        let put = self
+            .store
+            .put(
+                BucketRef {
+                    bucket,
+                    region: source.region.as_deref(),
+                },
+                ProbeObject {
+                    key: &key,
+                    body: &body,
+                    tags: &rule.filter.tags,
+                    encryption: source.encryption.as_ref(),
+                },
+            )
+            .await;
+        let acked = Instant::now();
+        let put_at = clock.wall(acked);
+        let mut probe = ProbeRecord {
+            source_bucket: bucket.to_owned(),
+            destination_bucket: rule.destination_bucket.clone(),
+            destination_region,
+            rule_id: rule.id.clone(),
+            run_id: run_id.to_owned(),
+            key,
+            version_id: None,
+            put_at,
+            deadline: put_at + self.settings.deadline,
+            status: ProbeStatus::Pending,
+            latency_ms: None,
+            latency_min_ms: None,
+            latency_max_ms: None,
+            last_miss_at: None,
+            head_requests: 0,
+            resolved_at: None,
+            detail: None,
+            source_status: None,
+            cleaned: false,
+        };
+        match put {
+            Ok(version) => probe.version_id = version,
+            Err(error) => {
+                // Nothing was written, so there is nothing to clean up or to wait for.
+                probe.cleaned = true;
+                probe.resolve(
+                    ProbeStatus::Unverifiable,
+                    put_at,
+                    Some(format!("writing the probe into the source failed: {error}")),
+                );
+                return (probe, None);
+            }
+        }
+        // Recorded before polling, so a run that dies mid-poll leaves the probe to the next run.
+        let problem = self
+            .ledger
+            .save_probe(&probe, put_at + self.settings.ttl)
+            .await
+            .err()
+            .map(|e| e.to_string());
+        self.poll(&mut probe, acked, clock).await;
+        (probe, problem)
+    }
+
+    /// HEAD the destination on the back-off schedule until the replica is found, the destination
+    /// keeps failing, or the budget ends.
+    async fn poll(&self, probe: &mut ProbeRecord, acked: Instant, clock: &RunClock) {
+        const ERRORS_TO_GIVE_UP: u32 = 3;
+        let mut waited = Duration::ZERO;
+        let mut last_miss: Option<Instant> = None;
+        let mut errors = 0;
+        let mut last_error = None;
+        loop {
+            waited += self.settings.poll.next_gap(waited);
+            let at = acked + waited;
+            if at > clock.budget_end {
+                break;
+            }
+            tokio::time::sleep_until(at).await;
+            let sent = Instant::now();
+            probe.head_requests += 1;
+            let found = self
+                .store
+                .head(destination_ref(probe), &probe.key, None)
+                .await;
+            let answered = Instant::now();
+            waited = waited.max(answered.saturating_duration_since(acked));
+            match found {
+                Ok(Some(_)) => {
+                    let lower = last_miss.map_or(Duration::ZERO, |m| m - acked);
+                    let bounds = LatencyBounds::new(millis(lower), millis(answered - acked));
+                    self.arrived(probe, bounds, clock.wall(answered));
+                    return;
+                }
+                Ok(None) => {
+                    last_miss = Some(sent);
+                    errors = 0;
+                }
+                Err(error) => {
+                    errors += 1;
+                    last_error = Some(error);
+                    if errors >= ERRORS_TO_GIVE_UP {
+                        break;
+                    }
+                }
+            }
+        }
+        probe.last_miss_at = last_miss.map(|m| clock.wall(m));
+        match last_error.filter(|_| errors > 0) {
+            Some(error) if errors >= ERRORS_TO_GIVE_UP => {
+                probe.resolve(
+                    ProbeStatus::Unverifiable,
+                    clock.now(),
+                    Some(format!("the destination cannot be read: {error}")),
+                );
+            }
+            _ => self.unarrived(probe, clock).await,
+        }
+    }
+
+    fn arrived(&self, probe: &mut ProbeRecord, bounds: LatencyBounds, at: DateTime<Utc>) {
+        probe.set_bounds(bounds);
+        let threshold = self.settings.latency_threshold.num_milliseconds().max(0) as u64;
+        let status = if bounds.estimate_ms() > threshold {
+            ProbeStatus::Slow
+        } else {
+            ProbeStatus::Arrived
+        };
+        probe.resolve(status, at, None);
+    }
+
+    /// Not in the destination (yet): ask the ledger and the source why, and settle the probe once
+    /// S3 has given up or the deadline has passed.
+    async fn unarrived(&self, probe: &mut ProbeRecord, clock: &RunClock) {
+        let (failure, source) = futures::join!(
+            self.ledger.replication_failure(probe),
+            self.store.head(
+                BucketRef {
+                    bucket: &probe.source_bucket,
+                    region: None,
+                },
+                &probe.key,
+                probe.version_id.as_deref(),
+            )
+        );
+        let now = clock.now();
+        if let Ok(Some(reason)) = failure {
+            let meaning = catalog::explain(&reason).meaning;
+            probe.resolve(
+                ProbeStatus::Failed,
+                now,
+                Some(format!("S3 reported failureReason {reason}: {meaning}")),
+            );
+            return;
+        }
+        match source {
+            Ok(Some(facts)) => probe.source_status = facts.replication_status,
+            Ok(None) => probe.detail = Some("the probe is gone from the source bucket".into()),
+            Err(_) => {}
+        }
+        if probe.source_status.as_deref() == Some("FAILED") {
+            probe.resolve(
+                ProbeStatus::Failed,
+                now,
+                Some("the source object's ReplicationStatus is FAILED".into()),
+            );
+        } else if now >= probe.deadline {
+            let status = if probe.source_status.as_deref() == Some("PENDING") {
+                ProbeStatus::Stalled
+            } else {
+                ProbeStatus::Missing
+            };
+            probe.resolve(status, now, None);
+        }
+    }
+
+    /// Probes from earlier runs, each looked at once (marked as carried over).
+    async fn recheck_all(
+        &self,
+        pending: Vec<ProbeRecord>,
+        clock: &RunClock,
+    ) -> Vec<(ProbeRecord, bool)> {
+        join_all(
+            pending
+                .into_iter()
+                .map(|probe| async { (self.recheck(probe, clock).await, true) }),
+        )
+        .await
+    }
+
+    /// One look at a probe from an earlier run.
+    async fn recheck(&self, mut probe: ProbeRecord, clock: &RunClock) -> ProbeRecord {
+        if probe.status != ProbeStatus::Pending {
+            return probe; // resolved earlier, only its cleanup is left
+        }
+        let sent = Instant::now();
+        probe.head_requests += 1;
+        let found = self
+            .store
+            .head(destination_ref(&probe), &probe.key, None)
+            .await;
+        let answered = clock.now();
+        match found {
+            Ok(Some(_)) => {
+                let since_put =
+                    |at: DateTime<Utc>| (at - probe.put_at).num_milliseconds().max(0) as u64;
+                let lower = probe.last_miss_at.map_or(0, since_put);
+                let bounds = LatencyBounds::new(lower, since_put(answered));
+                self.arrived(&mut probe, bounds, answered);
+            }
+            Ok(None) => {
+                probe.last_miss_at = Some(clock.wall(sent));
+                self.unarrived(&mut probe, clock).await;
+            }
+            Err(error) if answered >= probe.deadline => probe.resolve(
+                ProbeStatus::Unverifiable,
+                answered,
+                Some(format!("the destination cannot be read: {error}")),
+            ),
+            Err(_) => {} // still time: the next run looks again
+        }
+        probe
+    }
+
+    /// Record, measure, clean up and count every probe of the run, then send what is owed.
+    async fn finish(
+        &self,
+        bucket: &str,
+        setup: Option<&ReplicationSetup>,
+        probes: Vec<(ProbeRecord, bool)>,
+        checks: Vec<ProbeRecord>,
+        clock: &RunClock,
+        report: &mut BucketReport,
+    ) {
+        let settled = join_all(
+            probes
+                .into_iter()
+                .map(|(probe, carried)| self.settle(probe, carried, setup, clock)),
+        )
+        .await;
+        let mut by_rule: BTreeMap<HealthKey, Vec<ProbeRecord>> = BTreeMap::new();
+        if let Some(setup) = setup {
+            // Every rule's health is visited each run, so pages a failed publish left owed go out.
+            for rule in setup.enabled_rules() {
+                by_rule
+                    .entry((rule.destination_bucket.clone(), rule.id.clone()))
+                    .or_default();
+            }
+        }
+        for (probe, carried, problems, errors) in settled {
+            report.probes.push(ProbeSummary::of(&probe, carried));
+            report.problems.extend(problems);
+            report.errors.extend(errors);
+            if probe.status != ProbeStatus::Pending {
+                by_rule
+                    .entry((probe.destination_bucket.clone(), probe.rule_id.clone()))
+                    .or_default()
+                    .push(probe);
+            }
+        }
+        for check in checks {
+            let key = (check.destination_bucket.clone(), check.rule_id.clone());
+            by_rule.entry(key).or_default().push(check);
+        }
+        for ((destination, rule_id), mut probes) in by_rule {
+            probes.sort_by_key(|p| p.put_at);
+            self.update_health(bucket, &destination, &rule_id, &probes, clock, report)
+                .await;
+        }
+    }
+
+    /// Clean up a resolved probe, emit its metric and save it.
+    async fn settle(
+        &self,
+        mut probe: ProbeRecord,
+        carried: bool,
+        setup: Option<&ReplicationSetup>,
+        clock: &RunClock,
+    ) -> (ProbeRecord, bool, Vec<String>, Option<String>) {
+        let mut problems = Vec::new();
+        let newly_resolved = probe.status != ProbeStatus::Pending && !probe.cleaned;
+        if newly_resolved && (!carried || probe.resolved_at >= Some(clock.wall_start)) {
+            self.metrics.record(&ProbeMeasurement {
+                source_bucket: &probe.source_bucket,
+                destination_bucket: &probe.destination_bucket,
+                rule_id: &probe.rule_id,
+                at: probe.put_at,
+                success: probe.status == ProbeStatus::Arrived,
+                latency_seconds: probe.latency_ms.map(|ms| ms as f64 / 1000.0),
+                uncertainty_seconds: probe.bounds().map(|b| b.uncertainty_ms() as f64 / 1000.0),
+            });
+        }
+        if newly_resolved {
+            match self.clean_up(&probe, setup).await {
+                Ok(()) => probe.cleaned = true,
+                Err(e) => problems.push(format!("cleaning up probe {}: {e}", probe.key)),
+            }
+        }
+        let error = self
+            .ledger
+            .save_probe(&probe, probe.put_at + self.settings.ttl)
+            .await
+            .err()
+            .map(|e| e.to_string());
+        (probe, carried, problems, error)
+    }
+
+    /// Delete the probe's versions from the source and every destination it may have reached.
+    async fn clean_up(
+        &self,
+        probe: &ProbeRecord,
+        setup: Option<&ReplicationSetup>,
+    ) -> Result<(), StoreError> {
+        if !self.settings.segment.owns(&probe.key) {
+            // A record that does not name one of our keys is never acted on.
+            return Err(StoreError::Refused {
+                operation: "DeleteObject",
+                bucket: probe.source_bucket.clone(),
+                detail: format!("{} is outside the canary segment", probe.key),
+            });
+        }
+        let tags: Vec<(String, String)> = setup
+            .and_then(|s| s.rules.iter().find(|r| r.id == probe.rule_id))
+            .map(|r| r.filter.tags.clone())
+            .unwrap_or_default();
+        let mut destinations: Vec<BucketRef<'_>> = vec![destination_ref(probe)];
+        if let Some(setup) = setup {
+            for other in setup.destinations_for(&probe.key, &tags) {
+                if other != probe.destination_bucket {
+                    destinations.push(BucketRef {
+                        bucket: other,
+                        region: None,
+                    });
+                }
+            }
+        }
+        let source = BucketRef {
+            bucket: &probe.source_bucket,
+            region: None,
+        };
+        let results = join_all(
+            std::iter::once(source)
+                .chain(destinations)
+                .map(|bucket| self.store.delete_all_versions(bucket, &probe.key)),
+        )
+        .await;
+        results.into_iter().try_for_each(|r| r.map(|_| ()))
+    }
+
+    /// Count the probes of one rule and destination into its health (optimistically, retrying
+    /// on a concurrent write), then publish the pages that health owes.
+    async fn update_health(
+        &self,
+        bucket: &str,
+        destination: &str,
+        rule_id: &str,
+        probes: &[ProbeRecord],
+        clock: &RunClock,
+        report: &mut BucketReport,
+    ) {
+        const ATTEMPTS: u32 = 4;
+        let limit = self.settings.bad_probes_to_page;
+        let expires_at = clock.wall_start + self.settings.ttl;
+        for _ in 0..ATTEMPTS {
+            let (stored, revision) = match self.ledger.health(bucket, destination, rule_id).await {
+                Ok(Some((health, revision))) => (Some(health), Some(revision)),
+                Ok(None) => (None, None),
+                Err(e) => {
+                    report.errors.push(e.to_string());
+                    return;
+                }
+            };
+            let mut health = stored
+                .clone()
+                .unwrap_or_else(|| RuleHealth::new(bucket, destination, rule_id));
+            for probe in probes {
+                match health.count(probe, limit) {
+                    Some(HealthChange::Opened) => {
+                        let page = pages::incident_page(&health, probe, limit);
+                        health.owed.push(page);
+                    }
+                    Some(HealthChange::Recovered { opened_at }) => {
+                        health
+                            .owed
+                            .push(pages::recovery_notice(probe, opened_at, clock.now()));
+                    }
+                    None => {}
+                }
+            }
+            let revision = if stored.as_ref() == Some(&health) {
+                revision.unwrap_or(0)
+            } else {
+                match self.ledger.put_health(&health, revision, expires_at).await {
+                    Ok(true) => revision.map_or(1, |r| r + 1),
+                    Ok(false) => continue, // another run counted first: read again
+                    Err(e) => {
+                        report.errors.push(e.to_string());
+                        return;
+                    }
+                }
+            };
+            self.send_owed(health, revision, expires_at, report).await;
+            return;
+        }
+        report.errors.push(format!(
+            "ledger: health of {bucket} -> {destination} (rule {rule_id}) kept changing under this run"
+        ));
+    }
+
+    async fn send_owed(
+        &self,
+        mut health: RuleHealth,
+        revision: u64,
+        expires_at: DateTime<Utc>,
+        report: &mut BucketReport,
+    ) {
+        if health.owed.is_empty() {
+            return;
+        }
+        let owed = std::mem::take(&mut health.owed);
+        for page in owed {
+            match self.notifier.publish(&page.to_page(&health)).await {
+                Ok(()) => report.pages.push(page.subject.clone()),
+                Err(e) => {
+                    report
+                        .errors
+                        .push(format!("publishing \"{}\": {e}", page.subject));
+                    health.owed.push(page);
+                }
+            }
+        }
+        // A crash between the publish and this write sends the page again next run: duplicates
+        // are better than silence.
+        if let Err(e) = self
+            .ledger
+            .put_health(&health, Some(revision), expires_at)
+            .await
+        {
+            report.errors.push(e.to_string());
+        }
+    }
+}
+
+fn destination_ref(probe: &ProbeRecord) -> BucketRef<'_> {
+    BucketRef {
+        bucket: &probe.destination_bucket,
+        region: probe.destination_region.as_deref(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

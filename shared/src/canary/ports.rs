@@ -1,0 +1,318 @@
+//! The canary's ports: the object store it probes (S3), the store of its records (the ledger
+//! table) and the metrics it emits.
+
+use super::probe::{ProbeRecord, RuleHealth};
+use super::setup::ReplicationSetup;
+use crate::ledger::LedgerError;
+use chrono::{DateTime, Utc};
+use std::future::Future;
+
+/// Why S3 could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The bucket does not exist.
+    #[error("{operation} on bucket {bucket}: the bucket does not exist")]
+    NoSuchBucket {
+        operation: &'static str,
+        bucket: String,
+    },
+    /// The canary's role may not do this (a HEAD of a missing key also answers 403 without
+    /// `s3:ListBucket`).
+    #[error("{operation} on bucket {bucket} was denied: {detail}")]
+    Denied {
+        operation: &'static str,
+        bucket: String,
+        detail: String,
+    },
+    /// No answer: timeout, connection failure, 5xx, throttling that outlasted the retries.
+    #[error("{operation} on bucket {bucket} got no usable answer: {detail}")]
+    Unreachable {
+        operation: &'static str,
+        bucket: String,
+        detail: String,
+    },
+    /// Anything else S3 refused (validation, KMS errors on PUT, ...).
+    #[error("{operation} on bucket {bucket} failed: {detail}")]
+    Refused {
+        operation: &'static str,
+        bucket: String,
+        detail: String,
+    },
+}
+
+/// Default encryption of a bucket, which the probe PUT repeats explicitly (bucket policies often
+/// deny PUTs that do not name it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DefaultEncryption {
+    /// SSE-S3 (`AES256`).
+    S3Managed,
+    /// SSE-KMS (`aws:kms` or `aws:kms:dsse`) with the bucket's key, if it names one.
+    Kms {
+        algorithm: String,
+        key_id: Option<String>,
+    },
+}
+
+/// What the canary needs to know about a bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BucketFacts {
+    /// `None`: could not be learned (the bucket's own client defaults to the function's region).
+    pub region: Option<String>,
+    /// Versioning status: `Enabled`, `Suspended`, or `None` when never enabled.
+    pub versioning: Option<String>,
+    pub encryption: Option<DefaultEncryption>,
+    /// Some notification configuration sends `s3:Replication:*` events somewhere.
+    pub replication_events_configured: bool,
+}
+
+/// A bucket and, when known, its region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketRef<'a> {
+    pub bucket: &'a str,
+    pub region: Option<&'a str>,
+}
+
+/// The probe object as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeObject<'a> {
+    pub key: &'a str,
+    pub body: &'a str,
+    pub tags: &'a [(String, String)],
+    pub encryption: Option<&'a DefaultEncryption>,
+}
+
+/// What a HEAD found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectFacts {
+    pub version_id: Option<String>,
+    /// `x-amz-replication-status`: PENDING, COMPLETED, FAILED on a source; REPLICA on a replica.
+    pub replication_status: Option<String>,
+}
+
+/// S3, as the canary uses it.
+pub trait ObjectStore: Send + Sync {
+    /// The replication configuration; `None` when the bucket has none.
+    fn replication(
+        &self,
+        bucket: &str,
+    ) -> impl Future<Output = Result<Option<ReplicationSetup>, StoreError>> + Send;
+
+    /// Region, versioning, default encryption and notification set-up. `with_notifications`
+    /// skips the notification read where it does not matter (destinations).
+    fn facts(
+        &self,
+        bucket: &str,
+        with_notifications: bool,
+    ) -> impl Future<Output = Result<BucketFacts, StoreError>> + Send;
+
+    /// Write a probe; the answer is its version ID.
+    fn put(
+        &self,
+        bucket: BucketRef<'_>,
+        object: ProbeObject<'_>,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// HEAD a key; `Ok(None)` when it is not there.
+    fn head(
+        &self,
+        bucket: BucketRef<'_>,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> impl Future<Output = Result<Option<ObjectFacts>, StoreError>> + Send;
+
+    /// Delete every version and delete marker of exactly this key; how many went.
+    fn delete_all_versions(
+        &self,
+        bucket: BucketRef<'_>,
+        key: &str,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+}
+
+/// The canary's records in the ledger table.
+pub trait CanaryStore: Send + Sync {
+    /// Claim a run for a bucket; `false` when this run was already started (a redelivered
+    /// schedule), so no second probe is written.
+    fn claim_run(
+        &self,
+        source_bucket: &str,
+        run_id: &str,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+
+    /// Write a probe record; pending probes are also listed for later runs, resolved ones are not.
+    fn save_probe(
+        &self,
+        probe: &ProbeRecord,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Probes of a bucket still pending from earlier runs.
+    fn pending_probes(
+        &self,
+        source_bucket: &str,
+    ) -> impl Future<Output = Result<Vec<ProbeRecord>, LedgerError>> + Send;
+
+    /// The health of a rule and destination, and its revision.
+    fn health(
+        &self,
+        source_bucket: &str,
+        destination_bucket: &str,
+        rule_id: &str,
+    ) -> impl Future<Output = Result<Option<(RuleHealth, u64)>, LedgerError>> + Send;
+
+    /// Write the health record if its revision is still `expected`; `false` when another run
+    /// wrote first.
+    fn put_health(
+        &self,
+        health: &RuleHealth,
+        expected: Option<u64>,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+
+    /// Claim the right to send one audit notice: `false` when the same finding was noticed less
+    /// than `period` ago.
+    fn claim_notice(
+        &self,
+        source_bucket: &str,
+        finding: &str,
+        now: DateTime<Utc>,
+        period: chrono::Duration,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+
+    /// Give a claim back after the notice could not be sent, so the next run tries again.
+    fn release_notice(
+        &self,
+        source_bucket: &str,
+        finding: &str,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// The failure reason the replication-events function recorded for this object version,
+    /// if S3 reported its replication as failed.
+    fn replication_failure(
+        &self,
+        probe: &ProbeRecord,
+    ) -> impl Future<Output = Result<Option<String>, LedgerError>> + Send;
+}
+
+/// One measured probe, as a metric data point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeMeasurement<'a> {
+    pub source_bucket: &'a str,
+    pub destination_bucket: &'a str,
+    pub rule_id: &'a str,
+    pub at: DateTime<Utc>,
+    pub success: bool,
+    pub latency_seconds: Option<f64>,
+    pub uncertainty_seconds: Option<f64>,
+}
+
+/// Where probe metrics go (CloudWatch Embedded Metric Format in production).
+pub trait ProbeMetrics: Send + Sync {
+    fn record(&self, measurement: &ProbeMeasurement<'_>);
+}
+
+impl<T: ObjectStore> ObjectStore for &T {
+    fn replication(
+        &self,
+        bucket: &str,
+    ) -> impl Future<Output = Result<Option<ReplicationSetup>, StoreError>> + Send {
+        (**self).replication(bucket)
+    }
+    fn facts(
+        &self,
+        bucket: &str,
+        with_notifications: bool,
+    ) -> impl Future<Output = Result<BucketFacts, StoreError>> + Send {
+        (**self).facts(bucket, with_notifications)
+    }
+    fn put(
+        &self,
+        bucket: BucketRef<'_>,
+        object: ProbeObject<'_>,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send {
+        (**self).put(bucket, object)
+    }
+    fn head(
+        &self,
+        bucket: BucketRef<'_>,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> impl Future<Output = Result<Option<ObjectFacts>, StoreError>> + Send {
+        (**self).head(bucket, key, version_id)
+    }
+    fn delete_all_versions(
+        &self,
+        bucket: BucketRef<'_>,
+        key: &str,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send {
+        (**self).delete_all_versions(bucket, key)
+    }
+}
+
+impl<T: ProbeMetrics> ProbeMetrics for &T {
+    fn record(&self, measurement: &ProbeMeasurement<'_>) {
+        (**self).record(measurement)
+    }
+}
+
+impl<T: CanaryStore> CanaryStore for &T {
+    fn claim_run(
+        &self,
+        source_bucket: &str,
+        run_id: &str,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send {
+        (**self).claim_run(source_bucket, run_id, expires_at)
+    }
+    fn save_probe(
+        &self,
+        probe: &ProbeRecord,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send {
+        (**self).save_probe(probe, expires_at)
+    }
+    fn pending_probes(
+        &self,
+        source_bucket: &str,
+    ) -> impl Future<Output = Result<Vec<ProbeRecord>, LedgerError>> + Send {
+        (**self).pending_probes(source_bucket)
+    }
+    fn health(
+        &self,
+        source_bucket: &str,
+        destination_bucket: &str,
+        rule_id: &str,
+    ) -> impl Future<Output = Result<Option<(RuleHealth, u64)>, LedgerError>> + Send {
+        (**self).health(source_bucket, destination_bucket, rule_id)
+    }
+    fn put_health(
+        &self,
+        health: &RuleHealth,
+        expected: Option<u64>,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send {
+        (**self).put_health(health, expected, expires_at)
+    }
+    fn claim_notice(
+        &self,
+        source_bucket: &str,
+        finding: &str,
+        now: DateTime<Utc>,
+        period: chrono::Duration,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send {
+        (**self).claim_notice(source_bucket, finding, now, period)
+    }
+    fn release_notice(
+        &self,
+        source_bucket: &str,
+        finding: &str,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send {
+        (**self).release_notice(source_bucket, finding)
+    }
+    fn replication_failure(
+        &self,
+        probe: &ProbeRecord,
+    ) -> impl Future<Output = Result<Option<String>, LedgerError>> + Send {
+        (**self).replication_failure(probe)
+    }
+}

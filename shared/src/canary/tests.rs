@@ -1,0 +1,470 @@
+//! The canary's run logic against the fakes, in paused tokio time: polls, budgets, deadlines and
+//! schedules take no real time.
+
+use super::ports::{BucketFacts, DefaultEncryption, StoreError};
+use super::probe::ProbeStatus;
+use super::setup::{ReplicationRule, ReplicationSetup, RuleFilter};
+use super::*;
+use crate::clock::Clock;
+use crate::fakes::{Arrival, FakeS3, InMemoryLedger, RecordingNotifier, RecordingProbeMetrics};
+use crate::page::Urgency;
+use chrono::TimeZone;
+use std::sync::atomic::Ordering;
+
+/// Wall time that follows tokio's (paused) clock, so records and latencies agree across runs.
+struct TokioClock {
+    wall: DateTime<Utc>,
+    instant: Instant,
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.wall + chrono::Duration::from_std(self.instant.elapsed()).unwrap_or_default()
+    }
+}
+
+struct World {
+    s3: FakeS3,
+    ledger: InMemoryLedger,
+    notifier: RecordingNotifier,
+    metrics: RecordingProbeMetrics,
+    clock: TokioClock,
+    settings: CanarySettings,
+    buckets: Vec<String>,
+}
+
+fn rule(id: &str, destination: &str) -> ReplicationRule {
+    ReplicationRule {
+        id: id.into(),
+        priority: Some(1),
+        enabled: true,
+        filter: RuleFilter::default(),
+        destination_bucket: destination.into(),
+        destination_account: None,
+        metrics_enabled: true,
+        rtc_enabled: true,
+        replicates_kms_objects: true,
+    }
+}
+
+impl World {
+    /// `src` replicating to `dst` by rule `dr`; replicas arrive after 2 s.
+    fn new() -> Self {
+        let world = World {
+            s3: FakeS3::default(),
+            ledger: InMemoryLedger::default(),
+            notifier: RecordingNotifier::default(),
+            metrics: RecordingProbeMetrics::default(),
+            clock: TokioClock {
+                wall: Utc.with_ymd_and_hms(2026, 11, 23, 3, 0, 0).unwrap(),
+                instant: Instant::now(),
+            },
+            settings: CanarySettings {
+                deadline: chrono::Duration::seconds(240),
+                latency_threshold: chrono::Duration::seconds(60),
+                ..CanarySettings::default()
+            },
+            buckets: vec!["src".into()],
+        };
+        world.s3.add_bucket(
+            "src",
+            Some(ReplicationSetup {
+                role: "role".into(),
+                rules: vec![rule("dr", "dst")],
+            }),
+        );
+        world.s3.add_bucket("dst", None);
+        world
+            .s3
+            .set_arrival("dst", Arrival::After(Duration::from_secs(2)));
+        world
+    }
+
+    async fn run(&self, run_id: &str) -> Result<RunReport, CanaryError> {
+        let canary = Canary::new(
+            &self.s3,
+            &self.ledger,
+            &self.notifier,
+            &self.metrics,
+            &self.clock,
+            self.buckets.clone(),
+            self.settings.clone(),
+        );
+        canary
+            .handle(&format!(r#"{{"run_id": "{run_id}"}}"#), "request")
+            .await
+    }
+
+    /// The schedule's gap between runs.
+    async fn wait(&self, seconds: u64) {
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+    }
+
+    fn pages(&self) -> Vec<(Urgency, String)> {
+        self.notifier
+            .pages()
+            .iter()
+            .map(|p| (p.urgency, p.subject().to_owned()))
+            .collect()
+    }
+
+    fn page_kinds(&self) -> Vec<String> {
+        self.notifier
+            .pages()
+            .iter()
+            .map(|p| p.kind.clone())
+            .collect()
+    }
+}
+
+fn probes(report: &RunReport) -> Vec<(ProbeStatus, bool)> {
+    report.buckets[0]
+        .probes
+        .iter()
+        .map(|p| (p.status, p.carried_over))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn healthy_probe_is_timed_recorded_measured_and_cleaned_up() {
+    let world = World::new();
+    world.s3.put_plain("src", "data/keep-me");
+    world.s3.put_plain("dst", "data/keep-me");
+    let report = world.run("run-1").await.unwrap();
+    assert_eq!(probes(&report), [(ProbeStatus::Arrived, false)]);
+    let summary = &report.buckets[0].probes[0];
+    let latency = summary.latency_ms.unwrap();
+    assert!(latency.abs_diff(2000) <= 250, "{latency}");
+    assert_eq!(summary.uncertainty_ms, Some(500));
+    assert_eq!(summary.head_requests, 4); // at 0.5, 1.0, 1.5 and 2.0 s
+    assert_eq!(summary.key, "replmon-canary/dr/run-1");
+
+    let records = world.ledger.probes();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].status, ProbeStatus::Arrived);
+    assert!(records[0].cleaned);
+    assert_eq!(records[0].latency_min_ms, Some(1500));
+    assert_eq!(records[0].latency_max_ms, Some(2000));
+    // Cleaned everywhere; the bucket's own objects untouched.
+    assert_eq!(world.s3.keys("src"), ["data/keep-me"]);
+    assert_eq!(world.s3.keys("dst"), ["data/keep-me"]);
+    assert_eq!(
+        world.metrics.recorded(),
+        [("src".into(), "dst".into(), "dr".into(), true, Some(1.75))]
+    );
+    assert!(world.pages().is_empty(), "{:?}", world.pages());
+    assert!(world.ledger.pending_probes("src").await.unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_probe_is_carried_over_and_resolved_with_bounds_later() {
+    let world = World::new();
+    world
+        .s3
+        .set_arrival("dst", Arrival::After(Duration::from_secs(100)));
+    let report = world.run("run-1").await.unwrap();
+    assert_eq!(probes(&report), [(ProbeStatus::Pending, false)]);
+    assert_eq!(world.ledger.pending_probes("src").await.unwrap().len(), 1);
+    assert_eq!(world.s3.keys("src"), ["replmon-canary/dr/run-1"]);
+    assert_eq!(world.metrics.count(), 0);
+
+    // Next run, 70 s after the first ended: the old probe has arrived (100 s, above the 60 s
+    // threshold); the new one is pending.
+    world.wait(70).await;
+    let report = world.run("run-2").await.unwrap();
+    let mut seen = probes(&report);
+    seen.sort_by_key(|(_, carried)| *carried);
+    assert_eq!(
+        seen,
+        [(ProbeStatus::Pending, false), (ProbeStatus::Slow, true)]
+    );
+    let slow = world
+        .ledger
+        .probes()
+        .into_iter()
+        .find(|p| p.run_id == "run-1")
+        .unwrap();
+    let (lower, upper) = (slow.latency_min_ms.unwrap(), slow.latency_max_ms.unwrap());
+    // The last miss was the last poll that fitted run 1's 45 s budget; the hit at run 2.
+    assert!((30_000..=45_000).contains(&lower), "{lower}");
+    assert!((100_000..=120_000).contains(&upper), "{upper}");
+    assert!(lower <= 100_000 && 100_000 <= upper);
+    assert!(slow.cleaned);
+    // One slow probe does not page.
+    assert!(world.pages().is_empty());
+    assert_eq!(
+        world
+            .ledger
+            .rule_health("src", "dst", "dr")
+            .unwrap()
+            .consecutive_bad,
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stuck_replication_pages_once_after_two_bad_probes_then_recovers() {
+    let world = World::new();
+    world.s3.set_arrival("dst", Arrival::Stuck);
+    world.run("run-1").await.unwrap();
+    world.wait(300).await;
+    let report = world.run("run-2").await.unwrap();
+    assert!(probes(&report).contains(&(ProbeStatus::Stalled, true)));
+    assert!(world.pages().is_empty(), "one stalled probe must not page");
+    world.wait(300).await;
+    world.run("run-3").await.unwrap();
+    assert_eq!(world.page_kinds(), ["canary-stalled"]);
+    let page = &world.notifier.pages()[0];
+    assert_eq!(page.urgency, Urgency::Page);
+    assert!(
+        page.subject().contains("STALLED src -> dst (rule dr)"),
+        "{}",
+        page.subject()
+    );
+    assert!(page.body().contains("Source ReplicationStatus: PENDING"));
+    assert!(page.body().contains("Bad probes in a row: 2"));
+    assert_eq!(
+        page.attributes()
+            .iter()
+            .find(|(k, _)| k == "destination_bucket")
+            .unwrap()
+            .1,
+        "dst"
+    );
+
+    // Still stuck: no second page.
+    world.wait(300).await;
+    world.run("run-4").await.unwrap();
+    assert_eq!(world.page_kinds(), ["canary-stalled"]);
+
+    // Replication works again: the new probe arrives, a recovery notice goes out.
+    world
+        .s3
+        .set_arrival("dst", Arrival::After(Duration::from_secs(1)));
+    world.wait(300).await;
+    world.run("run-5").await.unwrap();
+    assert_eq!(world.page_kinds(), ["canary-stalled", "canary-recovered"]);
+    let notice = &world.notifier.pages()[1];
+    assert_eq!(notice.urgency, Urgency::Notice);
+    assert!(notice.body().contains("Incident lasted"));
+    // The stalled probes were cleaned up too (the stuck ones never reached dst).
+    assert!(
+        world.s3.keys("src").is_empty(),
+        "{:?}",
+        world.s3.keys("src")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_replication_pages_at_once() {
+    let world = World::new();
+    world.s3.set_arrival("dst", Arrival::Fails);
+    let report = world.run("run-1").await.unwrap();
+    assert_eq!(probes(&report), [(ProbeStatus::Failed, false)]);
+    assert_eq!(world.page_kinds(), ["canary-failed"]);
+    assert!(world.notifier.pages()[0]
+        .body()
+        .contains("ReplicationStatus is FAILED"));
+    assert_eq!(
+        world.metrics.recorded()[0].3,
+        false,
+        "a failed probe is a failed measurement"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_destination_is_cannot_verify_and_other_buckets_go_on() {
+    let mut world = World::new();
+    world.s3.add_bucket(
+        "other",
+        Some(ReplicationSetup {
+            role: "role".into(),
+            rules: vec![rule("or", "other-dst")],
+        }),
+    );
+    world.s3.add_bucket("other-dst", None);
+    world.buckets.push("other".into());
+    world.s3.break_bucket(
+        "dst",
+        Some(StoreError::Denied {
+            operation: "HeadObject",
+            bucket: "dst".into(),
+            detail: "AccessDenied".into(),
+        }),
+    );
+    let report = world.run("run-1").await.unwrap();
+    assert_eq!(probes(&report), [(ProbeStatus::Unverifiable, false)]);
+    assert_eq!(report.buckets[1].probes[0].status, ProbeStatus::Arrived);
+    // Gave up after three denied HEADs instead of spending the whole budget.
+    assert_eq!(world.s3.heads("dst"), 3);
+    world.wait(60).await;
+    world.run("run-2").await.unwrap();
+    assert_eq!(world.page_kinds(), ["canary-unverifiable"]);
+    assert!(world.notifier.pages()[0].body().contains("AccessDenied"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_redelivered_schedule_writes_no_second_probe() {
+    let world = World::new();
+    world.run("run-1").await.unwrap();
+    let again = world.run("run-1").await.unwrap();
+    assert!(again.buckets[0].repeated_run);
+    assert!(again.buckets[0].probes.is_empty());
+    assert_eq!(world.s3.puts().len(), 1);
+    assert_eq!(world.ledger.probes().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn audit_findings_are_noticed_once_per_period() {
+    let world = World::new();
+    world.s3.add_bucket(
+        "src",
+        Some(ReplicationSetup {
+            role: "role".into(),
+            rules: vec![ReplicationRule {
+                metrics_enabled: false,
+                ..rule("dr", "dst")
+            }],
+        }),
+    );
+    let report = world.run("run-1").await.unwrap();
+    assert_eq!(report.buckets[0].notices, ["metrics-off#dr#dst"]);
+    world.wait(3600).await;
+    let report = world.run("run-2").await.unwrap();
+    assert!(report.buckets[0].notices.is_empty());
+    world.wait(86_400).await;
+    let report = world.run("run-3").await.unwrap();
+    assert_eq!(report.buckets[0].notices, ["metrics-off#dr#dst"]);
+    let pages = world.notifier.pages();
+    assert_eq!(pages.len(), 2);
+    assert!(pages.iter().all(|p| p.urgency == Urgency::Notice));
+    assert!(pages[0].subject().contains("replication metrics off"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn probes_follow_rule_filters_and_encryption() {
+    let world = World::new();
+    let tags = vec![("replicate".to_owned(), "yes".to_owned())];
+    world.s3.add_bucket(
+        "src",
+        Some(ReplicationSetup {
+            role: "role".into(),
+            rules: vec![ReplicationRule {
+                filter: RuleFilter {
+                    prefix: "logs/".into(),
+                    tags: tags.clone(),
+                },
+                ..rule("dr", "dst")
+            }],
+        }),
+    );
+    world.s3.set_facts(
+        "src",
+        BucketFacts {
+            region: Some("us-east-1".into()),
+            versioning: Some("Enabled".into()),
+            encryption: Some(DefaultEncryption::Kms {
+                algorithm: "aws:kms".into(),
+                key_id: Some("alias/dr".into()),
+            }),
+            replication_events_configured: true,
+        },
+    );
+    let report = world.run("run-1").await.unwrap();
+    // The fake replicates only what the filter selects: arrival proves key and tags match.
+    assert_eq!(probes(&report), [(ProbeStatus::Arrived, false)]);
+    assert_eq!(
+        world.s3.puts(),
+        [(
+            "src".into(),
+            "logs/replmon-canary/dr/run-1".into(),
+            tags,
+            true
+        )]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn unreadable_configuration_pages_after_two_runs_and_recovers() {
+    let world = World::new();
+    world.s3.fail_replication_reads.store(2, Ordering::SeqCst);
+    let report = world.run("run-1").await.unwrap();
+    assert!(report.buckets[0].problems[0].contains("GetBucketReplication"));
+    world.wait(60).await;
+    world.run("run-2").await.unwrap();
+    assert_eq!(world.page_kinds(), ["canary-unverifiable"]);
+    world.wait(60).await;
+    world.run("run-3").await.unwrap();
+    assert_eq!(
+        world.page_kinds(),
+        ["canary-unverifiable", "canary-recovered"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_page_that_could_not_be_sent_is_sent_by_the_next_run() {
+    let world = World::new();
+    world.s3.set_arrival("dst", Arrival::Fails);
+    world.notifier.fail_publishes.store(1, Ordering::SeqCst);
+    let error = world.run("run-1").await.unwrap_err();
+    assert!(error.to_string().contains("publishing"), "{error}");
+    assert!(world.pages().is_empty());
+    assert_eq!(
+        world
+            .ledger
+            .rule_health("src", "dst", "dr")
+            .unwrap()
+            .owed
+            .len(),
+        1
+    );
+    world.wait(60).await;
+    world.run("run-2").await.unwrap();
+    // The owed page, once; the second failure does not open a second incident.
+    assert_eq!(world.page_kinds(), ["canary-failed"]);
+    assert!(world
+        .ledger
+        .rule_health("src", "dst", "dr")
+        .unwrap()
+        .owed
+        .is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_ledger_write_fails_the_invocation_and_the_probe_is_kept_pending() {
+    let world = World::new();
+    world
+        .s3
+        .set_arrival("dst", Arrival::After(Duration::from_secs(300)));
+    world.ledger.fail_records.store(1, Ordering::SeqCst);
+    let error = world.run("run-1").await.unwrap_err();
+    assert!(error.to_string().contains("save probe"), "{error}");
+    // The first save failed, the save after polling wrote the pending probe.
+    assert_eq!(world.ledger.pending_probes("src").await.unwrap().len(), 1);
+}
+
+#[test]
+fn triggers() {
+    let scheduled = r#"{"version":"0","id":"53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa","detail-type":"Scheduled Event","source":"aws.events","account":"123456789012","time":"2026-11-23T03:00:00Z","region":"us-east-1","resources":["arn:aws:events:us-east-1:123456789012:rule/replmon-canary"],"detail":{}}"#;
+    assert_eq!(
+        Trigger::parse(scheduled, "req").unwrap(),
+        Trigger {
+            run_id: "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa".into(),
+            buckets: None
+        }
+    );
+    let scheduler = r#"{"run_id": "exec-1", "buckets": ["a", " "]}"#;
+    assert_eq!(
+        Trigger::parse(scheduler, "req").unwrap(),
+        Trigger {
+            run_id: "exec-1".into(),
+            buckets: Some(vec!["a".into()])
+        }
+    );
+    assert_eq!(Trigger::parse("{}", "req").unwrap().run_id, "req");
+    assert!(matches!(
+        Trigger::parse("[1]", "req"),
+        Err(CanaryError::BadTrigger(_))
+    ));
+    assert!(Trigger::parse("not json", "req").is_err());
+}

@@ -1,0 +1,502 @@
+//! Fakes of the canary's ports: S3 with scripted replication, the canary's records in the
+//! in-memory ledger, and recorded metrics. Replication follows the monotonic clock (tokio's, so
+//! tests with paused time run instantly).
+
+use super::{take_failure, unavailable, InMemoryLedger};
+use crate::canary::ports::{
+    BucketFacts, BucketRef, CanaryStore, ObjectFacts, ObjectStore, ProbeMeasurement, ProbeMetrics,
+    ProbeObject, StoreError,
+};
+use crate::canary::probe::{ProbeRecord, ProbeStatus, RuleHealth};
+use crate::canary::setup::ReplicationSetup;
+use crate::ledger::LedgerError;
+use chrono::{DateTime, Utc};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Debug, Default)]
+pub(super) struct CanaryState {
+    runs: std::collections::HashSet<(String, String)>,
+    probes: BTreeMap<(String, String), ProbeRecord>,
+    pending: BTreeMap<(String, String), ProbeRecord>,
+    health: HashMap<(String, String, String), (RuleHealth, u64)>,
+    notices: HashMap<(String, String), DateTime<Utc>>,
+}
+
+impl CanaryStore for InMemoryLedger {
+    async fn claim_run(
+        &self,
+        source_bucket: &str,
+        run_id: &str,
+        _expires_at: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        Ok(self
+            .lock()
+            .canary
+            .runs
+            .insert((source_bucket.into(), run_id.into())))
+    }
+
+    async fn save_probe(
+        &self,
+        probe: &ProbeRecord,
+        _expires_at: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        if take_failure(&self.fail_records) {
+            return Err(unavailable("save probe"));
+        }
+        let mut state = self.lock();
+        let key = (probe.source_bucket.clone(), probe.id());
+        if probe.status == ProbeStatus::Pending || !probe.cleaned {
+            state.canary.pending.insert(key.clone(), probe.clone());
+        } else {
+            state.canary.pending.remove(&key);
+        }
+        state.canary.probes.insert(key, probe.clone());
+        Ok(())
+    }
+
+    async fn pending_probes(&self, source_bucket: &str) -> Result<Vec<ProbeRecord>, LedgerError> {
+        Ok(self
+            .lock()
+            .canary
+            .pending
+            .iter()
+            .filter(|((bucket, _), _)| bucket == source_bucket)
+            .map(|(_, probe)| probe.clone())
+            .collect())
+    }
+
+    async fn health(
+        &self,
+        source_bucket: &str,
+        destination_bucket: &str,
+        rule_id: &str,
+    ) -> Result<Option<(RuleHealth, u64)>, LedgerError> {
+        Ok(self
+            .lock()
+            .canary
+            .health
+            .get(&(
+                source_bucket.into(),
+                destination_bucket.into(),
+                rule_id.into(),
+            ))
+            .cloned())
+    }
+
+    async fn put_health(
+        &self,
+        health: &RuleHealth,
+        expected: Option<u64>,
+        _expires_at: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        let mut state = self.lock();
+        let key = (
+            health.source_bucket.clone(),
+            health.destination_bucket.clone(),
+            health.rule_id.clone(),
+        );
+        let stored = state.canary.health.get(&key).map(|(_, revision)| *revision);
+        if stored != expected {
+            return Ok(false);
+        }
+        state
+            .canary
+            .health
+            .insert(key, (health.clone(), expected.map_or(1, |r| r + 1)));
+        Ok(true)
+    }
+
+    async fn claim_notice(
+        &self,
+        source_bucket: &str,
+        finding: &str,
+        now: DateTime<Utc>,
+        period: chrono::Duration,
+    ) -> Result<bool, LedgerError> {
+        let mut state = self.lock();
+        let key = (source_bucket.to_owned(), finding.to_owned());
+        if state
+            .canary
+            .notices
+            .get(&key)
+            .is_some_and(|at| *at > now - period)
+        {
+            return Ok(false);
+        }
+        state.canary.notices.insert(key, now);
+        Ok(true)
+    }
+
+    async fn release_notice(&self, source_bucket: &str, finding: &str) -> Result<(), LedgerError> {
+        self.lock()
+            .canary
+            .notices
+            .remove(&(source_bucket.to_owned(), finding.to_owned()));
+        Ok(())
+    }
+
+    async fn replication_failure(
+        &self,
+        probe: &ProbeRecord,
+    ) -> Result<Option<String>, LedgerError> {
+        Ok(self
+            .lock()
+            .objects
+            .values()
+            .find(|o| {
+                o.source_bucket == probe.source_bucket
+                    && o.destination_bucket == probe.destination_bucket
+                    && o.key == probe.key
+                    && o.version_id == probe.version_id
+                    && o.failed_at.is_some()
+            })
+            .and_then(|o| o.failure_reason.clone()))
+    }
+}
+
+impl InMemoryLedger {
+    /// Every probe record, in key order (bucket, then time).
+    pub fn probes(&self) -> Vec<ProbeRecord> {
+        self.lock().canary.probes.values().cloned().collect()
+    }
+
+    pub fn rule_health(&self, source: &str, destination: &str, rule: &str) -> Option<RuleHealth> {
+        self.lock()
+            .canary
+            .health
+            .get(&(source.into(), destination.into(), rule.into()))
+            .map(|(health, _)| health.clone())
+    }
+}
+
+/// How S3 treats new objects written to a source, per destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arrival {
+    /// The replica shows up this long after the PUT.
+    After(Duration),
+    /// Never replicated; the source keeps saying PENDING.
+    Stuck,
+    /// S3 gives up: no replica, the source says FAILED.
+    Fails,
+}
+
+#[derive(Debug, Clone)]
+struct FakeVersion {
+    version_id: String,
+    visible_at: Instant,
+    replica: bool,
+}
+
+#[derive(Debug, Default)]
+struct S3State {
+    setups: HashMap<String, ReplicationSetup>,
+    facts: HashMap<String, BucketFacts>,
+    objects: HashMap<(String, String), Vec<FakeVersion>>,
+    arrivals: HashMap<String, Arrival>,
+    /// Buckets whose every call fails with this error.
+    broken: HashMap<String, StoreError>,
+    heads: HashMap<String, usize>,
+    puts: Vec<(String, String, Vec<(String, String)>, bool)>,
+    next_version: u64,
+}
+
+/// S3 with scripted replication: a PUT into a source schedules a replica in each destination the
+/// setup's rules select, after that destination's [`Arrival`].
+#[derive(Debug, Default)]
+pub struct FakeS3 {
+    state: Mutex<S3State>,
+    /// The next N GetBucketReplication calls fail as unreachable.
+    pub fail_replication_reads: AtomicUsize,
+}
+
+impl FakeS3 {
+    fn lock(&self) -> std::sync::MutexGuard<'_, S3State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A versioned bucket with healthy facts, replicating by `setup` (if any).
+    pub fn add_bucket(&self, bucket: &str, setup: Option<ReplicationSetup>) {
+        let mut state = self.lock();
+        state.facts.insert(
+            bucket.into(),
+            BucketFacts {
+                region: Some("us-east-1".into()),
+                versioning: Some("Enabled".into()),
+                encryption: None,
+                replication_events_configured: true,
+            },
+        );
+        if let Some(setup) = setup {
+            state.setups.insert(bucket.into(), setup);
+        }
+    }
+
+    pub fn set_facts(&self, bucket: &str, facts: BucketFacts) {
+        self.lock().facts.insert(bucket.into(), facts);
+    }
+
+    pub fn set_arrival(&self, destination: &str, arrival: Arrival) {
+        self.lock().arrivals.insert(destination.into(), arrival);
+    }
+
+    /// Every call on this bucket fails with `error` (`None`: works again).
+    pub fn break_bucket(&self, bucket: &str, error: Option<StoreError>) {
+        let mut state = self.lock();
+        match error {
+            Some(error) => state.broken.insert(bucket.into(), error),
+            None => state.broken.remove(bucket),
+        };
+    }
+
+    /// HEAD requests sent to a bucket.
+    pub fn heads(&self, bucket: &str) -> usize {
+        self.lock().heads.get(bucket).copied().unwrap_or(0)
+    }
+
+    /// Keys (with versions and replicas) present in a bucket.
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        let state = self.lock();
+        let mut keys: Vec<String> = state
+            .objects
+            .iter()
+            .filter(|((b, _), versions)| b == bucket && !versions.is_empty())
+            .map(|((_, k), _)| k.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Every PUT: bucket, key, tags, and whether encryption was named.
+    pub fn puts(&self) -> Vec<(String, String, Vec<(String, String)>, bool)> {
+        self.lock().puts.clone()
+    }
+
+    /// Put an object that is not a probe (cleanup must leave it alone).
+    pub fn put_plain(&self, bucket: &str, key: &str) {
+        let mut state = self.lock();
+        state.next_version += 1;
+        let version_id = format!("v{}", state.next_version);
+        state
+            .objects
+            .entry((bucket.into(), key.into()))
+            .or_default()
+            .push(FakeVersion {
+                version_id,
+                visible_at: Instant::now(),
+                replica: false,
+            });
+    }
+
+    fn check(&self, bucket: &str) -> Result<(), StoreError> {
+        match self.lock().broken.get(bucket) {
+            Some(error) => Err(error.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl ObjectStore for FakeS3 {
+    async fn replication(&self, bucket: &str) -> Result<Option<ReplicationSetup>, StoreError> {
+        if take_failure(&self.fail_replication_reads) {
+            return Err(StoreError::Unreachable {
+                operation: "GetBucketReplication",
+                bucket: bucket.into(),
+                detail: "injected fault".into(),
+            });
+        }
+        self.check(bucket)?;
+        Ok(self.lock().setups.get(bucket).cloned())
+    }
+
+    async fn facts(
+        &self,
+        bucket: &str,
+        _with_notifications: bool,
+    ) -> Result<BucketFacts, StoreError> {
+        self.check(bucket)?;
+        self.lock()
+            .facts
+            .get(bucket)
+            .cloned()
+            .ok_or_else(|| StoreError::NoSuchBucket {
+                operation: "HeadBucket",
+                bucket: bucket.into(),
+            })
+    }
+
+    async fn put(
+        &self,
+        bucket: BucketRef<'_>,
+        object: ProbeObject<'_>,
+    ) -> Result<Option<String>, StoreError> {
+        self.check(bucket.bucket)?;
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.next_version += 1;
+        let version_id = format!("v{}", state.next_version);
+        state.puts.push((
+            bucket.bucket.into(),
+            object.key.into(),
+            object.tags.to_vec(),
+            object.encryption.is_some(),
+        ));
+        state
+            .objects
+            .entry((bucket.bucket.into(), object.key.into()))
+            .or_default()
+            .push(FakeVersion {
+                version_id: version_id.clone(),
+                visible_at: now,
+                replica: false,
+            });
+        let destinations: Vec<String> = state
+            .setups
+            .get(bucket.bucket)
+            .map(|setup| {
+                setup
+                    .destinations_for(object.key, object.tags)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for destination in destinations {
+            let arrival = state
+                .arrivals
+                .get(&destination)
+                .cloned()
+                .unwrap_or(Arrival::After(Duration::from_secs(1)));
+            if let Arrival::After(delay) = arrival {
+                state
+                    .objects
+                    .entry((destination, object.key.into()))
+                    .or_default()
+                    .push(FakeVersion {
+                        version_id: version_id.clone(),
+                        visible_at: now + delay,
+                        replica: true,
+                    });
+            }
+        }
+        Ok(Some(version_id))
+    }
+
+    async fn head(
+        &self,
+        bucket: BucketRef<'_>,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Option<ObjectFacts>, StoreError> {
+        *self.lock().heads.entry(bucket.bucket.into()).or_default() += 1;
+        self.check(bucket.bucket)?;
+        let now = Instant::now();
+        let state = self.lock();
+        let Some(version) = state
+            .objects
+            .get(&(bucket.bucket.into(), key.into()))
+            .and_then(|versions| {
+                versions
+                    .iter()
+                    .rev()
+                    .find(|v| v.visible_at <= now && version_id.is_none_or(|id| v.version_id == id))
+            })
+        else {
+            return Ok(None);
+        };
+        let replication_status = if version.replica {
+            Some("REPLICA".to_owned())
+        } else {
+            // A source object: what its destinations make of it.
+            let destinations = state
+                .setups
+                .get(bucket.bucket)
+                .map(|s| s.destinations_for(key, &[]))
+                .unwrap_or_default();
+            let mut status = None;
+            for destination in destinations {
+                let this = match state.arrivals.get(destination) {
+                    Some(Arrival::Fails) => "FAILED",
+                    Some(Arrival::Stuck) => "PENDING",
+                    _ => {
+                        let arrived = state
+                            .objects
+                            .get(&(destination.into(), key.into()))
+                            .is_some_and(|vs| vs.iter().any(|v| v.visible_at <= now));
+                        if arrived {
+                            "COMPLETED"
+                        } else {
+                            "PENDING"
+                        }
+                    }
+                };
+                status = match (status, this) {
+                    (Some("FAILED"), _) | (_, "FAILED") => Some("FAILED"),
+                    (Some("PENDING"), _) | (_, "PENDING") => Some("PENDING"),
+                    _ => Some("COMPLETED"),
+                };
+            }
+            status.map(str::to_owned)
+        };
+        Ok(Some(ObjectFacts {
+            version_id: Some(version.version_id.clone()),
+            replication_status,
+        }))
+    }
+
+    async fn delete_all_versions(
+        &self,
+        bucket: BucketRef<'_>,
+        key: &str,
+    ) -> Result<u32, StoreError> {
+        self.check(bucket.bucket)?;
+        let removed = self
+            .lock()
+            .objects
+            .remove(&(bucket.bucket.into(), key.into()))
+            .map_or(0, |versions| versions.len());
+        Ok(removed as u32)
+    }
+}
+
+/// Keeps every probe measurement.
+#[derive(Debug, Default)]
+pub struct RecordingProbeMetrics {
+    recorded: Mutex<Vec<(String, String, String, bool, Option<f64>)>>,
+    count: AtomicUsize,
+}
+
+impl RecordingProbeMetrics {
+    /// (source, destination, rule, success, latency seconds) per measurement.
+    pub fn recorded(&self) -> Vec<(String, String, String, bool, Option<f64>)> {
+        self.recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+impl ProbeMetrics for RecordingProbeMetrics {
+    fn record(&self, m: &ProbeMeasurement<'_>) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        self.recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((
+                m.source_bucket.into(),
+                m.destination_bucket.into(),
+                m.rule_id.into(),
+                m.success,
+                m.latency_seconds,
+            ));
+    }
+}
