@@ -160,6 +160,116 @@ impl AlarmEventsConfig {
     }
 }
 
+/// Configuration of the canary function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryConfig {
+    pub table: String,
+    pub page_topic_arn: String,
+    /// Source buckets to probe (`REPLMON_CANARY_BUCKETS`, comma separated).
+    pub buckets: Vec<String>,
+    pub metrics_namespace: String,
+    pub canary: crate::canary::CanarySettings,
+    pub aws: AwsSettings,
+}
+
+impl CanaryConfig {
+    pub fn from_env(env: &impl Environment) -> Result<Self, ConfigError> {
+        const BUCKETS: &str = "REPLMON_CANARY_BUCKETS";
+        let raw = required(env, BUCKETS)?;
+        let mut buckets: Vec<String> = Vec::new();
+        for bucket in raw.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+            if !valid_bucket_name(bucket) {
+                return Err(invalid(
+                    BUCKETS,
+                    &raw,
+                    &format!("{bucket:?} is not an S3 bucket name (3-63 of a-z, 0-9, '.', '-')"),
+                ));
+            }
+            if !buckets.iter().any(|b| b == bucket) {
+                buckets.push(bucket.to_owned());
+            }
+        }
+        if buckets.is_empty() {
+            return Err(ConfigError::Missing(BUCKETS));
+        }
+        const SEGMENT: &str = "REPLMON_CANARY_PREFIX";
+        let segment_text = env
+            .get(SEGMENT)
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| "replmon-canary/".into());
+        let segment = crate::canary::setup::CanarySegment::new(segment_text.trim())
+            .map_err(|reason| invalid(SEGMENT, &segment_text, &reason))?;
+        let seconds = |var, default, min, max| -> Result<chrono::Duration, ConfigError> {
+            Ok(Duration::seconds(
+                number(env, var, default, min, max)? as i64
+            ))
+        };
+        let poll = crate::canary::measure::PollSchedule {
+            min_gap: StdDuration::from_millis(number(
+                env,
+                "REPLMON_CANARY_POLL_MIN_MS",
+                500,
+                50,
+                60_000,
+            )?),
+            growth: number(env, "REPLMON_CANARY_POLL_GROWTH_PERCENT", 20, 1, 100)? as f64 / 100.0,
+            max_gap: StdDuration::from_millis(number(
+                env,
+                "REPLMON_CANARY_POLL_MAX_MS",
+                15_000,
+                50,
+                600_000,
+            )?),
+        };
+        Ok(CanaryConfig {
+            table: table_name(env)?,
+            page_topic_arn: topic_arn(env)?,
+            buckets,
+            metrics_namespace: env
+                .get("REPLMON_CANARY_METRICS_NAMESPACE")
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "ReplicationMonitor/Canary".into()),
+            canary: crate::canary::CanarySettings {
+                segment,
+                budget: StdDuration::from_secs(number(
+                    env,
+                    "REPLMON_CANARY_BUDGET_SECONDS",
+                    45,
+                    1,
+                    840,
+                )?),
+                deadline: seconds("REPLMON_CANARY_DEADLINE_SECONDS", 900, 10, 7 * 86_400)?,
+                latency_threshold: seconds(
+                    "REPLMON_CANARY_LATENCY_THRESHOLD_SECONDS",
+                    900,
+                    1,
+                    7 * 86_400,
+                )?,
+                bad_probes_to_page: number(env, "REPLMON_CANARY_BAD_PROBES", 2, 1, 100)? as u32,
+                poll,
+                audit_period: seconds(
+                    "REPLMON_CANARY_AUDIT_PERIOD_SECONDS",
+                    86_400,
+                    60,
+                    30 * 86_400,
+                )?,
+                ttl: Duration::days(number(env, "REPLMON_LEDGER_TTL_DAYS", 90, 1, 3650)? as i64),
+            },
+            aws: AwsSettings::from_env(env)?,
+        })
+    }
+}
+
+fn valid_bucket_name(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
+}
+
 /// `REPLMON_TABLE`: the DynamoDB table shared by all functions.
 pub fn table_name(env: &impl Environment) -> Result<String, ConfigError> {
     const VAR: &str = "REPLMON_TABLE";
@@ -279,6 +389,39 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("REPLMON_TABLE"));
+    }
+
+    #[test]
+    fn canary_config_defaults_and_errors() {
+        let config = CanaryConfig::from_env(&env(&[
+            ("REPLMON_TABLE", "replmon"),
+            ("REPLMON_PAGE_TOPIC_ARN", TOPIC),
+            (
+                "REPLMON_CANARY_BUCKETS",
+                " primary-a , primary-b,primary-a,",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(config.buckets, ["primary-a", "primary-b"]);
+        assert_eq!(config.canary, crate::canary::CanarySettings::default());
+        assert_eq!(config.metrics_namespace, "ReplicationMonitor/Canary");
+        for (var, value) in [
+            ("REPLMON_CANARY_BUCKETS", "Not_A_Bucket"),
+            ("REPLMON_CANARY_BUCKETS", " , "),
+            ("REPLMON_CANARY_PREFIX", "no-slash"),
+            ("REPLMON_CANARY_BUDGET_SECONDS", "0"),
+            ("REPLMON_CANARY_BAD_PROBES", "many"),
+        ] {
+            let mut pairs = vec![
+                ("REPLMON_TABLE", "replmon"),
+                ("REPLMON_PAGE_TOPIC_ARN", TOPIC),
+                ("REPLMON_CANARY_BUCKETS", "primary-a"),
+            ];
+            pairs.retain(|(k, _)| *k != var);
+            pairs.push((var, value));
+            let error = CanaryConfig::from_env(&env(&pairs)).unwrap_err();
+            assert!(error.to_string().contains(var), "{var}: {error}");
+        }
     }
 
     #[test]

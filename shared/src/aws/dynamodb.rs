@@ -30,6 +30,8 @@ use std::time::Duration as StdDuration;
 
 type Item = HashMap<String, AttributeValue>;
 
+mod canary;
+
 /// Concurrent writers of one object record retry this often before the message is retried later.
 const MAX_WRITE_ATTEMPTS: u32 = 8;
 
@@ -423,17 +425,32 @@ fn n(value: impl ToString) -> AttributeValue {
 const MAX_SORT_KEY_BYTES: usize = 1024;
 
 pub fn object_key(record: &ObjectRecord) -> (String, String) {
-    let version = record.version_id.as_deref().unwrap_or("null");
-    let plain = format!("{}#{}#{}", record.destination_bucket, record.key, version);
+    object_key_of(
+        &record.source_bucket,
+        &record.destination_bucket,
+        &record.key,
+        record.version_id.as_deref(),
+    )
+}
+
+/// The object item's key for a source, destination, S3 key and version.
+pub fn object_key_of(
+    source_bucket: &str,
+    destination_bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+) -> (String, String) {
+    let version = version_id.unwrap_or("null");
+    let plain = format!("{destination_bucket}#{key}#{version}");
     let sk = if plain.len() <= MAX_SORT_KEY_BYTES {
         plain
     } else {
         use sha2::{Digest, Sha256};
-        let digest = Sha256::digest(record.key.as_bytes());
+        let digest = Sha256::digest(key.as_bytes());
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}#sha256:{hex}#{version}", record.destination_bucket)
+        format!("{destination_bucket}#sha256:{hex}#{version}")
     };
-    (format!("OBJECT#{}", record.source_bucket), sk)
+    (format!("OBJECT#{source_bucket}"), sk)
 }
 
 pub fn incident_key(key: &IncidentKey) -> (String, String) {

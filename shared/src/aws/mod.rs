@@ -3,6 +3,7 @@
 
 pub mod cloudwatch;
 pub mod dynamodb;
+pub mod s3;
 pub mod sns;
 
 use crate::config::AwsSettings;
@@ -14,6 +15,7 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
 pub use cloudwatch::CloudWatchMetrics;
 pub use dynamodb::DynamoDbLedger;
+pub use s3::S3ObjectStore;
 pub use sns::SnsNotifier;
 
 /// The shared SDK configuration: region and credentials from the usual chain, `AWS_ENDPOINT_URL`

@@ -1,0 +1,353 @@
+//! The canary's records in the ledger table:
+//! - probe      `pk=PROBE#<source bucket>`          `sk=<put time>#<destination>#<rule id>`
+//! - pending    `pk=PROBE_PENDING#<source bucket>`  same `sk` (a copy, while unresolved or not
+//!   yet cleaned up; the next runs read this small partition)
+//! - health     `pk=CANARY#<source bucket>`         `sk=HEALTH#<destination>#<rule id>`
+//! - run claim  `pk=CANARY#<source bucket>`         `sk=RUN#<run id>`
+//! - notice     `pk=CANARY#<source bucket>`         `sk=NOTICE#<finding>`
+//!
+//! Probe and health records are stored attribute by attribute from their serde form, so the
+//! table stays readable in the console and by `replmon`.
+
+use super::{
+    corrupt, get_n, n, object_from_item, object_key_of, s, sdk_error, DynamoDbLedger, Item,
+};
+use crate::canary::ports::CanaryStore;
+use crate::canary::probe::{ProbeRecord, ProbeStatus, RuleHealth};
+use crate::ledger::LedgerError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Number, Value};
+
+fn probe_key(probe: &ProbeRecord) -> (String, String) {
+    (format!("PROBE#{}", probe.source_bucket), probe.id())
+}
+
+fn health_key(source: &str, destination: &str, rule: &str) -> (String, String) {
+    (
+        format!("CANARY#{source}"),
+        format!("HEALTH#{destination}#{rule}"),
+    )
+}
+
+/// A JSON value as a DynamoDB attribute (`None` for null, which DynamoDB items leave out).
+fn attribute(value: Value) -> Option<AttributeValue> {
+    Some(match value {
+        Value::Null => return None,
+        Value::Bool(b) => AttributeValue::Bool(b),
+        Value::Number(number) => AttributeValue::N(number.to_string()),
+        Value::String(text) => AttributeValue::S(text),
+        Value::Array(items) => AttributeValue::L(items.into_iter().filter_map(attribute).collect()),
+        Value::Object(map) => AttributeValue::M(
+            map.into_iter()
+                .filter_map(|(k, v)| Some((k, attribute(v)?)))
+                .collect(),
+        ),
+    })
+}
+
+fn json(attribute: &AttributeValue) -> Value {
+    match attribute {
+        AttributeValue::Bool(b) => Value::Bool(*b),
+        AttributeValue::N(text) => text
+            .parse::<u64>()
+            .map(Number::from)
+            .ok()
+            .or_else(|| text.parse::<i64>().ok().map(Number::from))
+            .or_else(|| text.parse::<f64>().ok().and_then(Number::from_f64))
+            .map_or(Value::Null, Value::Number),
+        AttributeValue::S(text) => Value::String(text.clone()),
+        AttributeValue::L(items) => Value::Array(items.iter().map(json).collect()),
+        AttributeValue::M(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), json(v))).collect())
+        }
+        _ => Value::Null,
+    }
+}
+
+/// A record's fields as item attributes, beside the keys and bookkeeping attributes.
+fn record_item<T: Serialize>(
+    record: &T,
+    (pk, sk): (String, String),
+    entity: &str,
+    extra: Vec<(&str, AttributeValue)>,
+) -> Result<Item, LedgerError> {
+    let Ok(Value::Object(fields)) = serde_json::to_value(record) else {
+        return Err(LedgerError::Corrupt {
+            item: format!("{pk}/{sk}"),
+            detail: "the record does not serialize to an object".into(),
+        });
+    };
+    let mut item: Item = fields
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, attribute(v)?)))
+        .collect();
+    item.insert("pk".into(), s(pk));
+    item.insert("sk".into(), s(sk));
+    item.insert("entity".into(), s(entity));
+    for (name, value) in extra {
+        item.insert(name.into(), value);
+    }
+    Ok(item)
+}
+
+fn record_from_item<T: DeserializeOwned>(item: &Item) -> Result<T, LedgerError> {
+    let fields: Map<String, Value> = item
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "pk" | "sk" | "entity" | "expires_at" | "revision"
+            )
+        })
+        .map(|(k, v)| (k.clone(), json(v)))
+        .collect();
+    serde_json::from_value(Value::Object(fields)).map_err(|e| corrupt(item, &e.to_string()))
+}
+
+impl CanaryStore for DynamoDbLedger {
+    async fn claim_run(
+        &self,
+        source_bucket: &str,
+        run_id: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("CANARY#{source_bucket}")))
+            .item("sk", s(format!("RUN#{run_id}")))
+            .item("entity", s("canary-run"))
+            .item("expires_at", n(expires_at.timestamp()))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk_error("claim canary run", &e)),
+        }
+    }
+
+    async fn save_probe(
+        &self,
+        probe: &ProbeRecord,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let (pk, sk) = probe_key(probe);
+        let pending_pk = format!("PROBE_PENDING#{}", probe.source_bucket);
+        let extra = || vec![("expires_at", n(expires_at.timestamp()))];
+        let item = record_item(probe, (pk, sk.clone()), "probe", extra())?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| sdk_error("save probe", &e))?;
+        // The probe record first: a crash between the two writes leaves a pending copy that the
+        // next run settles again (idempotently), never a lost probe.
+        if probe.status == ProbeStatus::Pending || !probe.cleaned {
+            let item = record_item(probe, (pending_pk, sk), "probe-pending", extra())?;
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(|e| sdk_error("save pending probe", &e))?;
+        } else {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", s(pending_pk))
+                .key("sk", s(sk))
+                .send()
+                .await
+                .map_err(|e| sdk_error("clear pending probe", &e))?;
+        }
+        Ok(())
+    }
+
+    async fn pending_probes(&self, source_bucket: &str) -> Result<Vec<ProbeRecord>, LedgerError> {
+        let mut probes = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(format!("PROBE_PENDING#{source_bucket}")))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("read pending probes", &e))?;
+            for item in out.items() {
+                probes.push(record_from_item(item)?);
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(probes),
+            }
+        }
+    }
+
+    async fn health(
+        &self,
+        source_bucket: &str,
+        destination_bucket: &str,
+        rule_id: &str,
+    ) -> Result<Option<(RuleHealth, u64)>, LedgerError> {
+        let (pk, sk) = health_key(source_bucket, destination_bucket, rule_id);
+        let Some(item) = self.get(pk, sk, "read canary health").await? else {
+            return Ok(None);
+        };
+        let revision = get_n(&item, "revision").ok_or_else(|| corrupt(&item, "no `revision`"))?;
+        Ok(Some((record_from_item(&item)?, revision)))
+    }
+
+    async fn put_health(
+        &self,
+        health: &RuleHealth,
+        expected: Option<u64>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        let key = health_key(
+            &health.source_bucket,
+            &health.destination_bucket,
+            &health.rule_id,
+        );
+        let item = record_item(
+            health,
+            key,
+            "canary-health",
+            vec![
+                ("revision", n(expected.map_or(1, |r| r + 1))),
+                ("expires_at", n(expires_at.timestamp())),
+            ],
+        )?;
+        let request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        let request = match expected {
+            Some(revision) => request
+                .condition_expression("revision = :rev")
+                .expression_attribute_values(":rev", n(revision)),
+            None => request.condition_expression("attribute_not_exists(pk)"),
+        };
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk_error("write canary health", &e)),
+        }
+    }
+
+    async fn claim_notice(
+        &self,
+        source_bucket: &str,
+        finding: &str,
+        now: DateTime<Utc>,
+        period: chrono::Duration,
+    ) -> Result<bool, LedgerError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("CANARY#{source_bucket}")))
+            .item("sk", s(format!("NOTICE#{finding}")))
+            .item("entity", s("canary-notice"))
+            .item("noticed_at", n(now.timestamp()))
+            .item("expires_at", n((now + period).timestamp()))
+            .condition_expression("attribute_not_exists(pk) OR noticed_at <= :cutoff")
+            .expression_attribute_values(":cutoff", n((now - period).timestamp()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk_error("claim audit notice", &e)),
+        }
+    }
+
+    async fn release_notice(&self, source_bucket: &str, finding: &str) -> Result<(), LedgerError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("CANARY#{source_bucket}")))
+            .key("sk", s(format!("NOTICE#{finding}")))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_error("release audit notice", &e))
+    }
+
+    async fn replication_failure(
+        &self,
+        probe: &ProbeRecord,
+    ) -> Result<Option<String>, LedgerError> {
+        let (pk, sk) = object_key_of(
+            &probe.source_bucket,
+            &probe.destination_bucket,
+            &probe.key,
+            probe.version_id.as_deref(),
+        );
+        let Some(item) = self.get(pk, sk, "read object record").await? else {
+            return Ok(None);
+        };
+        let (record, _) = object_from_item(&item)?;
+        Ok(record
+            .failed_at
+            .map(|_| record.failure_reason.unwrap_or_else(|| "unknown".into())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_the_round_trip_through_attributes() {
+        let mut health = RuleHealth::new("src", "dst", "rule");
+        health.consecutive_bad = 3;
+        health.counted = vec!["a".into(), "b".into()];
+        health.owed.push(crate::canary::probe::OwedPage {
+            severity: crate::severity::Severity::High,
+            notice: false,
+            kind: "canary-slow".into(),
+            subject: "s".into(),
+            body: "b".into(),
+        });
+        let item = record_item(
+            &health,
+            health_key("src", "dst", "rule"),
+            "canary-health",
+            vec![("revision", n(4))],
+        )
+        .unwrap();
+        assert_eq!(item["consecutive_bad"], AttributeValue::N("3".into()));
+        let back: RuleHealth = record_from_item(&item).unwrap();
+        assert_eq!(back, health);
+    }
+}
