@@ -20,6 +20,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod replication_sim;
+
 pub const REGION: &str = "us-east-1";
 
 /// The repository root (this crate lives in `tests/`).

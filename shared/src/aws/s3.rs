@@ -4,6 +4,7 @@
 use super::{describe, is_transient};
 use crate::canary::ports::{
     BucketFacts, BucketRef, DefaultEncryption, ObjectFacts, ObjectStore, ProbeObject, StoreError,
+    Versioning,
 };
 use crate::canary::setup::{bucket_from_arn, ReplicationRule, ReplicationSetup, RuleFilter};
 use aws_config::SdkConfig;
@@ -12,8 +13,8 @@ use aws_sdk_s3::config::Region;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    MetricsStatus, ReplicationRuleStatus, ReplicationTimeStatus, ServerSideEncryption,
-    SseKmsEncryptedObjectsStatus,
+    BucketVersioningStatus, MetricsStatus, ReplicationRuleStatus, ReplicationTimeStatus,
+    ServerSideEncryption, SseKmsEncryptedObjectsStatus,
 };
 use aws_sdk_s3::Client;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -196,14 +197,20 @@ impl ObjectStore for S3ObjectStore {
             }
         };
         let client = self.client(region.as_deref());
-        let versioning = client
-            .get_bucket_versioning()
-            .bucket(bucket)
-            .send()
-            .await
-            .map_err(|e| store_error("GetBucketVersioning", bucket, &e))?
-            .status
-            .map(|s| s.as_str().to_owned());
+        let versioning = match client.get_bucket_versioning().bucket(bucket).send().await {
+            Ok(out) => match out.status {
+                Some(BucketVersioningStatus::Enabled) => Versioning::Enabled,
+                Some(BucketVersioningStatus::Suspended) => Versioning::Suspended,
+                Some(_) => Versioning::Unknown,
+                None => Versioning::NeverEnabled,
+            },
+            Err(e) => match store_error("GetBucketVersioning", bucket, &e) {
+                missing @ StoreError::NoSuchBucket { .. } => return Err(missing),
+                // Unreadable (denied, or an answer the client cannot parse, as the local
+                // emulator's): the audit skips the versioning check rather than guess.
+                _ => Versioning::Unknown,
+            },
+        };
         let encryption = match client.get_bucket_encryption().bucket(bucket).send().await {
             Ok(out) => out
                 .server_side_encryption_configuration
@@ -220,13 +227,19 @@ impl ObjectStore for S3ObjectStore {
             // Not knowing the default only means the PUT names no encryption.
             Err(_) => None,
         };
-        let replication_events_configured = if with_notifications {
-            let out = client
+        let notifications = if with_notifications {
+            // Unreadable (denied, or the local emulator's answer with the wrong root element):
+            // the audit skips the check rather than guess.
+            client
                 .get_bucket_notification_configuration()
                 .bucket(bucket)
                 .send()
                 .await
-                .map_err(|e| store_error("GetBucketNotificationConfiguration", bucket, &e))?;
+                .ok()
+        } else {
+            None
+        };
+        let replication_events_configured = notifications.map(|out| {
             let mut events = out
                 .queue_configurations()
                 .iter()
@@ -238,9 +251,7 @@ impl ObjectStore for S3ObjectStore {
                         .flat_map(|c| c.events()),
                 );
             events.any(|e| e.as_str().starts_with("s3:Replication:"))
-        } else {
-            false
-        };
+        });
         Ok(BucketFacts {
             region,
             versioning,

@@ -1,6 +1,8 @@
 //! The configuration audit: set-ups that make replication fail silently. Each finding is a notice
 //! (not a page), sent at most once per finding per audit period.
 
+#[cfg(test)]
+use super::ports::Versioning;
 use super::ports::{BucketFacts, DefaultEncryption, StoreError};
 use super::setup::{ReplicationRule, ReplicationSetup};
 use crate::severity::Severity;
@@ -38,15 +40,15 @@ pub fn audit(
         });
         return findings;
     };
-    if source.versioning.as_deref() != Some("Enabled") {
+    if source.versioning.is_off() {
         findings.push(Finding {
             id: "source-unversioned".into(),
             severity: Severity::High,
-            summary: format!("{bucket} has versioning {}", versioning_word(source)),
+            summary: format!("{bucket} has versioning {}", source.versioning.describe()),
             detail: "Replication needs versioning on the source bucket; new objects are not replicated while it is off. Enable it: aws s3api put-bucket-versioning --versioning-configuration Status=Enabled.".into(),
         });
     }
-    if !source.replication_events_configured {
+    if source.replication_events_configured == Some(false) {
         findings.push(Finding {
             id: "no-replication-events".into(),
             severity: Severity::Warning,
@@ -104,23 +106,16 @@ fn audit_rule(
             detail: "The destination bucket does not exist: every object under this rule fails with DstBucketNotFound. Recreate the bucket (versioned) or point the rule at the right one.".into(),
         }),
         Err(_) => {} // unreadable destinations are reported by the probe as "cannot verify"
-        Ok(facts) if facts.versioning.as_deref() != Some("Enabled") => findings.push(Finding {
+        Ok(facts) if facts.versioning.is_off() => findings.push(Finding {
             id: id("destination-unversioned"),
             severity: Severity::Critical,
             summary: format!("destination not versioned: {pair}"),
             detail: format!(
                 "The destination bucket has versioning {}; S3 replicates only into versioned buckets and fails every object with DstBucketUnversioned. Enable versioning on {dst}.",
-                versioning_word(facts)
+                facts.versioning.describe()
             ),
         }),
         Ok(_) => {}
-    }
-}
-
-fn versioning_word(facts: &BucketFacts) -> String {
-    match facts.versioning.as_deref() {
-        Some(status) => status.to_lowercase(),
-        None => "never enabled".into(),
     }
 }
 
@@ -132,9 +127,9 @@ mod tests {
     fn healthy_facts() -> BucketFacts {
         BucketFacts {
             region: Some("us-east-1".into()),
-            versioning: Some("Enabled".into()),
+            versioning: Versioning::Enabled,
             encryption: None,
-            replication_events_configured: true,
+            replication_events_configured: Some(true),
         }
     }
 
@@ -184,16 +179,16 @@ mod tests {
             ],
         };
         let source = BucketFacts {
-            versioning: Some("Suspended".into()),
+            versioning: Versioning::Suspended,
             encryption: Some(DefaultEncryption::Kms {
                 algorithm: "aws:kms".into(),
                 key_id: None,
             }),
-            replication_events_configured: false,
+            replication_events_configured: Some(false),
             ..healthy_facts()
         };
         let unversioned = BucketFacts {
-            versioning: None,
+            versioning: Versioning::NeverEnabled,
             ..healthy_facts()
         };
         let missing = Err(StoreError::NoSuchBucket {

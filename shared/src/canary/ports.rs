@@ -53,16 +53,43 @@ pub enum DefaultEncryption {
     },
 }
 
+/// A bucket's versioning status.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Versioning {
+    Enabled,
+    Suspended,
+    NeverEnabled,
+    /// The answer could not be read; the audit does not guess.
+    #[default]
+    Unknown,
+}
+
+impl Versioning {
+    /// Known to be off: replication into or out of the bucket cannot work.
+    pub fn is_off(&self) -> bool {
+        matches!(self, Versioning::Suspended | Versioning::NeverEnabled)
+    }
+
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Versioning::Enabled => "enabled",
+            Versioning::Suspended => "suspended",
+            Versioning::NeverEnabled => "never enabled",
+            Versioning::Unknown => "unknown",
+        }
+    }
+}
+
 /// What the canary needs to know about a bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BucketFacts {
     /// `None`: could not be learned (the bucket's own client defaults to the function's region).
     pub region: Option<String>,
-    /// Versioning status: `Enabled`, `Suspended`, or `None` when never enabled.
-    pub versioning: Option<String>,
+    pub versioning: Versioning,
     pub encryption: Option<DefaultEncryption>,
-    /// Some notification configuration sends `s3:Replication:*` events somewhere.
-    pub replication_events_configured: bool,
+    /// Some notification configuration sends `s3:Replication:*` events somewhere (`None`: not
+    /// read, or unreadable).
+    pub replication_events_configured: Option<bool>,
 }
 
 /// A bucket and, when known, its region.

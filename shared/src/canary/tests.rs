@@ -6,7 +6,10 @@ use super::probe::ProbeStatus;
 use super::setup::{ReplicationRule, ReplicationSetup, RuleFilter};
 use super::*;
 use crate::clock::Clock;
-use crate::fakes::{Arrival, FakeS3, InMemoryLedger, RecordingNotifier, RecordingProbeMetrics};
+use crate::fakes::{
+    Arrival, FakeS3, InMemoryLedger, ProbePut, RecordedMeasurement, RecordingNotifier,
+    RecordingProbeMetrics,
+};
 use crate::page::Urgency;
 use chrono::TimeZone;
 use std::sync::atomic::Ordering;
@@ -150,7 +153,13 @@ async fn healthy_probe_is_timed_recorded_measured_and_cleaned_up() {
     assert_eq!(world.s3.keys("dst"), ["data/keep-me"]);
     assert_eq!(
         world.metrics.recorded(),
-        [("src".into(), "dst".into(), "dr".into(), true, Some(1.75))]
+        [RecordedMeasurement {
+            source_bucket: "src".into(),
+            destination_bucket: "dst".into(),
+            rule_id: "dr".into(),
+            success: true,
+            latency_seconds: Some(1.75)
+        }]
     );
     assert!(world.pages().is_empty(), "{:?}", world.pages());
     assert!(world.ledger.pending_probes("src").await.unwrap().is_empty());
@@ -265,9 +274,8 @@ async fn a_failed_replication_pages_at_once() {
     assert!(world.notifier.pages()[0]
         .body()
         .contains("ReplicationStatus is FAILED"));
-    assert_eq!(
-        world.metrics.recorded()[0].3,
-        false,
+    assert!(
+        !world.metrics.recorded()[0].success,
         "a failed probe is a failed measurement"
     );
 }
@@ -362,12 +370,12 @@ async fn probes_follow_rule_filters_and_encryption() {
         "src",
         BucketFacts {
             region: Some("us-east-1".into()),
-            versioning: Some("Enabled".into()),
+            versioning: super::ports::Versioning::Enabled,
             encryption: Some(DefaultEncryption::Kms {
                 algorithm: "aws:kms".into(),
                 key_id: Some("alias/dr".into()),
             }),
-            replication_events_configured: true,
+            replication_events_configured: Some(true),
         },
     );
     let report = world.run("run-1").await.unwrap();
@@ -375,12 +383,12 @@ async fn probes_follow_rule_filters_and_encryption() {
     assert_eq!(probes(&report), [(ProbeStatus::Arrived, false)]);
     assert_eq!(
         world.s3.puts(),
-        [(
-            "src".into(),
-            "logs/replmon-canary/dr/run-1".into(),
+        [ProbePut {
+            bucket: "src".into(),
+            key: "logs/replmon-canary/dr/run-1".into(),
             tags,
-            true
-        )]
+            encrypted: true
+        }]
     );
 }
 

@@ -175,6 +175,26 @@ impl InMemoryLedger {
     }
 }
 
+/// One PUT the fake received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbePut {
+    pub bucket: String,
+    pub key: String,
+    pub tags: Vec<(String, String)>,
+    /// The PUT named a server-side encryption.
+    pub encrypted: bool,
+}
+
+/// One measurement the recording metrics received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedMeasurement {
+    pub source_bucket: String,
+    pub destination_bucket: String,
+    pub rule_id: String,
+    pub success: bool,
+    pub latency_seconds: Option<f64>,
+}
+
 /// How S3 treats new objects written to a source, per destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Arrival {
@@ -202,7 +222,7 @@ struct S3State {
     /// Buckets whose every call fails with this error.
     broken: HashMap<String, StoreError>,
     heads: HashMap<String, usize>,
-    puts: Vec<(String, String, Vec<(String, String)>, bool)>,
+    puts: Vec<ProbePut>,
     next_version: u64,
 }
 
@@ -227,9 +247,9 @@ impl FakeS3 {
             bucket.into(),
             BucketFacts {
                 region: Some("us-east-1".into()),
-                versioning: Some("Enabled".into()),
+                versioning: crate::canary::ports::Versioning::Enabled,
                 encryption: None,
-                replication_events_configured: true,
+                replication_events_configured: Some(true),
             },
         );
         if let Some(setup) = setup {
@@ -272,8 +292,7 @@ impl FakeS3 {
         keys
     }
 
-    /// Every PUT: bucket, key, tags, and whether encryption was named.
-    pub fn puts(&self) -> Vec<(String, String, Vec<(String, String)>, bool)> {
+    pub fn puts(&self) -> Vec<ProbePut> {
         self.lock().puts.clone()
     }
 
@@ -340,12 +359,12 @@ impl ObjectStore for FakeS3 {
         let mut state = self.lock();
         state.next_version += 1;
         let version_id = format!("v{}", state.next_version);
-        state.puts.push((
-            bucket.bucket.into(),
-            object.key.into(),
-            object.tags.to_vec(),
-            object.encryption.is_some(),
-        ));
+        state.puts.push(ProbePut {
+            bucket: bucket.bucket.into(),
+            key: object.key.into(),
+            tags: object.tags.to_vec(),
+            encrypted: object.encryption.is_some(),
+        });
         state
             .objects
             .entry((bucket.bucket.into(), object.key.into()))
@@ -467,13 +486,12 @@ impl ObjectStore for FakeS3 {
 /// Keeps every probe measurement.
 #[derive(Debug, Default)]
 pub struct RecordingProbeMetrics {
-    recorded: Mutex<Vec<(String, String, String, bool, Option<f64>)>>,
+    recorded: Mutex<Vec<RecordedMeasurement>>,
     count: AtomicUsize,
 }
 
 impl RecordingProbeMetrics {
-    /// (source, destination, rule, success, latency seconds) per measurement.
-    pub fn recorded(&self) -> Vec<(String, String, String, bool, Option<f64>)> {
+    pub fn recorded(&self) -> Vec<RecordedMeasurement> {
         self.recorded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -491,12 +509,12 @@ impl ProbeMetrics for RecordingProbeMetrics {
         self.recorded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((
-                m.source_bucket.into(),
-                m.destination_bucket.into(),
-                m.rule_id.into(),
-                m.success,
-                m.latency_seconds,
-            ));
+            .push(RecordedMeasurement {
+                source_bucket: m.source_bucket.into(),
+                destination_bucket: m.destination_bucket.into(),
+                rule_id: m.rule_id.into(),
+                success: m.success,
+                latency_seconds: m.latency_seconds,
+            });
     }
 }
