@@ -147,6 +147,60 @@ pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(config)
 }
 
+/// Two versioned buckets, the first replicating everything to the second under one rule (no
+/// replication metrics nor RTC, as a quick set-up has it).
+pub async fn replicated_pair(
+    s3: &aws_sdk_s3::Client,
+    source: &str,
+    replica: &str,
+    rule_id: &str,
+) -> Result<()> {
+    for bucket in [source, replica] {
+        s3.create_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .with_context(|| format!("creating bucket {bucket}"))?;
+        s3.put_bucket_versioning()
+            .bucket(bucket)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await?;
+    }
+    let rule = ReplicationRule::builder()
+        .id(rule_id)
+        .priority(1)
+        .status(ReplicationRuleStatus::Enabled)
+        .filter(ReplicationRuleFilter::builder().prefix("").build())
+        .delete_marker_replication(
+            DeleteMarkerReplication::builder()
+                .status(DeleteMarkerReplicationStatus::Enabled)
+                .build(),
+        )
+        .destination(
+            Destination::builder()
+                .bucket(format!("arn:aws:s3:::{replica}"))
+                .build()?,
+        )
+        .build()?;
+    s3.put_bucket_replication()
+        .bucket(source)
+        .replication_configuration(
+            ReplicationConfiguration::builder()
+                .role("arn:aws:iam::123456789012:role/replmon-demo-replication")
+                .rules(rule)
+                .build()?,
+        )
+        .send()
+        .await
+        .context("configuring replication")?;
+    Ok(())
+}
+
 /// Names of the provisioned resources.
 #[derive(Debug, Clone)]
 pub struct StackNames {
@@ -270,49 +324,13 @@ impl Stack {
             .await
             .context("subscribing the inbox")?;
 
-        for bucket in [&names.source_bucket, &names.replica_bucket] {
-            s3.create_bucket()
-                .bucket(bucket)
-                .send()
-                .await
-                .with_context(|| format!("creating bucket {bucket}"))?;
-            s3.put_bucket_versioning()
-                .bucket(bucket)
-                .versioning_configuration(
-                    VersioningConfiguration::builder()
-                        .status(BucketVersioningStatus::Enabled)
-                        .build(),
-                )
-                .send()
-                .await?;
-        }
-        let rule = ReplicationRule::builder()
-            .id(&names.rule_id)
-            .priority(1)
-            .status(ReplicationRuleStatus::Enabled)
-            .filter(ReplicationRuleFilter::builder().prefix("").build())
-            .delete_marker_replication(
-                DeleteMarkerReplication::builder()
-                    .status(DeleteMarkerReplicationStatus::Enabled)
-                    .build(),
-            )
-            .destination(
-                Destination::builder()
-                    .bucket(format!("arn:aws:s3:::{}", names.replica_bucket))
-                    .build()?,
-            )
-            .build()?;
-        s3.put_bucket_replication()
-            .bucket(&names.source_bucket)
-            .replication_configuration(
-                ReplicationConfiguration::builder()
-                    .role("arn:aws:iam::123456789012:role/replmon-demo-replication")
-                    .rules(rule)
-                    .build()?,
-            )
-            .send()
-            .await
-            .context("configuring replication")?;
+        replicated_pair(
+            &s3,
+            &names.source_bucket,
+            &names.replica_bucket,
+            &names.rule_id,
+        )
+        .await?;
 
         Ok(Stack {
             names,

@@ -594,8 +594,10 @@ where
             }
         }
         probe.last_miss_at = last_miss.map(|m| clock.wall(m));
-        match last_error.filter(|_| errors > 0) {
-            Some(error) if errors >= ERRORS_TO_GIVE_UP => {
+        // Given up after errors in a row, or not one answer in the whole budget.
+        let unreadable = errors >= ERRORS_TO_GIVE_UP || (errors > 0 && last_miss.is_none());
+        match last_error.filter(|_| unreadable) {
+            Some(error) => {
                 probe.resolve(
                     ProbeStatus::Unverifiable,
                     clock.now(),
