@@ -378,6 +378,7 @@ impl Stack {
         [
             ("REPLMON_TABLE", self.names.table.as_str()),
             ("REPLMON_PAGE_TOPIC_ARN", self.topic_arn.as_str()),
+            ("REPLMON_CANARY_BUCKETS", self.names.source_bucket.as_str()),
             ("AWS_ENDPOINT_URL", endpoint),
             ("AWS_REGION", REGION),
             ("AWS_ACCESS_KEY_ID", "test"),
@@ -579,8 +580,20 @@ pub fn start_watch(env: &[(String, String)]) -> Result<Watch> {
         ])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0);
+        .stderr(log);
+    // Its own session (and so its own process group, which Drop ends): watchexec manages process
+    // groups and signals of what it runs, and without a controlling terminal nothing it does can
+    // reach the terminal or the process group of the test run (or of CI) that started it.
+    // SAFETY: setsid and prctl are async-signal-safe and touch no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    die_with_parent(&mut command);
     for var in &vars {
         command.args(["--env-var", var]);
     }
@@ -627,7 +640,15 @@ pub fn invoke(port: u16, function: &str, fixture: &str) -> Result<Invocation> {
 pub fn build_functions() {
     let status = Command::new(env!("CARGO"))
         .current_dir(repo_root())
-        .args(["build", "-p", "replication-events", "-p", "alarm-events"])
+        .args([
+            "build",
+            "-p",
+            "replication-events",
+            "-p",
+            "alarm-events",
+            "-p",
+            "canary",
+        ])
         .status();
     assert!(
         status.is_ok_and(|s| s.success()),

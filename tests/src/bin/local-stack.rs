@@ -5,13 +5,16 @@
 //!     local-stack pages     --endpoint http://127.0.0.1:PORT
 //!     local-stack ledger    --endpoint http://127.0.0.1:PORT
 //!     local-stack latency   --endpoint http://127.0.0.1:PORT   (demo datapoints for the latency alarm)
+//!     local-stack replicate --endpoint http://127.0.0.1:PORT [--delay-ms 1500]
+//!                           [--fail-key-containing TEXT --reason CODE --lambda-port PORT]
+//!         (the replication simulator, until stopped: moto does not replicate)
 
 use anyhow::{bail, Context, Result};
 use replmon_tests::{render_page, sdk_config, Stack, StackNames};
 use std::collections::BTreeMap;
 
 fn usage() -> &'static str {
-    "usage: local-stack (provision --endpoint URL [--env-file PATH] | pages | ledger | latency) --endpoint URL"
+    "usage: local-stack (provision [--env-file PATH] | pages | ledger | latency | replicate [--delay-ms MS] [--fail-key-containing TEXT --reason CODE --lambda-port PORT]) --endpoint URL"
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -108,6 +111,44 @@ async fn main() -> Result<()> {
             let items = stack.ledger_items().await?;
             print_ledger(&items);
         }
+        "replicate" => {
+            use replmon_tests::replication_sim::{
+                Delay, LambdaInvokeSink, ReplicationSimulator, SimulatorSettings,
+            };
+            let delay_ms: u64 = option("--delay-ms")
+                .map(|v| v.parse())
+                .transpose()
+                .context("--delay-ms expects milliseconds")?
+                .unwrap_or(1500);
+            let names = StackNames::default();
+            let mut settings = SimulatorSettings {
+                delay: Delay::Fixed(std::time::Duration::from_millis(delay_ms)),
+                ..Default::default()
+            };
+            if let Some(port) = option("--lambda-port") {
+                settings.failure_sink = Some(std::sync::Arc::new(LambdaInvokeSink {
+                    port: port.parse().context("--lambda-port expects a port")?,
+                    function: "replication-events".into(),
+                }));
+            }
+            let sim = ReplicationSimulator::start(
+                replmon_tests::s3_client(&sdk),
+                vec![names.source_bucket.clone()],
+                settings,
+            )
+            .await;
+            if let Some(text) = option("--fail-key-containing") {
+                let reason =
+                    option("--reason").unwrap_or_else(|| "DstPutObjectNotPermitted".into());
+                sim.fail_matching(&names.source_bucket, &text, &reason);
+            }
+            println!(
+                "replicating {} -> {} after {delay_ms} ms (stop with SIGTERM)",
+                names.source_bucket, names.replica_bucket
+            );
+            tokio::signal::ctrl_c().await.ok();
+            sim.stop().await;
+        }
         _ => bail!("{}", usage()),
     }
     Ok(())
@@ -153,6 +194,35 @@ fn print_ledger(items: &[BTreeMap<String, String>]) {
             field(item, "key"),
             field(item, "version_id"),
             field(item, "failure_reason")
+        );
+    }
+    println!("\nCANARY PROBES");
+    println!(
+        "  {:<13} {:<22} {:<22} {:>10} {:>13}  {:<22} PROBE KEY",
+        "STATUS", "DESTINATION", "RULE", "LATENCY", "UNCERTAINTY", "PUT AT"
+    );
+    for item in of("probe") {
+        let ms = |name: &str| {
+            item.get(name)
+                .map(|v| format!("{v} ms"))
+                .unwrap_or_else(|| "-".into())
+        };
+        let uncertainty = match (item.get("latency_min_ms"), item.get("latency_max_ms")) {
+            (Some(lo), Some(hi)) => match (lo.parse::<i64>(), hi.parse::<i64>()) {
+                (Ok(lo), Ok(hi)) => format!("{} ms", hi - lo),
+                _ => "-".into(),
+            },
+            _ => "-".into(),
+        };
+        println!(
+            "  {:<13} {:<22} {:<22} {:>10} {:>13}  {:<22} {}",
+            field(item, "status"),
+            field(item, "destination_bucket"),
+            field(item, "rule_id"),
+            ms("latency_ms"),
+            uncertainty,
+            field(item, "put_at").chars().take(22).collect::<String>(),
+            field(item, "key")
         );
     }
     println!("\nALARMS");
