@@ -208,11 +208,11 @@ impl CanaryConfig {
             min_gap: StdDuration::from_millis(number(
                 env,
                 "REPLMON_CANARY_POLL_MIN_MS",
-                500,
+                450,
                 50,
                 60_000,
             )?),
-            growth: number(env, "REPLMON_CANARY_POLL_GROWTH_PERCENT", 20, 1, 100)? as f64 / 100.0,
+            growth: number(env, "REPLMON_CANARY_POLL_GROWTH_PERCENT", 18, 1, 100)? as f64 / 100.0,
             max_gap: StdDuration::from_millis(number(
                 env,
                 "REPLMON_CANARY_POLL_MAX_MS",

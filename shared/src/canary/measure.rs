@@ -5,8 +5,9 @@
 //! miss and the first hit. The canary reports both bounds and their midpoint; the gap between
 //! them is the uncertainty. Gaps grow in proportion to the time already waited (never below a
 //! floor, never above a ceiling), so the relative error stays bounded with few requests: with the
-//! defaults (0.5 s floor, 20 %), the midpoint is within max(250 ms, 10 %) of the true latency and
-//! a 20 s replication costs about 17 HEADs.
+//! defaults (0.45 s floor, 18 %), the midpoint is within max(250 ms, 10 %) of the true latency
+//! with room for the HEADs' own round trips (up to about 50 ms), and a 20 s replication costs
+//! about 18 HEADs.
 
 use std::time::Duration;
 
@@ -24,8 +25,8 @@ pub struct PollSchedule {
 impl Default for PollSchedule {
     fn default() -> Self {
         PollSchedule {
-            min_gap: Duration::from_millis(500),
-            growth: 0.2,
+            min_gap: Duration::from_millis(450),
+            growth: 0.18,
             max_gap: Duration::from_secs(15),
         }
     }
@@ -92,15 +93,15 @@ mod tests {
         let schedule = PollSchedule::default();
         assert_eq!(
             schedule.next_gap(Duration::ZERO),
-            Duration::from_millis(500)
+            Duration::from_millis(450)
         );
         assert_eq!(
             schedule.next_gap(Duration::from_secs(2)),
-            Duration::from_millis(500)
+            Duration::from_millis(450)
         );
         assert_eq!(
             schedule.next_gap(Duration::from_secs(10)),
-            Duration::from_secs(2)
+            Duration::from_millis(1800)
         );
         assert_eq!(
             schedule.next_gap(Duration::from_secs(600)),
@@ -118,17 +119,20 @@ mod tests {
 
     #[test]
     fn midpoint_error_stays_within_the_goal_for_every_latency() {
-        // Walk the schedule against latencies from 0.2 s to 20 s in 10 ms steps: the midpoint of
-        // the last-miss/first-hit bounds must be within max(250 ms, 10 %) of the true latency.
+        // Walk the schedule against latencies from 0.2 s to 20 s in 10 ms steps, each look
+        // answered 50 ms after it was sent: the midpoint of the last-miss (sent) / first-hit
+        // (answered) bounds must be within max(250 ms, 10 %) of the true latency.
         let schedule = PollSchedule::default();
         for latency_ms in (200..20_000).step_by(10) {
             let latency = Duration::from_millis(latency_ms);
+            let rtt = Duration::from_millis(50);
             let (mut last_miss, mut at) = (Duration::ZERO, schedule.next_gap(Duration::ZERO));
-            while at < latency {
+            // A look finds the replica if it was visible when the look reached S3 (mid-trip).
+            while at + rtt / 2 < latency {
                 last_miss = at;
-                at += schedule.next_gap(at);
+                at += rtt + schedule.next_gap(at + rtt);
             }
-            let bounds = LatencyBounds::new(millis(last_miss), millis(at));
+            let bounds = LatencyBounds::new(millis(last_miss), millis(at + rtt));
             let error = bounds.estimate_ms().abs_diff(latency_ms);
             let allowed = (latency_ms / 10).max(250);
             assert!(

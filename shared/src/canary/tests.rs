@@ -138,16 +138,16 @@ async fn healthy_probe_is_timed_recorded_measured_and_cleaned_up() {
     let summary = &report.buckets[0].probes[0];
     let latency = summary.latency_ms.unwrap();
     assert!(latency.abs_diff(2000) <= 250, "{latency}");
-    assert_eq!(summary.uncertainty_ms, Some(500));
-    assert_eq!(summary.head_requests, 4); // at 0.5, 1.0, 1.5 and 2.0 s
+    assert_eq!(summary.uncertainty_ms, Some(450));
+    assert_eq!(summary.head_requests, 5); // at 0.45, 0.9, 1.35, 1.8 and 2.25 s
     assert_eq!(summary.key, "replmon-canary/dr/run-1");
 
     let records = world.ledger.probes();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].status, ProbeStatus::Arrived);
     assert!(records[0].cleaned);
-    assert_eq!(records[0].latency_min_ms, Some(1500));
-    assert_eq!(records[0].latency_max_ms, Some(2000));
+    assert_eq!(records[0].latency_min_ms, Some(1800));
+    assert_eq!(records[0].latency_max_ms, Some(2250));
     // Cleaned everywhere; the bucket's own objects untouched.
     assert_eq!(world.s3.keys("src"), ["data/keep-me"]);
     assert_eq!(world.s3.keys("dst"), ["data/keep-me"]);
@@ -158,7 +158,7 @@ async fn healthy_probe_is_timed_recorded_measured_and_cleaned_up() {
             destination_bucket: "dst".into(),
             rule_id: "dr".into(),
             success: true,
-            latency_seconds: Some(1.75)
+            latency_seconds: Some(2.025)
         }]
     );
     assert!(world.pages().is_empty(), "{:?}", world.pages());
