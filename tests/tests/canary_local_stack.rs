@@ -288,6 +288,9 @@ async fn failed_replication_pages_at_once_with_the_reason_from_the_ledger() {
     sim.fail_matching(&source, "replmon-canary/", "DstKmsKeyNotFound");
     let report = local.run("run-1").await;
     assert_eq!(statuses(&report), [(ProbeStatus::Failed, false)]);
+    // Found in the ledger while polling, before the 4 s budget (8 looks) ran out.
+    let looks = report.buckets[0].probes[0].head_requests;
+    assert!(looks < 8, "{looks} HEADs");
     let pages = local.pages().await;
     let kinds: Vec<&str> = pages.iter().map(|p| p.attribute("kind")).collect();
     // The replication-events page for the object, and the canary's own page for the rule.

@@ -554,6 +554,7 @@ where
     /// keeps failing, or the budget ends.
     async fn poll(&self, probe: &mut ProbeRecord, acked: Instant, clock: &RunClock) {
         const ERRORS_TO_GIVE_UP: u32 = 3;
+        const FAILURE_CHECK_EVERY: u32 = 4;
         let mut waited = Duration::ZERO;
         let mut last_miss: Option<Instant> = None;
         let mut errors = 0;
@@ -583,6 +584,15 @@ where
                 Ok(None) => {
                     last_miss = Some(sent);
                     errors = 0;
+                    // Every few looks, ask the ledger whether S3 already reported the probe's
+                    // replication as failed (replication-events records it within seconds).
+                    if probe.head_requests % FAILURE_CHECK_EVERY == 0 {
+                        if let Ok(Some(reason)) = self.ledger.replication_failure(probe).await {
+                            probe.last_miss_at = last_miss.map(|m| clock.wall(m));
+                            failed(probe, &reason, clock.now());
+                            return;
+                        }
+                    }
                 }
                 Err(error) => {
                     errors += 1;
@@ -635,12 +645,7 @@ where
         );
         let now = clock.now();
         if let Ok(Some(reason)) = failure {
-            let meaning = catalog::explain(&reason).meaning;
-            probe.resolve(
-                ProbeStatus::Failed,
-                now,
-                Some(format!("S3 reported failureReason {reason}: {meaning}")),
-            );
+            failed(probe, &reason, now);
             return;
         }
         match source {
@@ -929,6 +934,16 @@ where
             report.errors.push(e.to_string());
         }
     }
+}
+
+/// S3 reported the probe's replication as failed (a replication failure event in the ledger).
+fn failed(probe: &mut ProbeRecord, reason: &str, at: DateTime<Utc>) {
+    let meaning = catalog::explain(reason).meaning;
+    probe.resolve(
+        ProbeStatus::Failed,
+        at,
+        Some(format!("S3 reported failureReason {reason}: {meaning}")),
+    );
 }
 
 fn destination_ref(probe: &ProbeRecord) -> BucketRef<'_> {

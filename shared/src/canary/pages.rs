@@ -56,9 +56,14 @@ pub fn incident_page(
         ProbeStatus::Slow => "replication SLOW",
         _ => "cannot verify replication",
     };
+    // The subject leads with the verdict and the pair: SNS cuts it at 100 characters.
+    let verdict = match status {
+        ProbeStatus::Unverifiable => "CANNOT VERIFY".to_owned(),
+        other => other.as_str().to_owned(),
+    };
     let severity = status.severity();
     let subject = format!(
-        "[{}] S3 canary: {what} {} -> {} (rule {})",
+        "[{}] S3 canary {verdict}: {} -> {} (rule {})",
         severity.label(),
         probe.source_bucket,
         probe.destination_bucket,

@@ -226,7 +226,7 @@ async fn stuck_replication_pages_once_after_two_bad_probes_then_recovers() {
     let page = &world.notifier.pages()[0];
     assert_eq!(page.urgency, Urgency::Page);
     assert!(
-        page.subject().contains("STALLED src -> dst (rule dr)"),
+        page.subject() == "[CRITICAL] S3 canary STALLED: src -> dst (rule dr)",
         "{}",
         page.subject()
     );
