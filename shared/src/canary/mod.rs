@@ -586,7 +586,7 @@ where
                     errors = 0;
                     // Every few looks, ask the ledger whether S3 already reported the probe's
                     // replication as failed (replication-events records it within seconds).
-                    if probe.head_requests % FAILURE_CHECK_EVERY == 0 {
+                    if probe.head_requests.is_multiple_of(FAILURE_CHECK_EVERY) {
                         if let Ok(Some(reason)) = self.ledger.replication_failure(probe).await {
                             probe.last_miss_at = last_miss.map(|m| clock.wall(m));
                             failed(probe, &reason, clock.now());
