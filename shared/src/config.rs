@@ -258,6 +258,19 @@ impl CanaryConfig {
             },
             aws: AwsSettings::from_env(env)?,
         })
+        .and_then(|config: CanaryConfig| {
+            // Pending probes must outlive their deadline, or they expire unresolved.
+            let needed = config.canary.deadline
+                + Duration::from_std(config.canary.budget).unwrap_or_default();
+            if config.canary.ttl <= needed {
+                return Err(invalid(
+                    "REPLMON_LEDGER_TTL_DAYS",
+                    &config.canary.ttl.num_days().to_string(),
+                    "must be longer than REPLMON_CANARY_DEADLINE_SECONDS plus the budget",
+                ));
+            }
+            Ok(config)
+        })
     }
 }
 

@@ -44,6 +44,8 @@ pub struct InMemoryLedger {
     pub fail_records: AtomicUsize,
     /// The next N `confirm_page` calls fail.
     pub fail_confirms: AtomicUsize,
+    /// The next N canary health writes fail.
+    pub fail_health: AtomicUsize,
 }
 
 fn take_failure(counter: &AtomicUsize) -> bool {

@@ -38,7 +38,10 @@ fn probe(source: &str, destination: &str, key: &str, version: Option<String>) ->
         resolved_at: None,
         detail: None,
         source_status: None,
+        source_region: None,
         cleaned: false,
+        counted: false,
+        cleanup_attempts: 0,
     }
 }
 
@@ -95,7 +98,10 @@ async fn s3_store_reads_setup_and_facts_writes_heads_and_cleans_probes() {
         .await
         .unwrap();
     let setup = store
-        .replication(source)
+        .replication(BucketRef {
+            bucket: source,
+            region: None,
+        })
         .await
         .unwrap()
         .expect("configured");
@@ -106,7 +112,11 @@ async fn s3_store_reads_setup_and_facts_writes_heads_and_cleans_probes() {
     assert_eq!(read.destination_bucket, replica);
     assert!(read.metrics_enabled, "{read:?}");
     assert!(read.rtc_enabled, "{read:?}");
-    assert_eq!(store.replication(replica).await.unwrap(), None);
+    let replica_ref = BucketRef {
+        bucket: replica,
+        region: None,
+    };
+    assert_eq!(store.replication(replica_ref).await.unwrap(), None);
 
     stack
         .s3
@@ -278,6 +288,10 @@ async fn dynamodb_records_probes_health_runs_notices_and_reads_failures() {
         ProbeStatus::Arrived
     );
     pending.cleaned = true;
+    // Cleaned but not yet counted into the rule's health: still listed.
+    ledger.save_probe(&pending, later).await.unwrap();
+    assert_eq!(ledger.pending_probes(source).await.unwrap().len(), 1);
+    pending.counted = true;
     ledger.save_probe(&pending, later).await.unwrap();
     assert!(ledger.pending_probes(source).await.unwrap().is_empty());
     let records = stack.partition(&format!("PROBE#{source}")).await.unwrap();

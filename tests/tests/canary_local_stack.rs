@@ -333,8 +333,11 @@ impl OneBucketUnreachable<'_> {
 }
 
 impl ObjectStore for OneBucketUnreachable<'_> {
-    async fn replication(&self, bucket: &str) -> Result<Option<ReplicationSetup>, StoreError> {
-        self.pick(bucket).replication(bucket).await
+    async fn replication(
+        &self,
+        bucket: BucketRef<'_>,
+    ) -> Result<Option<ReplicationSetup>, StoreError> {
+        self.pick(bucket.bucket).replication(bucket).await
     }
     async fn facts(&self, bucket: &str, with: bool) -> Result<BucketFacts, StoreError> {
         self.pick(bucket).facts(bucket, with).await

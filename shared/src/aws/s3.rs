@@ -32,6 +32,8 @@ pub struct S3ObjectStore {
     sdk: SdkConfig,
     home: Client,
     regional: Mutex<HashMap<String, Client>>,
+    /// Bucket regions learned from HeadBucket, for calls that do not name one.
+    regions: Mutex<HashMap<String, String>>,
 }
 
 impl S3ObjectStore {
@@ -40,10 +42,25 @@ impl S3ObjectStore {
             home: client(sdk, None),
             sdk: sdk.clone(),
             regional: Mutex::new(HashMap::new()),
+            regions: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The client for a bucket's region (the function's own when unknown or the same).
+    /// The client for a bucket: its given region, else the one learned for it, else home.
+    fn client_for(&self, bucket: BucketRef<'_>) -> Client {
+        let learned = match bucket.region {
+            Some(_) => None,
+            None => self
+                .regions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(bucket.bucket)
+                .cloned(),
+        };
+        self.client(bucket.region.or(learned.as_deref()))
+    }
+
+    /// The client for a region (the function's own when unknown or the same).
     fn client(&self, region: Option<&str>) -> Client {
         let home = self.sdk.region().map(|r| r.as_ref());
         match region {
@@ -158,14 +175,13 @@ fn rule_from_sdk(rule: &aws_sdk_s3::types::ReplicationRule) -> ReplicationRule {
 }
 
 impl ObjectStore for S3ObjectStore {
-    async fn replication(&self, bucket: &str) -> Result<Option<ReplicationSetup>, StoreError> {
-        match self
-            .home
-            .get_bucket_replication()
-            .bucket(bucket)
-            .send()
-            .await
-        {
+    async fn replication(
+        &self,
+        bucket: BucketRef<'_>,
+    ) -> Result<Option<ReplicationSetup>, StoreError> {
+        let client = self.client_for(bucket);
+        let bucket = bucket.bucket;
+        match client.get_bucket_replication().bucket(bucket).send().await {
             Ok(out) => Ok(out
                 .replication_configuration
                 .map(|config| ReplicationSetup {
@@ -196,6 +212,12 @@ impl ObjectStore for S3ObjectStore {
                 }
             }
         };
+        if let Some(region) = &region {
+            self.regions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(bucket.to_owned(), region.clone());
+        }
         let client = self.client(region.as_deref());
         let versioning = match client.get_bucket_versioning().bucket(bucket).send().await {
             Ok(out) => match out.status {
@@ -266,7 +288,7 @@ impl ObjectStore for S3ObjectStore {
         object: ProbeObject<'_>,
     ) -> Result<Option<String>, StoreError> {
         let mut request = self
-            .client(bucket.region)
+            .client_for(bucket)
             .put_object()
             .bucket(bucket.bucket)
             .key(object.key)
@@ -312,7 +334,7 @@ impl ObjectStore for S3ObjectStore {
         version_id: Option<&str>,
     ) -> Result<Option<ObjectFacts>, StoreError> {
         let result = self
-            .client(bucket.region)
+            .client_for(bucket)
             .head_object()
             .bucket(bucket.bucket)
             .key(key)
@@ -334,7 +356,7 @@ impl ObjectStore for S3ObjectStore {
         bucket: BucketRef<'_>,
         key: &str,
     ) -> Result<u32, StoreError> {
-        let client = self.client(bucket.region);
+        let client = self.client_for(bucket);
         let mut versions: Vec<Option<String>> = Vec::new();
         let (mut key_marker, mut version_marker) = (None, None);
         loop {

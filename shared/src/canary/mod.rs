@@ -200,6 +200,15 @@ type HealthKey = (String, String);
 /// The bucket-level pseudo rule: the replication configuration itself could not be read.
 const CONFIGURATION_RULE: &str = "*";
 
+/// Pending probes one run looks at, at most.
+const MAX_RECHECKS_PER_RUN: usize = 200;
+
+/// A probe younger than the budget plus this may belong to a run still polling it.
+const OVERLAP_MARGIN_SECONDS: i64 = 60;
+
+/// Cleanup attempts (one per run) before a probe's leftovers are reported and abandoned.
+const MAX_CLEANUP_ATTEMPTS: u32 = 5;
+
 pub struct Canary<S, L, N, M, C> {
     store: S,
     ledger: L,
@@ -288,85 +297,80 @@ where
             bucket: bucket.to_owned(),
             ..Default::default()
         };
-        let (setup, pending) = futures::join!(
-            self.store.replication(bucket),
-            self.ledger.pending_probes(bucket)
+        // The run is claimed first: a redelivered schedule (same run ID) neither probes nor
+        // counts anything twice; it only looks at probes from earlier runs.
+        let (claimed, pending, source) = futures::join!(
+            self.ledger
+                .claim_run(bucket, run_id, clock.wall_start + chrono::Duration::days(2)),
+            self.ledger.pending_probes(bucket),
+            self.store.facts(bucket, true)
         );
-        let pending = pending.unwrap_or_else(|e| {
+        let claimed = claimed.unwrap_or_else(|e| {
             report.errors.push(e.to_string());
-            Vec::new()
+            false
         });
+        report.repeated_run = !claimed;
+        let pending = self.pending_to_recheck(
+            pending.unwrap_or_else(|e| {
+                report.errors.push(e.to_string());
+                Vec::new()
+            }),
+            clock,
+        );
+        let source = source.map_err(|e| report.problems.push(e.to_string())).ok();
+        let source_region = source.as_ref().and_then(|f| f.region.clone());
+        let setup = self
+            .store
+            .replication(BucketRef {
+                bucket,
+                region: source_region.as_deref(),
+            })
+            .await;
+        let check = |error: Option<&StoreError>| {
+            claimed.then(|| self.configuration_check(bucket, run_id, clock, error))
+        };
         let setup = match setup {
             Ok(setup) => setup,
             Err(error) => {
                 // Without the configuration nothing new can be probed; earlier probes still can.
                 report.problems.push(error.to_string());
-                let check = self.configuration_check(bucket, run_id, clock, Some(&error));
+                let checks = check(Some(&error)).into_iter().collect();
                 let rechecked = self.recheck_all(pending, clock).await;
-                self.finish(bucket, None, rechecked, vec![check], clock, &mut report)
+                self.finish(bucket, None, rechecked, checks, clock, &mut report)
                     .await;
                 return report;
             }
         };
-        let configuration_ok = self.configuration_check(bucket, run_id, clock, None);
+        let checks: Vec<ProbeRecord> = check(None).into_iter().collect();
         let enabled: Vec<&ReplicationRule> = setup
             .as_ref()
             .map(|s| s.enabled_rules().collect())
             .unwrap_or_default();
-
-        let (source, destinations) = futures::join!(
-            self.store.facts(bucket, true),
-            join_all(
-                enabled
-                    .iter()
-                    .map(|rule| self.store.facts(&rule.destination_bucket, false))
-            )
-        );
-        let source = match source {
-            Ok(facts) => {
-                self.notify_findings(
-                    bucket,
-                    &facts,
-                    setup.as_ref(),
-                    &destinations,
-                    clock,
-                    &mut report,
-                )
-                .await;
-                facts
-            }
-            Err(e) => {
-                // The audit needs the source's facts; the probes do not.
-                report.problems.push(e.to_string());
-                BucketFacts::default()
-            }
-        };
-        let Some(setup) = setup.as_ref() else {
-            let rechecked = self.recheck_all(pending, clock).await;
-            self.finish(
+        let destinations = join_all(
+            enabled
+                .iter()
+                .map(|rule| self.store.facts(&rule.destination_bucket, false)),
+        )
+        .await;
+        // The audit needs the source's facts; the probes do not.
+        if let Some(facts) = &source {
+            self.notify_findings(
                 bucket,
-                None,
-                rechecked,
-                vec![configuration_ok],
+                facts,
+                setup.as_ref(),
+                &destinations,
                 clock,
                 &mut report,
             )
             .await;
+        }
+        let Some(setup) = setup.as_ref() else {
+            let rechecked = self.recheck_all(pending, clock).await;
+            self.finish(bucket, None, rechecked, checks, clock, &mut report)
+                .await;
             return report;
         };
-
-        let claimed = match self
-            .ledger
-            .claim_run(bucket, run_id, clock.wall_start + chrono::Duration::days(2))
-            .await
-        {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                report.errors.push(e.to_string());
-                false
-            }
-        };
-        report.repeated_run = !claimed;
+        let source = source.unwrap_or_default();
         let new_probes = async {
             if !claimed {
                 return Vec::new();
@@ -384,16 +388,26 @@ where
             probes.push((probe, false));
         }
         probes.extend(rechecked);
-        self.finish(
-            bucket,
-            Some(setup),
-            probes,
-            vec![configuration_ok],
-            clock,
-            &mut report,
-        )
-        .await;
+        self.finish(bucket, Some(setup), probes, checks, clock, &mut report)
+            .await;
         report
+    }
+
+    /// Pending probes this run looks at: not those a run still in progress wrote (it owns them
+    /// until its budget ends), and at most [`MAX_RECHECKS_PER_RUN`], oldest first, so a backlog
+    /// (cleanup denied for weeks) cannot make a run outlast its timeout.
+    fn pending_to_recheck(
+        &self,
+        mut pending: Vec<ProbeRecord>,
+        clock: &RunClock,
+    ) -> Vec<ProbeRecord> {
+        let owned_until = clock.wall_start
+            - chrono::Duration::from_std(self.settings.budget).unwrap_or_default()
+            - chrono::Duration::seconds(OVERLAP_MARGIN_SECONDS);
+        pending.retain(|p| p.put_at < owned_until);
+        pending.sort_by_key(|p| p.put_at);
+        pending.truncate(MAX_RECHECKS_PER_RUN);
+        pending
     }
 
     /// Count the configuration read as a probe of the bucket-level pseudo rule, so an unreadable
@@ -429,7 +443,10 @@ where
             resolved_at: Some(now),
             detail: error.map(|e| format!("reading the replication configuration: {e}")),
             source_status: None,
+            source_region: None,
             cleaned: true,
+            counted: false,
+            cleanup_attempts: 0,
         }
     }
 
@@ -524,13 +541,16 @@ where
             resolved_at: None,
             detail: None,
             source_status: None,
+            source_region: source.region.clone(),
             cleaned: false,
+            counted: false,
+            cleanup_attempts: 0,
         };
         match put {
             Ok(version) => probe.version_id = version,
             Err(error) => {
-                // Nothing was written, so there is nothing to clean up or to wait for.
-                probe.cleaned = true;
+                // Refused: nothing was written. No answer: it may have been, so clean up.
+                probe.cleaned = !matches!(error, StoreError::Unreachable { .. });
                 probe.resolve(
                     ProbeStatus::Unverifiable,
                     put_at,
@@ -607,15 +627,23 @@ where
         // Given up after errors in a row, or not one answer in the whole budget.
         let unreadable = errors >= ERRORS_TO_GIVE_UP || (errors > 0 && last_miss.is_none());
         match last_error.filter(|_| unreadable) {
-            Some(error) => {
-                probe.resolve(
-                    ProbeStatus::Unverifiable,
-                    clock.now(),
-                    Some(format!("the destination cannot be read: {error}")),
-                );
-            }
+            Some(error) => self.cannot_verify(probe, &error, clock).await,
             _ => self.unarrived(probe, clock).await,
         }
+    }
+
+    /// The destination cannot be read: unless S3 reported the replication as failed (which says
+    /// more), the probe cannot be verified.
+    async fn cannot_verify(&self, probe: &mut ProbeRecord, error: &StoreError, clock: &RunClock) {
+        if let Ok(Some(reason)) = self.ledger.replication_failure(probe).await {
+            failed(probe, &reason, clock.now());
+            return;
+        }
+        probe.resolve(
+            ProbeStatus::Unverifiable,
+            clock.now(),
+            Some(format!("the destination cannot be read: {error}")),
+        );
     }
 
     fn arrived(&self, probe: &mut ProbeRecord, bounds: LatencyBounds, at: DateTime<Utc>) {
@@ -634,14 +662,8 @@ where
     async fn unarrived(&self, probe: &mut ProbeRecord, clock: &RunClock) {
         let (failure, source) = futures::join!(
             self.ledger.replication_failure(probe),
-            self.store.head(
-                BucketRef {
-                    bucket: &probe.source_bucket,
-                    region: None,
-                },
-                &probe.key,
-                probe.version_id.as_deref(),
-            )
+            self.store
+                .head(source_ref(probe), &probe.key, probe.version_id.as_deref(),)
         );
         let now = clock.now();
         if let Ok(Some(reason)) = failure {
@@ -686,7 +708,7 @@ where
     /// One look at a probe from an earlier run.
     async fn recheck(&self, mut probe: ProbeRecord, clock: &RunClock) -> ProbeRecord {
         if probe.status != ProbeStatus::Pending {
-            return probe; // resolved earlier, only its cleanup is left
+            return probe; // resolved earlier: only its cleanup or its counting is left
         }
         let sent = Instant::now();
         probe.head_requests += 1;
@@ -707,17 +729,17 @@ where
                 probe.last_miss_at = Some(clock.wall(sent));
                 self.unarrived(&mut probe, clock).await;
             }
-            Err(error) if answered >= probe.deadline => probe.resolve(
-                ProbeStatus::Unverifiable,
-                answered,
-                Some(format!("the destination cannot be read: {error}")),
-            ),
+            Err(error) if answered >= probe.deadline => {
+                self.cannot_verify(&mut probe, &error, clock).await;
+            }
             Err(_) => {} // still time: the next run looks again
         }
         probe
     }
 
-    /// Record, measure, clean up and count every probe of the run, then send what is owed.
+    /// Measure, clean up and count every probe of the run, send what health owes, then record
+    /// the probes. A probe stays in the pending partition until it is resolved, cleaned up and
+    /// counted, so a failed health write loses no outcome: the next run counts it.
     async fn finish(
         &self,
         bucket: &str,
@@ -727,13 +749,19 @@ where
         clock: &RunClock,
         report: &mut BucketReport,
     ) {
+        let (probes, carried): (Vec<ProbeRecord>, Vec<bool>) = probes.into_iter().unzip();
         let settled = join_all(
             probes
                 .into_iter()
-                .map(|(probe, carried)| self.settle(probe, carried, setup, clock)),
+                .map(|probe| self.settle(probe, setup, clock)),
         )
         .await;
-        let mut by_rule: BTreeMap<HealthKey, Vec<ProbeRecord>> = BTreeMap::new();
+        let mut probes: Vec<ProbeRecord> = Vec::with_capacity(settled.len());
+        for (probe, problem) in settled {
+            report.problems.extend(problem);
+            probes.push(probe);
+        }
+        let mut by_rule: BTreeMap<HealthKey, Vec<usize>> = BTreeMap::new();
         if let Some(setup) = setup {
             // Every rule's health is visited each run, so pages a failed publish left owed go out.
             for rule in setup.enabled_rules() {
@@ -742,70 +770,108 @@ where
                     .or_default();
             }
         }
-        for (probe, carried, problems, errors) in settled {
-            report.probes.push(ProbeSummary::of(&probe, carried));
-            report.problems.extend(problems);
-            report.errors.extend(errors);
-            if probe.status != ProbeStatus::Pending {
+        for (i, probe) in probes.iter().enumerate() {
+            if probe.status != ProbeStatus::Pending && !probe.counted {
                 by_rule
                     .entry((probe.destination_bucket.clone(), probe.rule_id.clone()))
                     .or_default()
-                    .push(probe);
+                    .push(i);
             }
         }
-        for check in checks {
-            let key = (check.destination_bucket.clone(), check.rule_id.clone());
-            by_rule.entry(key).or_default().push(check);
+        for check in &checks {
+            by_rule
+                .entry((check.destination_bucket.clone(), check.rule_id.clone()))
+                .or_default();
         }
-        for ((destination, rule_id), mut probes) in by_rule {
-            probes.sort_by_key(|p| p.put_at);
-            self.update_health(bucket, &destination, &rule_id, &probes, clock, report)
+        for ((destination, rule_id), indices) in by_rule {
+            let mut group: Vec<&ProbeRecord> = indices.iter().map(|&i| &probes[i]).collect();
+            group.extend(
+                checks
+                    .iter()
+                    .filter(|c| c.destination_bucket == destination && c.rule_id == rule_id),
+            );
+            group.sort_by_key(|p| p.put_at);
+            let counted = self
+                .update_health(bucket, &destination, &rule_id, &group, clock, report)
                 .await;
+            if counted {
+                for i in indices {
+                    probes[i].counted = true;
+                }
+            }
+        }
+        let saved = join_all(probes.iter().map(|probe| {
+            self.ledger
+                .save_probe(probe, probe.put_at + self.settings.ttl)
+        }))
+        .await;
+        for error in saved.into_iter().filter_map(Result::err) {
+            report.errors.push(error.to_string());
+        }
+        for (probe, carried_over) in probes.iter().zip(carried) {
+            report.probes.push(ProbeSummary::of(probe, carried_over));
         }
     }
 
-    /// Clean up a resolved probe, emit its metric and save it.
+    /// Emit the metric of a probe resolved in this run, and clean up a resolved probe.
     async fn settle(
         &self,
         mut probe: ProbeRecord,
-        carried: bool,
         setup: Option<&ReplicationSetup>,
         clock: &RunClock,
-    ) -> (ProbeRecord, bool, Vec<String>, Option<String>) {
-        let mut problems = Vec::new();
-        let newly_resolved = probe.status != ProbeStatus::Pending && !probe.cleaned;
-        if newly_resolved && (!carried || probe.resolved_at >= Some(clock.wall_start)) {
+    ) -> (ProbeRecord, Option<String>) {
+        if probe.status != ProbeStatus::Pending && probe.resolved_at >= Some(clock.wall_start) {
             self.metrics.record(&ProbeMeasurement {
                 source_bucket: &probe.source_bucket,
                 destination_bucket: &probe.destination_bucket,
                 rule_id: &probe.rule_id,
-                at: probe.put_at,
+                at: probe.resolved_at.unwrap_or(probe.put_at),
                 success: probe.status == ProbeStatus::Arrived,
                 latency_seconds: probe.latency_ms.map(|ms| ms as f64 / 1000.0),
                 uncertainty_seconds: probe.bounds().map(|b| b.uncertainty_ms() as f64 / 1000.0),
             });
         }
-        if newly_resolved {
-            match self.clean_up(&probe, setup).await {
-                Ok(()) => probe.cleaned = true,
-                Err(e) => problems.push(format!("cleaning up probe {}: {e}", probe.key)),
-            }
+        if probe.status == ProbeStatus::Pending || probe.cleaned {
+            return (probe, None);
         }
-        let error = self
-            .ledger
-            .save_probe(&probe, probe.put_at + self.settings.ttl)
-            .await
-            .err()
-            .map(|e| e.to_string());
-        (probe, carried, problems, error)
+        let problem = match self.clean_up(&probe, setup, clock).await {
+            Ok(true) => {
+                probe.cleaned = true;
+                None
+            }
+            Ok(false) => None, // still on its way to another destination: next run
+            Err(error) => {
+                probe.cleanup_attempts += 1;
+                if probe.cleanup_attempts >= MAX_CLEANUP_ATTEMPTS {
+                    // Given up, reported; the record says what was left where.
+                    probe.cleaned = true;
+                    probe.detail = Some(format!(
+                        "{}cleanup abandoned after {} attempts: {error}",
+                        probe
+                            .detail
+                            .as_deref()
+                            .map(|d| format!("{d}; "))
+                            .unwrap_or_default(),
+                        probe.cleanup_attempts
+                    ));
+                    Some(format!("probe {} left in place: {error}", probe.key))
+                } else {
+                    Some(format!("cleaning up probe {}: {error}", probe.key))
+                }
+            }
+        };
+        (probe, problem)
     }
 
     /// Delete the probe's versions from the source and every destination it may have reached.
+    /// `Ok(false)`: not yet, because the probe key also replicates to other destinations where
+    /// it has not arrived (deleting the source now would fail that replication).
     async fn clean_up(
         &self,
         probe: &ProbeRecord,
         setup: Option<&ReplicationSetup>,
-    ) -> Result<(), StoreError> {
+        clock: &RunClock,
+    ) -> Result<bool, StoreError> {
         if !self.settings.segment.owns(&probe.key) {
             // A record that does not name one of our keys is never acted on.
             return Err(StoreError::Refused {
@@ -818,28 +884,36 @@ where
             .and_then(|s| s.rules.iter().find(|r| r.id == probe.rule_id))
             .map(|r| r.filter.tags.clone())
             .unwrap_or_default();
-        let mut destinations: Vec<BucketRef<'_>> = vec![destination_ref(probe)];
-        if let Some(setup) = setup {
-            for other in setup.destinations_for(&probe.key, &tags) {
-                if other != probe.destination_bucket {
-                    destinations.push(BucketRef {
-                        bucket: other,
-                        region: None,
-                    });
-                }
+        let others: Vec<BucketRef<'_>> = setup
+            .map(|s| s.destinations_for(&probe.key, &tags))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|other| *other != probe.destination_bucket)
+            .map(|bucket| BucketRef {
+                bucket,
+                region: None,
+            })
+            .collect();
+        if !others.is_empty() && clock.now() < probe.deadline {
+            let arrived = join_all(
+                others
+                    .iter()
+                    .map(|other| self.store.head(*other, &probe.key, None)),
+            )
+            .await;
+            if !arrived.iter().all(|r| matches!(r, Ok(Some(_)))) {
+                return Ok(false);
             }
         }
-        let source = BucketRef {
-            bucket: &probe.source_bucket,
-            region: None,
-        };
         let results = join_all(
-            std::iter::once(source)
-                .chain(destinations)
+            [source_ref(probe), destination_ref(probe)]
+                .into_iter()
+                .chain(others)
                 .map(|bucket| self.store.delete_all_versions(bucket, &probe.key)),
         )
         .await;
-        results.into_iter().try_for_each(|r| r.map(|_| ()))
+        results.into_iter().try_for_each(|r| r.map(|_| ()))?;
+        Ok(true)
     }
 
     /// Count the probes of one rule and destination into its health (optimistically, retrying
@@ -849,10 +923,10 @@ where
         bucket: &str,
         destination: &str,
         rule_id: &str,
-        probes: &[ProbeRecord],
+        probes: &[&ProbeRecord],
         clock: &RunClock,
         report: &mut BucketReport,
-    ) {
+    ) -> bool {
         const ATTEMPTS: u32 = 4;
         let limit = self.settings.bad_probes_to_page;
         let expires_at = clock.wall_start + self.settings.ttl;
@@ -862,7 +936,7 @@ where
                 Ok(None) => (None, None),
                 Err(e) => {
                     report.errors.push(e.to_string());
-                    return;
+                    return false;
                 }
             };
             let mut health = stored
@@ -890,16 +964,17 @@ where
                     Ok(false) => continue, // another run counted first: read again
                     Err(e) => {
                         report.errors.push(e.to_string());
-                        return;
+                        return false;
                     }
                 }
             };
             self.send_owed(health, revision, expires_at, report).await;
-            return;
+            return true;
         }
         report.errors.push(format!(
             "ledger: health of {bucket} -> {destination} (rule {rule_id}) kept changing under this run"
         ));
+        false
     }
 
     async fn send_owed(
@@ -944,6 +1019,13 @@ fn failed(probe: &mut ProbeRecord, reason: &str, at: DateTime<Utc>) {
         at,
         Some(format!("S3 reported failureReason {reason}: {meaning}")),
     );
+}
+
+fn source_ref(probe: &ProbeRecord) -> BucketRef<'_> {
+    BucketRef {
+        bucket: &probe.source_bucket,
+        region: probe.source_region.as_deref(),
+    }
 }
 
 fn destination_ref(probe: &ProbeRecord) -> BucketRef<'_> {

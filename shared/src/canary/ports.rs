@@ -121,7 +121,7 @@ pub trait ObjectStore: Send + Sync {
     /// The replication configuration; `None` when the bucket has none.
     fn replication(
         &self,
-        bucket: &str,
+        bucket: BucketRef<'_>,
     ) -> impl Future<Output = Result<Option<ReplicationSetup>, StoreError>> + Send;
 
     /// Region, versioning, default encryption and notification set-up. `with_notifications`
@@ -241,7 +241,7 @@ pub trait ProbeMetrics: Send + Sync {
 impl<T: ObjectStore> ObjectStore for &T {
     fn replication(
         &self,
-        bucket: &str,
+        bucket: BucketRef<'_>,
     ) -> impl Future<Output = Result<Option<ReplicationSetup>, StoreError>> + Send {
         (**self).replication(bucket)
     }

@@ -98,9 +98,18 @@ pub struct ProbeRecord {
     /// The source object's `ReplicationStatus` at the last look.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_status: Option<String>,
-    /// The probe's versions are deleted from the source and every destination.
+    /// The source bucket's region when known (its own client reads it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_region: Option<String>,
+    /// The probe's versions are deleted from the source and every destination (or cleanup was
+    /// abandoned after repeated failures, said in `detail`).
     #[serde(default)]
     pub cleaned: bool,
+    /// The outcome is counted into the rule's health.
+    #[serde(default)]
+    pub counted: bool,
+    #[serde(default)]
+    pub cleanup_attempts: u32,
 }
 
 impl ProbeRecord {
@@ -219,10 +228,20 @@ impl RuleHealth {
             self.last_probe_at = Some(probe.put_at);
         }
         if probe.status.is_bad() {
-            self.consecutive_bad += 1;
+            // An older probe resolving late says nothing about the streak a newer one ended.
+            if newest || self.consecutive_bad > 0 {
+                self.consecutive_bad += 1;
+            }
             let due = self.consecutive_bad >= bad_probes_to_page || probe.status.pages_at_once();
-            if self.incident_opened_at.is_none() && due {
-                self.incident_opened_at = probe.resolved_at.or(Some(probe.put_at));
+            let worse = self
+                .incident_cause
+                .is_some_and(|cause| probe.status.severity() > cause.severity());
+            if (self.incident_opened_at.is_none() && due) || worse {
+                // Opens an incident, or escalates an open one (slow, then failing).
+                self.incident_opened_at = self
+                    .incident_opened_at
+                    .or(probe.resolved_at)
+                    .or(Some(probe.put_at));
                 self.incident_cause = Some(probe.status);
                 return Some(HealthChange::Opened);
             }
@@ -265,8 +284,28 @@ mod tests {
             resolved_at: Some(put_at + Duration::seconds(30)),
             detail: None,
             source_status: None,
+            source_region: None,
             cleaned: true,
+            counted: false,
+            cleanup_attempts: 0,
         }
+    }
+
+    #[test]
+    fn an_open_incident_escalates_once_when_it_gets_worse() {
+        let mut health = RuleHealth::new("src", "dst", "r");
+        health.count(&probe(0, ProbeStatus::Slow), 2);
+        assert_eq!(
+            health.count(&probe(1, ProbeStatus::Slow), 2),
+            Some(HealthChange::Opened)
+        );
+        assert_eq!(
+            health.count(&probe(2, ProbeStatus::Missing), 2),
+            Some(HealthChange::Opened)
+        );
+        assert_eq!(health.incident_cause, Some(ProbeStatus::Missing));
+        assert_eq!(health.count(&probe(3, ProbeStatus::Slow), 2), None);
+        assert_eq!(health.count(&probe(4, ProbeStatus::Failed), 2), None);
     }
 
     #[test]

@@ -114,8 +114,10 @@ impl CanarySegment {
     }
 }
 
-/// Rule IDs and run IDs are free text; keys keep them readable and safe in any tool.
+/// Rule IDs and run IDs are free text; keys keep them readable and safe in any tool. Text that
+/// had to be changed gets a short hash of the original, so two IDs never share a key.
 fn key_part(text: &str) -> String {
+    const MAX: usize = 100;
     let cleaned: String = text
         .chars()
         .map(|c| {
@@ -125,12 +127,18 @@ fn key_part(text: &str) -> String {
                 '-'
             }
         })
-        .take(100)
+        .take(MAX)
         .collect();
+    if !cleaned.is_empty() && cleaned == text {
+        return cleaned;
+    }
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(text.as_bytes());
+    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
     if cleaned.is_empty() {
-        "unnamed".into()
+        format!("unnamed-{hash}")
     } else {
-        cleaned
+        format!("{cleaned}-{hash}")
     }
 }
 
@@ -176,8 +184,26 @@ mod tests {
             let tags: Vec<(String, String)> = rule.filter.tags.clone();
             assert!(rule.filter.matches(&key, &tags), "{key}");
             assert!(segment.owns(&key), "{key}");
-            assert!(key.ends_with("replmon-canary/r-1/run-42"), "{key}");
+            assert!(key.contains("replmon-canary/r-1-"), "{key}");
+            assert!(key.contains("/run-42-"), "{key}");
         }
+    }
+
+    #[test]
+    fn ids_that_differ_only_in_cleaned_characters_get_different_keys() {
+        let segment = CanarySegment::new("replmon-canary/").unwrap();
+        let a = segment.probe_key(&rule("dr/a", "", &[]), "run");
+        let b = segment.probe_key(&rule("dr:a", "", &[]), "run");
+        assert_ne!(a, b);
+        let long = "x".repeat(150);
+        let c = segment.probe_key(&rule(&format!("{long}1"), "", &[]), "run");
+        let d = segment.probe_key(&rule(&format!("{long}2"), "", &[]), "run");
+        assert_ne!(c, d);
+        // Clean IDs stay as they are.
+        assert_eq!(
+            segment.probe_key(&rule("dr", "", &[]), "run-1"),
+            "replmon-canary/dr/run-1"
+        );
     }
 
     #[test]

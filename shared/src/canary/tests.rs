@@ -476,3 +476,100 @@ fn triggers() {
     ));
     assert!(Trigger::parse("not json", "req").is_err());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_outcome_whose_health_write_failed_is_counted_by_the_next_run() {
+    let world = World::new();
+    world.s3.set_arrival("dst", Arrival::Fails);
+    // Both health writes of the run fail: the bucket's configuration check, then the rule's.
+    world.ledger.fail_health.store(2, Ordering::SeqCst);
+    let error = world.run("run-1").await.unwrap_err();
+    assert!(error.to_string().contains("canary health"), "{error}");
+    assert!(world.pages().is_empty());
+    let pending = world.ledger.pending_probes("src").await.unwrap();
+    assert_eq!(pending.len(), 1, "kept until counted");
+    assert_eq!(pending[0].status, ProbeStatus::Failed);
+    assert!(!pending[0].counted);
+    // A retry of the same run (Lambda's, later) counts it: one page; the next run's failure is
+    // part of the same open incident.
+    world.wait(200).await;
+    let retry = world.run("run-1").await.unwrap();
+    assert!(retry.buckets[0].repeated_run);
+    assert_eq!(world.page_kinds(), ["canary-failed"]);
+    world.run("run-2").await.unwrap();
+    assert_eq!(world.page_kinds(), ["canary-failed"]);
+    assert!(world.ledger.pending_probes("src").await.unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn cleanup_denied_forever_is_abandoned_and_never_recounted() {
+    let world = World::new();
+    world.s3.deny_deletes("dst");
+    for run in 1..=8 {
+        let report = world.run(&format!("run-{run}")).await.unwrap();
+        assert!(report.buckets[0]
+            .problems
+            .iter()
+            .all(|p| p.contains("probe")));
+        world.wait(300).await;
+    }
+    // Every probe arrived on time: nothing bad was counted, however often it was retried.
+    let health = world.ledger.rule_health("src", "dst", "dr").unwrap();
+    assert_eq!(health.consecutive_bad, 0);
+    assert!(world.pages().is_empty());
+    // After five attempts a probe is given up (and says so); the backlog stays bounded.
+    let records = world.ledger.probes();
+    let first = records.iter().find(|p| p.run_id == "run-1").unwrap();
+    assert!(first.cleaned && first.counted);
+    assert!(first
+        .detail
+        .as_deref()
+        .unwrap_or("")
+        .contains("cleanup abandoned after 5 attempts"));
+    assert!(world.ledger.pending_probes("src").await.unwrap().len() <= 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn overlapping_runs_leave_each_other_s_probes_alone() {
+    let world = World::new();
+    world
+        .s3
+        .set_arrival("dst", Arrival::After(Duration::from_secs(100)));
+    let (a, b) = futures::join!(world.run("run-a"), world.run("run-b"));
+    for report in [a.unwrap(), b.unwrap()] {
+        assert_eq!(
+            probes(&report),
+            [(ProbeStatus::Pending, false)],
+            "{report:#?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_is_not_deleted_while_it_is_still_on_its_way_to_another_destination() {
+    let world = World::new();
+    // Two rules select every key: a probe written for one also replicates to the other.
+    world.s3.add_bucket(
+        "src",
+        Some(ReplicationSetup {
+            role: "role".into(),
+            rules: vec![rule("dr", "dst"), rule("dr2", "dst2")],
+        }),
+    );
+    world.s3.add_bucket("dst2", None);
+    world
+        .s3
+        .set_arrival("dst2", Arrival::After(Duration::from_secs(100)));
+    world.run("run-1").await.unwrap();
+    let key = "replmon-canary/dr/run-1";
+    assert!(world.s3.keys("src").contains(&key.to_owned()), "deferred");
+    world.wait(120).await;
+    world.run("run-2").await.unwrap();
+    for bucket in ["src", "dst", "dst2"] {
+        assert!(
+            !world.s3.keys(bucket).contains(&key.to_owned()),
+            "{bucket}: {:?}",
+            world.s3.keys(bucket)
+        );
+    }
+}

@@ -51,7 +51,7 @@ impl CanaryStore for InMemoryLedger {
         }
         let mut state = self.lock();
         let key = (probe.source_bucket.clone(), probe.id());
-        if probe.status == ProbeStatus::Pending || !probe.cleaned {
+        if probe.status == ProbeStatus::Pending || !probe.cleaned || !probe.counted {
             state.canary.pending.insert(key.clone(), probe.clone());
         } else {
             state.canary.pending.remove(&key);
@@ -95,6 +95,9 @@ impl CanaryStore for InMemoryLedger {
         expected: Option<u64>,
         _expires_at: DateTime<Utc>,
     ) -> Result<bool, LedgerError> {
+        if take_failure(&self.fail_health) {
+            return Err(unavailable("write canary health"));
+        }
         let mut state = self.lock();
         let key = (
             health.source_bucket.clone(),
@@ -221,6 +224,8 @@ struct S3State {
     arrivals: HashMap<String, Arrival>,
     /// Buckets whose every call fails with this error.
     broken: HashMap<String, StoreError>,
+    /// Buckets where deletes are denied (Object Lock, a bucket policy).
+    undeletable: std::collections::HashSet<String>,
     heads: HashMap<String, usize>,
     puts: Vec<ProbePut>,
     next_version: u64,
@@ -274,6 +279,11 @@ impl FakeS3 {
         };
     }
 
+    /// Deletes in this bucket are denied from now on.
+    pub fn deny_deletes(&self, bucket: &str) {
+        self.lock().undeletable.insert(bucket.into());
+    }
+
     /// HEAD requests sent to a bucket.
     pub fn heads(&self, bucket: &str) -> usize {
         self.lock().heads.get(bucket).copied().unwrap_or(0)
@@ -321,7 +331,11 @@ impl FakeS3 {
 }
 
 impl ObjectStore for FakeS3 {
-    async fn replication(&self, bucket: &str) -> Result<Option<ReplicationSetup>, StoreError> {
+    async fn replication(
+        &self,
+        bucket: BucketRef<'_>,
+    ) -> Result<Option<ReplicationSetup>, StoreError> {
+        let bucket = bucket.bucket;
         if take_failure(&self.fail_replication_reads) {
             return Err(StoreError::Unreachable {
                 operation: "GetBucketReplication",
@@ -474,6 +488,13 @@ impl ObjectStore for FakeS3 {
         key: &str,
     ) -> Result<u32, StoreError> {
         self.check(bucket.bucket)?;
+        if self.lock().undeletable.contains(bucket.bucket) {
+            return Err(StoreError::Denied {
+                operation: "DeleteObject",
+                bucket: bucket.bucket.into(),
+                detail: "AccessDenied (object lock)".into(),
+            });
+        }
         let removed = self
             .lock()
             .objects

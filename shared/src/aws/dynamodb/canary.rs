@@ -155,7 +155,7 @@ impl CanaryStore for DynamoDbLedger {
             .map_err(|e| sdk_error("save probe", &e))?;
         // The probe record first: a crash between the two writes leaves a pending copy that the
         // next run settles again (idempotently), never a lost probe.
-        if probe.status == ProbeStatus::Pending || !probe.cleaned {
+        if probe.status == ProbeStatus::Pending || !probe.cleaned || !probe.counted {
             let item = record_item(probe, (pending_pk, sk), "probe-pending", extra())?;
             self.client
                 .put_item()
@@ -193,7 +193,11 @@ impl CanaryStore for DynamoDbLedger {
                 .await
                 .map_err(|e| sdk_error("read pending probes", &e))?;
             for item in out.items() {
-                probes.push(record_from_item(item)?);
+                // One unreadable item must not stop every other probe from being checked.
+                match record_from_item(item) {
+                    Ok(probe) => probes.push(probe),
+                    Err(error) => tracing::warn!(%error, "skipping an unreadable pending probe"),
+                }
             }
             match out.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
