@@ -255,6 +255,7 @@ impl CanaryConfig {
                     30 * 86_400,
                 )?,
                 ttl: Duration::days(number(env, "REPLMON_LEDGER_TTL_DAYS", 90, 1, 3650)? as i64),
+                overlap_margin: Duration::seconds(60),
             },
             aws: AwsSettings::from_env(env)?,
         })

@@ -551,10 +551,18 @@ pub struct Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        // watch runs the function as a child; end the whole process group.
-        let _ = Command::new("kill")
-            .args(["-TERM", &format!("-{}", self.child.id())])
-            .status();
+        // watch runs the function as a child; end the whole process group (the watch leads its
+        // own session, so its group ID is its PID). Signalled directly: procps `kill -TERM -PID`
+        // reads "-PID" as a signal number and signals process group <first digit of PID> instead
+        // (group 1 means every process: that took down whole test runs).
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            if pid > 1 {
+                // SAFETY: kill has no memory effects; a negative PID names the process group.
+                unsafe {
+                    libc::kill(-pid, libc::SIGTERM);
+                }
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -38,7 +38,7 @@ async fn canary_under_cargo_lambda_watch() {
     let source = stack.names.source_bucket.clone();
     let mut env = stack.function_env(&moto.endpoint());
     for (name, value) in [
-        ("REPLMON_CANARY_BUDGET_SECONDS", "6"),
+        ("REPLMON_CANARY_BUDGET_SECONDS", "10"),
         ("REPLMON_CANARY_DEADLINE_SECONDS", "30"),
         ("REPLMON_CANARY_LATENCY_THRESHOLD_SECONDS", "20"),
     ] {
@@ -58,6 +58,11 @@ async fn canary_under_cargo_lambda_watch() {
         },
     )
     .await;
+
+    // replication-events receives the simulator's failure events: start it now (watch starts
+    // a function on its first invocation) with S3's test event, which it only acknowledges.
+    let warm = invoke(watch.port, "replication-events", "sqs/test-event.json").unwrap();
+    assert!(warm.success, "{}{}", warm.stdout, warm.stderr);
 
     // A scheduled run: the probe arrives, is timed, recorded and cleaned up.
     let run = invoke(watch.port, "canary", "canary/scheduled-event.json").unwrap();

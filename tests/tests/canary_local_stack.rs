@@ -38,6 +38,8 @@ fn settings() -> CanarySettings {
         budget: Duration::from_secs(4),
         deadline: chrono::Duration::seconds(6),
         latency_threshold: chrono::Duration::seconds(5),
+        // Runs here follow each other within seconds and never overlap.
+        overlap_margin: chrono::Duration::seconds(1),
         ..CanarySettings::default()
     }
 }

@@ -53,6 +53,9 @@ pub struct CanarySettings {
     pub audit_period: chrono::Duration,
     /// Probe and health records expire after this.
     pub ttl: chrono::Duration,
+    /// A run may outlast its budget by this much (cleanup, records, pages): probes younger than
+    /// budget + this may belong to a run still going, and other runs leave them alone.
+    pub overlap_margin: chrono::Duration,
 }
 
 impl Default for CanarySettings {
@@ -66,6 +69,7 @@ impl Default for CanarySettings {
             poll: PollSchedule::default(),
             audit_period: chrono::Duration::days(1),
             ttl: chrono::Duration::days(90),
+            overlap_margin: chrono::Duration::seconds(60),
         }
     }
 }
@@ -202,9 +206,6 @@ const CONFIGURATION_RULE: &str = "*";
 
 /// Pending probes one run looks at, at most.
 const MAX_RECHECKS_PER_RUN: usize = 200;
-
-/// A probe younger than the budget plus this may belong to a run still polling it.
-const OVERLAP_MARGIN_SECONDS: i64 = 60;
 
 /// Cleanup attempts (one per run) before a probe's leftovers are reported and abandoned.
 const MAX_CLEANUP_ATTEMPTS: u32 = 5;
@@ -403,7 +404,7 @@ where
     ) -> Vec<ProbeRecord> {
         let owned_until = clock.wall_start
             - chrono::Duration::from_std(self.settings.budget).unwrap_or_default()
-            - chrono::Duration::seconds(OVERLAP_MARGIN_SECONDS);
+            - self.settings.overlap_margin;
         pending.retain(|p| p.put_at < owned_until);
         pending.sort_by_key(|p| p.put_at);
         pending.truncate(MAX_RECHECKS_PER_RUN);
