@@ -67,6 +67,28 @@ impl DynamoDbLedger {
             .map_err(|e| sdk_error(operation, &e))
     }
 
+    /// Put an item guarded by its `revision`: written only if the stored one is still
+    /// `expected`, or (for `None`) if no item has its key. `Ok(false)`: someone wrote first.
+    async fn put_revised(
+        &self,
+        item: Item,
+        expected: Option<u64>,
+        operation: &'static str,
+    ) -> Result<bool, LedgerError> {
+        let request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        let request = match expected {
+            Some(revision) => request
+                .condition_expression("revision = :rev")
+                .expression_attribute_values(":rev", n(revision)),
+            None => request.condition_expression("attribute_not_exists(pk)"),
+        };
+        written(request.send().await, operation)
+    }
+
     /// An update whose failed condition means "nothing to do" rather than an error.
     async fn conditional_update(
         &self,
@@ -88,16 +110,7 @@ impl DynamoDbLedger {
         for (name, value) in values {
             request = request.expression_attribute_values(name, value);
         }
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(sdk_error(operation, &e)),
-        }
+        written(request.send().await, operation)
     }
 
     /// Read-merge-write of the object record, guarded by its revision.
@@ -219,24 +232,16 @@ impl Ledger for DynamoDbLedger {
         if let Some(version) = &event.version_id {
             item.insert("version_id".to_owned(), s(version.clone()));
         }
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(Recorded::New),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+        Ok(
+            if self
+                .put_revised(item, None, "record event membership")
+                .await?
             {
-                Ok(Recorded::Duplicate)
-            }
-            Err(e) => Err(sdk_error("record event membership", &e)),
-        }
+                Recorded::New
+            } else {
+                Recorded::Duplicate
+            },
+        )
     }
 
     async fn touch_incident(
@@ -392,6 +397,18 @@ impl Ledger for DynamoDbLedger {
         )
         .await
         .map(|_| ())
+    }
+}
+
+/// Whether a conditional write went through: `Ok(false)` when its condition failed.
+fn written<T, E: ProvideErrorMetadata + std::error::Error + 'static>(
+    result: Result<T, SdkError<E, HttpResponse>>,
+    operation: &'static str,
+) -> Result<bool, LedgerError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(e) => Err(sdk_error(operation, &e)),
     }
 }
 
@@ -640,27 +657,7 @@ impl AlarmStore for DynamoDbLedger {
         if let Some(t) = record.pending_since {
             item.insert("pending_since".into(), s(ts(t)));
         }
-        let request = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item));
-        let request = match expected {
-            Some(r) => request
-                .condition_expression("revision = :rev")
-                .expression_attribute_values(":rev", n(r)),
-            None => request.condition_expression("attribute_not_exists(pk)"),
-        };
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(sdk_error("write alarm", &e)),
-        }
+        self.put_revised(item, expected, "write alarm").await
     }
 }
 

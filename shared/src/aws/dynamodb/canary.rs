@@ -10,7 +10,7 @@
 //! table stays readable in the console and by `replmon`.
 
 use super::{
-    corrupt, get_n, n, object_from_item, object_key_of, s, sdk_error, DynamoDbLedger, Item,
+    corrupt, get_n, n, object_from_item, object_key_of, s, sdk_error, written, DynamoDbLedger, Item,
 };
 use crate::canary::ports::CanaryStore;
 use crate::canary::probe::{ProbeRecord, ProbeStatus, RuleHealth};
@@ -114,27 +114,16 @@ impl CanaryStore for DynamoDbLedger {
         run_id: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<bool, LedgerError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(format!("CANARY#{source_bucket}")))
-            .item("sk", s(format!("RUN#{run_id}")))
-            .item("entity", s("canary-run"))
-            .item("expires_at", n(expires_at.timestamp()))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(sdk_error("claim canary run", &e)),
-        }
+        let item: Item = [
+            ("pk", s(format!("CANARY#{source_bucket}"))),
+            ("sk", s(format!("RUN#{run_id}"))),
+            ("entity", s("canary-run")),
+            ("expires_at", n(expires_at.timestamp())),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        self.put_revised(item, None, "claim canary run").await
     }
 
     async fn save_probe(
@@ -240,27 +229,8 @@ impl CanaryStore for DynamoDbLedger {
                 ("expires_at", n(expires_at.timestamp())),
             ],
         )?;
-        let request = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item));
-        let request = match expected {
-            Some(revision) => request
-                .condition_expression("revision = :rev")
-                .expression_attribute_values(":rev", n(revision)),
-            None => request.condition_expression("attribute_not_exists(pk)"),
-        };
-        match request.send().await {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(sdk_error("write canary health", &e)),
-        }
+        self.put_revised(item, expected, "write canary health")
+            .await
     }
 
     async fn claim_notice(
@@ -283,16 +253,7 @@ impl CanaryStore for DynamoDbLedger {
             .expression_attribute_values(":cutoff", n((now - period).timestamp()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(sdk_error("claim audit notice", &e)),
-        }
+        written(result, "claim audit notice")
     }
 
     async fn release_notice(&self, source_bucket: &str, finding: &str) -> Result<(), LedgerError> {
