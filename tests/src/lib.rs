@@ -147,6 +147,51 @@ pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(config)
 }
 
+/// A bucket with versioning enabled (replication needs it on both sides).
+pub async fn versioned_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<()> {
+    s3.create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .with_context(|| format!("creating bucket {bucket}"))?;
+    s3.put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await?;
+    Ok(())
+}
+
+/// An enabled rule replicating keys under `prefix` to `replica` (no metrics nor RTC).
+pub fn replication_rule(
+    id: &str,
+    priority: i32,
+    prefix: &str,
+    replica: &str,
+    delete_markers: DeleteMarkerReplicationStatus,
+) -> Result<ReplicationRule> {
+    Ok(ReplicationRule::builder()
+        .id(id)
+        .priority(priority)
+        .status(ReplicationRuleStatus::Enabled)
+        .filter(ReplicationRuleFilter::builder().prefix(prefix).build())
+        .delete_marker_replication(
+            DeleteMarkerReplication::builder()
+                .status(delete_markers)
+                .build(),
+        )
+        .destination(
+            Destination::builder()
+                .bucket(format!("arn:aws:s3:::{replica}"))
+                .build()?,
+        )
+        .build()?)
+}
+
 /// Two versioned buckets, the first replicating everything to the second under one rule (no
 /// replication metrics nor RTC, as a quick set-up has it).
 pub async fn replicated_pair(
@@ -156,37 +201,15 @@ pub async fn replicated_pair(
     rule_id: &str,
 ) -> Result<()> {
     for bucket in [source, replica] {
-        s3.create_bucket()
-            .bucket(bucket)
-            .send()
-            .await
-            .with_context(|| format!("creating bucket {bucket}"))?;
-        s3.put_bucket_versioning()
-            .bucket(bucket)
-            .versioning_configuration(
-                VersioningConfiguration::builder()
-                    .status(BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await?;
+        versioned_bucket(s3, bucket).await?;
     }
-    let rule = ReplicationRule::builder()
-        .id(rule_id)
-        .priority(1)
-        .status(ReplicationRuleStatus::Enabled)
-        .filter(ReplicationRuleFilter::builder().prefix("").build())
-        .delete_marker_replication(
-            DeleteMarkerReplication::builder()
-                .status(DeleteMarkerReplicationStatus::Enabled)
-                .build(),
-        )
-        .destination(
-            Destination::builder()
-                .bucket(format!("arn:aws:s3:::{replica}"))
-                .build()?,
-        )
-        .build()?;
+    let rule = replication_rule(
+        rule_id,
+        1,
+        "",
+        replica,
+        DeleteMarkerReplicationStatus::Enabled,
+    )?;
     s3.put_bucket_replication()
         .bucket(source)
         .replication_configuration(

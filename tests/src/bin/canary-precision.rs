@@ -17,7 +17,9 @@ use replmon_shared::canary::{Canary, CanarySettings, Trigger};
 use replmon_shared::clock::SystemClock;
 use replmon_shared::fakes::RecordingProbeMetrics;
 use replmon_tests::replication_sim::{Delay, ReplicationSimulator, SimulatorSettings};
-use replmon_tests::{sdk_config, MotoServer, Stack, StackNames};
+use replmon_tests::{
+    replication_rule, sdk_config, versioned_bucket, MotoServer, Stack, StackNames,
+};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -202,46 +204,18 @@ fn print_report(rows: &[Row]) {
 }
 
 async fn configure_rules(s3: &aws_sdk_s3::Client, source: &str, replicas: &[String]) -> Result<()> {
-    use aws_sdk_s3::types::{
-        BucketVersioningStatus, DeleteMarkerReplication, DeleteMarkerReplicationStatus,
-        Destination, ReplicationConfiguration, ReplicationRule, ReplicationRuleFilter,
-        ReplicationRuleStatus, VersioningConfiguration,
-    };
+    use aws_sdk_s3::types::{DeleteMarkerReplicationStatus, ReplicationConfiguration};
     let mut config = ReplicationConfiguration::builder()
         .role("arn:aws:iam::123456789012:role/replmon-bench-replication");
     for (i, replica) in replicas.iter().enumerate() {
-        s3.create_bucket().bucket(replica).send().await?;
-        s3.put_bucket_versioning()
-            .bucket(replica)
-            .versioning_configuration(
-                VersioningConfiguration::builder()
-                    .status(BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await?;
-        config = config.rules(
-            ReplicationRule::builder()
-                .id(format!("rule-{i}"))
-                .priority(i as i32 + 1)
-                .status(ReplicationRuleStatus::Enabled)
-                .filter(
-                    ReplicationRuleFilter::builder()
-                        .prefix(format!("replmon-canary/rule-{i}/"))
-                        .build(),
-                )
-                .delete_marker_replication(
-                    DeleteMarkerReplication::builder()
-                        .status(DeleteMarkerReplicationStatus::Disabled)
-                        .build(),
-                )
-                .destination(
-                    Destination::builder()
-                        .bucket(format!("arn:aws:s3:::{replica}"))
-                        .build()?,
-                )
-                .build()?,
-        );
+        versioned_bucket(s3, replica).await?;
+        config = config.rules(replication_rule(
+            &format!("rule-{i}"),
+            i as i32 + 1,
+            &format!("replmon-canary/rule-{i}/"),
+            replica,
+            DeleteMarkerReplicationStatus::Disabled,
+        )?);
     }
     s3.put_bucket_replication()
         .bucket(source)
