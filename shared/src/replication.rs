@@ -416,6 +416,8 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         tracing::info!(
             incident = %key.id(),
             source_bucket = %key.source_bucket,
+            cause = %key.cause.code(),
+            objects = incident.event_count,
             page_type = ?due,
             subject = page.subject(),
             "page sent"

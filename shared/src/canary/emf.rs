@@ -5,7 +5,8 @@
 //! run, and CloudWatch Logs turns each line into metrics asynchronously. The metrics are
 //! `ProbeLatency` (seconds, the midpoint estimate), `ProbeLatencyUncertainty` (seconds) and
 //! `ProbeSuccess` (1 when the probe arrived within the threshold, else 0), with dimensions
-//! `SourceBucket`, `DestinationBucket`, `RuleId`.
+//! `SourceBucket`, `DestinationBucket`, `RuleId`, and also without dimensions (for a heartbeat
+//! alarm over all rules).
 
 use super::ports::{ProbeMeasurement, ProbeMetrics};
 use serde_json::{json, Map, Value};
@@ -39,7 +40,9 @@ pub fn emf_document(namespace: &str, m: &ProbeMeasurement<'_>) -> Value {
             "Timestamp": m.at.timestamp_millis(),
             "CloudWatchMetrics": [{
                 "Namespace": namespace,
-                "Dimensions": [["SourceBucket", "DestinationBucket", "RuleId"]],
+                // Per rule, and once more without dimensions: the stack's heartbeat alarm
+                // watches that one (an alarm cannot watch a search over all rules).
+                "Dimensions": [["SourceBucket", "DestinationBucket", "RuleId"], []],
                 "Metrics": metrics,
             }],
         }),
@@ -89,6 +92,7 @@ mod tests {
         assert_eq!(doc["_aws"]["Timestamp"], at.timestamp_millis());
         assert_eq!(directive["Namespace"], "ReplicationMonitor");
         // Every dimension and metric the directive names is a top-level member.
+        assert_eq!(directive["Dimensions"][1], json!([]));
         for dimension in directive["Dimensions"][0].as_array().unwrap() {
             assert!(doc[dimension.as_str().unwrap()].is_string());
         }
