@@ -46,6 +46,55 @@ def arn_suffixes(resource):
         return None
 
 
+def check_examples():
+    """The replicated pair in infra/examples: lint, and the promises its README makes."""
+    failures = []
+    examples = sorted((ROOT / "infra/examples").glob("*.yaml"))
+    lint = subprocess.run(
+        [str(VENV_BIN / "cfn-lint"), "--format", "parseable", *map(str, examples)],
+        capture_output=True,
+        text=True,
+    )
+    print(lint.stdout, end="")
+    if lint.returncode & 3:
+        failures.append(f"cfn-lint found errors in the examples (exit {lint.returncode})")
+    for path in examples:
+        resources = yaml_parse(path.read_text())["Resources"]
+        for name, resource in resources.items():
+            props = resource.get("Properties", {})
+            if resource["Type"] == "AWS::IAM::Role":
+                for statement in statements(resource):
+                    for action in actions(statement):
+                        if action == "*" or action.endswith(":*"):
+                            failures.append(f"{path.name} {name}: wildcard action {action}")
+                        if name == "FailoverReadOnlyRole" and not (
+                            action.startswith(("s3:Get", "s3:List")) or action == "kms:Decrypt"
+                        ):
+                            failures.append(f"{path.name} {name}: not read-only: {action}")
+            if resource["Type"] == "AWS::S3::Bucket":
+                rules = props.get("BucketEncryption", {}).get("ServerSideEncryptionConfiguration", [])
+                if not any(r["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms" for r in rules):
+                    failures.append(f"{path.name} {name}: bucket not SSE-KMS")
+                if props.get("VersioningConfiguration", {}).get("Status") != "Enabled":
+                    failures.append(f"{path.name} {name}: bucket not versioned")
+                for rule in props.get("ReplicationConfiguration", {}).get("Rules", []):
+                    destination = rule["Destination"]
+                    if destination.get("Metrics", {}).get("Status") != "Enabled":
+                        failures.append(f"{path.name} {name}: replication metrics off")
+                    if destination.get("ReplicationTime", {}).get("Status") != "Enabled":
+                        failures.append(f"{path.name} {name}: RTC off")
+                    if rule.get("DeleteMarkerReplication", {}).get("Status") != "Enabled":
+                        failures.append(f"{path.name} {name}: delete markers not replicated")
+                if "ReplicationConfiguration" in props:
+                    events = [
+                        q["Event"]
+                        for q in props.get("NotificationConfiguration", {}).get("QueueConfigurations", [])
+                    ]
+                    if "s3:Replication:*" not in events:
+                        failures.append(f"{path.name} {name}: no s3:Replication:* notification")
+    return failures
+
+
 def main():
     # The translator fills in pseudo parameters from a region; nothing is called.
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
@@ -114,11 +163,15 @@ def main():
             failures.append(f"{name}: topic without KMS encryption")
         if kind == "AWS::DynamoDB::Table" and not props.get("SSESpecification", {}).get("SSEEnabled"):
             failures.append(f"{name}: table without server-side encryption")
+    failures.extend(check_examples())
     for failure in failures:
         print(f"FAIL {failure}", file=sys.stderr)
     if failures:
         sys.exit(1)
-    print(f"infra ok: {len(resources)} resources, {len(roles)} roles checked ({translated})")
+    print(
+        f"infra ok: {len(resources)} resources, {len(roles)} roles checked ({translated}); "
+        "examples linted and checked"
+    )
 
 
 if __name__ == "__main__":
