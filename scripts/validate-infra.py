@@ -157,8 +157,10 @@ def main():
     for name, resource in resources.items():
         props = resource.get("Properties", {})
         kind = resource["Type"]
-        if kind == "AWS::SQS::Queue" and "KmsMasterKeyId" not in props:
-            failures.append(f"{name}: queue without KMS encryption")
+        if kind == "AWS::SQS::Queue" and not (
+            "KmsMasterKeyId" in props or props.get("SqsManagedSseEnabled") is True
+        ):
+            failures.append(f"{name}: queue without encryption")
         if kind == "AWS::SNS::Topic" and "KmsMasterKeyId" not in props:
             failures.append(f"{name}: topic without KMS encryption")
         if kind == "AWS::DynamoDB::Table" and not props.get("SSESpecification", {}).get("SSEEnabled"):
