@@ -136,6 +136,12 @@ impl ProbeRecord {
         self.latency_ms = Some(bounds.estimate_ms());
     }
 
+    /// Work is left on this probe (resolving, cleaning up or counting it): it stays on the
+    /// pending list that every run reads.
+    pub fn unfinished(&self) -> bool {
+        self.status == ProbeStatus::Pending || !self.cleaned || !self.counted
+    }
+
     /// Settle the probe (idempotent callers check `status` first).
     pub fn resolve(&mut self, status: ProbeStatus, at: DateTime<Utc>, detail: Option<String>) {
         self.status = status;

@@ -7,7 +7,7 @@ use crate::canary::ports::{
     BucketFacts, BucketRef, CanaryStore, ObjectFacts, ObjectStore, ProbeMeasurement, ProbeMetrics,
     ProbeObject, StoreError,
 };
-use crate::canary::probe::{ProbeRecord, ProbeStatus, RuleHealth};
+use crate::canary::probe::{ProbeRecord, RuleHealth};
 use crate::canary::setup::ReplicationSetup;
 use crate::ledger::LedgerError;
 use chrono::{DateTime, Utc};
@@ -51,7 +51,7 @@ impl CanaryStore for InMemoryLedger {
         }
         let mut state = self.lock();
         let key = (probe.source_bucket.clone(), probe.id());
-        if probe.status == ProbeStatus::Pending || !probe.cleaned || !probe.counted {
+        if probe.unfinished() {
             state.canary.pending.insert(key.clone(), probe.clone());
         } else {
             state.canary.pending.remove(&key);

@@ -13,7 +13,7 @@ use super::{
     corrupt, get_n, n, object_from_item, object_key_of, s, sdk_error, written, DynamoDbLedger, Item,
 };
 use crate::canary::ports::CanaryStore;
-use crate::canary::probe::{ProbeRecord, ProbeStatus, RuleHealth};
+use crate::canary::probe::{ProbeRecord, RuleHealth};
 use crate::ledger::LedgerError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
@@ -144,7 +144,7 @@ impl CanaryStore for DynamoDbLedger {
             .map_err(|e| sdk_error("save probe", &e))?;
         // The probe record first: a crash between the two writes leaves a pending copy that the
         // next run settles again (idempotently), never a lost probe.
-        if probe.status == ProbeStatus::Pending || !probe.cleaned || !probe.counted {
+        if probe.unfinished() {
             let item = record_item(probe, (pending_pk, sk), "probe-pending", extra())?;
             self.client
                 .put_item()
