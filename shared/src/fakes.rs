@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 mod canary;
+mod status;
 pub use canary::{Arrival, FakeS3, ProbePut, RecordedMeasurement, RecordingProbeMetrics};
 
 /// Source, destination, key and version joined by NUL (which S3 names cannot hold in buckets).

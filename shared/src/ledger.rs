@@ -11,6 +11,25 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use std::future::Future;
 
+/// DynamoDB sort keys hold at most 1,024 bytes and S3 keys up to 1,024: long keys are replaced
+/// by their SHA-256 in the sort key (the item keeps the real key in `key`).
+const MAX_SORT_KEY_BYTES: usize = 1024;
+
+/// An object version's place in its source bucket's records: destination, key, version. The
+/// ledger keeps a source's records in this order, which is the order `replmon backlog` pages in.
+pub fn object_sort_key(destination_bucket: &str, key: &str, version_id: Option<&str>) -> String {
+    let version = version_id.unwrap_or("null");
+    let plain = format!("{destination_bucket}#{key}#{version}");
+    if plain.len() <= MAX_SORT_KEY_BYTES {
+        plain
+    } else {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(key.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{destination_bucket}#sha256:{hex}#{version}")
+    }
+}
+
 /// Where an object version stands with one destination. Ordered by precedence: a later event
 /// never moves an object to a lower status, whatever order events arrive in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -113,6 +132,14 @@ impl ObjectRecord {
     }
 
     /// Derived, so it cannot disagree with the timestamps whatever the arrival order.
+    pub fn sort_key(&self) -> String {
+        object_sort_key(
+            &self.destination_bucket,
+            &self.key,
+            self.version_id.as_deref(),
+        )
+    }
+
     pub fn status(&self) -> ObjectStatus {
         if self.failed_at.is_some() {
             ObjectStatus::Failed
@@ -176,6 +203,12 @@ pub enum LedgerError {
     /// Missing table, access denied, validation: a retry will not help until someone fixes it.
     #[error("ledger {operation} was refused: {detail}")]
     Refused {
+        operation: &'static str,
+        detail: String,
+    },
+    /// The table does not exist: wrong name or region, or the stack is not deployed.
+    #[error("ledger {operation} failed: the table does not exist in this account and region ({detail})")]
+    MissingTable {
         operation: &'static str,
         detail: String,
     },

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod page;
 pub mod replication;
 pub mod severity;
+pub mod status;
 
 #[cfg(feature = "allocator")]
 pub mod allocator;

@@ -5,6 +5,7 @@
 //! - incident   `pk=INCIDENT#<source bucket>` `sk=REPLICATION#<destination>#<cause>#<rule id>`
 //! - member     `pk=MEMBERS#<source bucket>#<incident sk>`   `sk=<event id>`
 //! - recovered  `pk=RECOVERED#<source bucket>#<incident sk>` `sk=<event id>`
+//! - catalog    `pk=CATALOG` `sk=SOURCE#<source bucket>` or `sk=ALARM#<alarm key>` (what reports list)
 //!
 //! No transactions: the object record is read, merged and written back guarded by its revision,
 //! then the event's membership is put only if absent. That put decides new versus duplicate, and
@@ -17,7 +18,7 @@ use crate::alarm_monitor::{AlarmStore, BacklogCounter};
 use crate::event::{ReplicationEvent, ReplicationEventKind};
 use crate::incident::{Incident, IncidentCause, IncidentKey};
 use crate::ledger::{
-    EventCounts, Ledger, LedgerError, ObjectRecord, PageClaim, PageSent, Recorded,
+    object_sort_key, EventCounts, Ledger, LedgerError, ObjectRecord, PageClaim, PageSent, Recorded,
 };
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::config::http::HttpResponse;
@@ -26,19 +27,29 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, Select};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::collections::HashMap;
-use std::time::Duration as StdDuration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration as StdDuration, Instant};
 
 type Item = HashMap<String, AttributeValue>;
 
 mod canary;
+mod status;
+
+/// The partition listing source buckets and alarms (`sk=SOURCE#<bucket>`, `sk=ALARM#<key>`).
+const CATALOG_PARTITION: &str = "CATALOG";
 
 /// Concurrent writers of one object record retry this often before the message is retried later.
 const MAX_WRITE_ATTEMPTS: u32 = 8;
+
+/// How long a process trusts its own catalog write before refreshing the entry's TTL.
+const CATALOG_REFRESH: StdDuration = StdDuration::from_secs(3600);
 
 #[derive(Debug, Clone)]
 pub struct DynamoDbLedger {
     client: Client,
     table: String,
+    /// Catalog entries this process wrote, and when: one write per bucket or alarm per hour.
+    catalogued: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl DynamoDbLedger {
@@ -46,7 +57,58 @@ impl DynamoDbLedger {
         DynamoDbLedger {
             client: Client::new(sdk),
             table: table.to_owned(),
+            catalogued: Arc::default(),
         }
+    }
+
+    /// List a source bucket in the catalog, so reports find its partitions without a scan.
+    async fn catalog_source(
+        &self,
+        source_bucket: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.catalog(
+            format!("SOURCE#{source_bucket}"),
+            ("source_bucket", source_bucket),
+            expires_at,
+        )
+        .await
+    }
+
+    /// Put a catalog entry (`pk=CATALOG`) unless this process did so within the last hour. The
+    /// put is idempotent; it outlives the records it points to by a day.
+    async fn catalog(
+        &self,
+        sk: String,
+        (name, value): (&str, &str),
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let fresh = |map: &HashMap<String, Instant>| {
+            map.get(&sk)
+                .is_some_and(|at| at.elapsed() < CATALOG_REFRESH)
+        };
+        if fresh(&self.catalogued.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(());
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(CATALOG_PARTITION))
+            .item("sk", s(sk.clone()))
+            .item("entity", s("catalog"))
+            .item(name, s(value))
+            .item(
+                "expires_at",
+                n((expires_at + chrono::Duration::days(1)).timestamp()),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error("write catalog entry", &e))?;
+        self.catalogued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sk, Instant::now());
+        Ok(())
     }
 
     async fn get(
@@ -251,6 +313,8 @@ impl Ledger for DynamoDbLedger {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<Incident, LedgerError> {
+        self.catalog_source(&incident.source_bucket, expires_at)
+            .await?;
         let (pk, sk) = incident_key(incident);
         let reason = match &incident.cause {
             IncidentCause::Failure(reason) => reason.clone(),
@@ -417,7 +481,9 @@ fn sdk_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
     error: &SdkError<E, HttpResponse>,
 ) -> LedgerError {
     let detail = describe(error);
-    if is_transient(error) {
+    if error.code() == Some("ResourceNotFoundException") {
+        LedgerError::MissingTable { operation, detail }
+    } else if is_transient(error) {
         LedgerError::Unavailable { operation, detail }
     } else {
         LedgerError::Refused { operation, detail }
@@ -437,10 +503,6 @@ fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-/// DynamoDB sort keys hold at most 1,024 bytes and S3 keys up to 1,024: long keys are replaced
-/// by their SHA-256 in the sort key (the item keeps the real key in `key`).
-const MAX_SORT_KEY_BYTES: usize = 1024;
-
 pub fn object_key(record: &ObjectRecord) -> (String, String) {
     object_key_of(
         &record.source_bucket,
@@ -457,17 +519,10 @@ pub fn object_key_of(
     key: &str,
     version_id: Option<&str>,
 ) -> (String, String) {
-    let version = version_id.unwrap_or("null");
-    let plain = format!("{destination_bucket}#{key}#{version}");
-    let sk = if plain.len() <= MAX_SORT_KEY_BYTES {
-        plain
-    } else {
-        use sha2::{Digest, Sha256};
-        let digest = Sha256::digest(key.as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{destination_bucket}#sha256:{hex}#{version}")
-    };
-    (format!("OBJECT#{source_bucket}"), sk)
+    (
+        format!("OBJECT#{source_bucket}"),
+        object_sort_key(destination_bucket, key, version_id),
+    )
 }
 
 pub fn incident_key(key: &IncidentKey) -> (String, String) {
@@ -628,6 +683,12 @@ impl AlarmStore for DynamoDbLedger {
         expected: Option<u64>,
         expires_at: DateTime<Utc>,
     ) -> Result<bool, LedgerError> {
+        self.catalog(
+            format!("ALARM#{}", record.alarm_key),
+            ("alarm_key", &record.alarm_key),
+            expires_at,
+        )
+        .await?;
         let mut item: Item = [
             ("pk", s(format!("ALARM#{}", record.alarm_key))),
             ("sk", s("STATE")),

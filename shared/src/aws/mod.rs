@@ -35,7 +35,7 @@ pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
 }
 
 /// SDK errors rendered with their whole chain of causes (the top level alone says "service error").
-pub(crate) fn describe<E: std::error::Error>(error: &E) -> String {
+pub fn describe<E: std::error::Error>(error: &E) -> String {
     aws_smithy_types::error::display::DisplayErrorContext(error).to_string()
 }
 

@@ -6,9 +6,11 @@ use super::ports::Versioning;
 use super::ports::{BucketFacts, DefaultEncryption, StoreError};
 use super::setup::{ReplicationRule, ReplicationSetup};
 use crate::severity::Severity;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 /// One thing wrong with a bucket's replication set-up.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     /// Stable across runs: the once-per-period rule is keyed on it.
     pub id: String,
@@ -17,6 +19,15 @@ pub struct Finding {
     pub summary: String,
     /// Why it matters and what to do.
     pub detail: String,
+}
+
+/// A bucket's latest audit, kept so `replmon status` shows the findings that stand now (notices
+/// go out once per period; this record is rewritten every run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub source_bucket: String,
+    pub audited_at: DateTime<Utc>,
+    pub findings: Vec<Finding>,
 }
 
 /// What was learned about a destination, or why it could not be.

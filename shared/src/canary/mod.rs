@@ -21,7 +21,7 @@ pub mod setup;
 use crate::catalog;
 use crate::clock::Clock;
 use crate::page::Notifier;
-use audit::{audit, DestinationFacts};
+use audit::{audit, AuditRecord, DestinationFacts};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use measure::{millis, LatencyBounds, PollSchedule};
@@ -460,7 +460,20 @@ where
         clock: &RunClock,
         report: &mut BucketReport,
     ) {
-        for finding in audit(bucket, source, setup, destinations) {
+        let findings = audit(bucket, source, setup, destinations);
+        let record = AuditRecord {
+            source_bucket: bucket.to_owned(),
+            audited_at: clock.now(),
+            findings: findings.clone(),
+        };
+        if let Err(e) = self
+            .ledger
+            .save_audit(&record, clock.wall_start + self.settings.ttl)
+            .await
+        {
+            report.errors.push(e.to_string());
+        }
+        for finding in findings {
             let now = clock.now();
             match self
                 .ledger

@@ -1,6 +1,7 @@
 //! The canary's ports: the object store it probes (S3), the store of its records (the ledger
 //! table) and the metrics it emits.
 
+use super::audit::AuditRecord;
 use super::probe::{ProbeRecord, RuleHealth};
 use super::setup::ReplicationSetup;
 use crate::ledger::LedgerError;
@@ -213,6 +214,13 @@ pub trait CanaryStore: Send + Sync {
         finding: &str,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
+    /// Keep a bucket's latest audit (replacing the previous one), for `replmon status`.
+    fn save_audit(
+        &self,
+        audit: &AuditRecord,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
     /// The failure reason the replication-events function recorded for this object version,
     /// if S3 reported its replication as failed.
     fn replication_failure(
@@ -335,6 +343,14 @@ impl<T: CanaryStore> CanaryStore for &T {
         finding: &str,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send {
         (**self).release_notice(source_bucket, finding)
+    }
+
+    fn save_audit(
+        &self,
+        audit: &AuditRecord,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send {
+        (**self).save_audit(audit, expires_at)
     }
     fn replication_failure(
         &self,

@@ -7,6 +7,7 @@ use crate::canary::ports::{
     BucketFacts, BucketRef, CanaryStore, ObjectFacts, ObjectStore, ProbeMeasurement, ProbeMetrics,
     ProbeObject, StoreError,
 };
+use crate::canary::audit::AuditRecord;
 use crate::canary::probe::{ProbeRecord, RuleHealth};
 use crate::canary::setup::ReplicationSetup;
 use crate::ledger::LedgerError;
@@ -21,10 +22,11 @@ use tokio::time::Instant;
 #[derive(Debug, Default)]
 pub(super) struct CanaryState {
     runs: std::collections::HashSet<(String, String)>,
-    probes: BTreeMap<(String, String), ProbeRecord>,
+    pub(super) probes: BTreeMap<(String, String), ProbeRecord>,
     pending: BTreeMap<(String, String), ProbeRecord>,
-    health: HashMap<(String, String, String), (RuleHealth, u64)>,
+    pub(super) health: HashMap<(String, String, String), (RuleHealth, u64)>,
     notices: HashMap<(String, String), DateTime<Utc>>,
+    pub(super) audits: BTreeMap<String, AuditRecord>,
 }
 
 impl CanaryStore for InMemoryLedger {
@@ -141,6 +143,18 @@ impl CanaryStore for InMemoryLedger {
             .canary
             .notices
             .remove(&(source_bucket.to_owned(), finding.to_owned()));
+        Ok(())
+    }
+
+    async fn save_audit(
+        &self,
+        audit: &AuditRecord,
+        _expires_at: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.lock()
+            .canary
+            .audits
+            .insert(audit.source_bucket.clone(), audit.clone());
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 //! - health     `pk=CANARY#<source bucket>`         `sk=HEALTH#<destination>#<rule id>`
 //! - run claim  `pk=CANARY#<source bucket>`         `sk=RUN#<run id>`
 //! - notice     `pk=CANARY#<source bucket>`         `sk=NOTICE#<finding>`
+//! - audit      `pk=CANARY#<source bucket>`         `sk=AUDIT` (the latest findings)
 //!
 //! Probe and health records are stored attribute by attribute from their serde form, so the
 //! table stays readable in the console and by `replmon`.
@@ -13,6 +14,7 @@ use super::{
     corrupt, get_n, n, object_from_item, object_key_of, s, sdk_error, written, DynamoDbLedger, Item,
 };
 use crate::canary::ports::CanaryStore;
+use crate::canary::audit::AuditRecord;
 use crate::canary::probe::{ProbeRecord, RuleHealth};
 use crate::ledger::LedgerError;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -23,6 +25,10 @@ use serde_json::{Map, Number, Value};
 
 fn probe_key(probe: &ProbeRecord) -> (String, String) {
     (format!("PROBE#{}", probe.source_bucket), probe.id())
+}
+
+pub(super) fn audit_key(source: &str) -> (String, String) {
+    (format!("CANARY#{source}"), "AUDIT".to_owned())
 }
 
 fn health_key(source: &str, destination: &str, rule: &str) -> (String, String) {
@@ -93,7 +99,7 @@ fn record_item<T: Serialize>(
     Ok(item)
 }
 
-fn record_from_item<T: DeserializeOwned>(item: &Item) -> Result<T, LedgerError> {
+pub(super) fn record_from_item<T: DeserializeOwned>(item: &Item) -> Result<T, LedgerError> {
     let fields: Map<String, Value> = item
         .iter()
         .filter(|(k, _)| {
@@ -229,6 +235,8 @@ impl CanaryStore for DynamoDbLedger {
                 ("expires_at", n(expires_at.timestamp())),
             ],
         )?;
+        self.catalog_source(&health.source_bucket, expires_at)
+            .await?;
         self.put_revised(item, expected, "write canary health")
             .await
     }
@@ -266,6 +274,27 @@ impl CanaryStore for DynamoDbLedger {
             .await
             .map(|_| ())
             .map_err(|e| sdk_error("release audit notice", &e))
+    }
+
+    async fn save_audit(
+        &self,
+        audit: &AuditRecord,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let item = record_item(
+            audit,
+            audit_key(&audit.source_bucket),
+            "canary-audit",
+            vec![("expires_at", n(expires_at.timestamp()))],
+        )?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_error("save audit", &e))
     }
 
     async fn replication_failure(

@@ -1,0 +1,228 @@
+//! `replmon`: what is broken, and what the replica is missing, read from the monitor's ledger.
+//!
+//!     replmon status  [--json] [--window 24h] [--bucket B]...
+//!     replmon backlog --bucket B [--destination D] [--limit 100] [--after TOKEN | --all] [--json]
+//!
+//! The table comes from `--table` or `REPLMON_TABLE`; region and credentials from the usual AWS
+//! chain; `AWS_ENDPOINT_URL` points it at the local stack.
+
+use anyhow::{anyhow, bail, Result};
+use aws_sdk_dynamodb::config::ProvideCredentials;
+use clap::{Parser, Subcommand};
+use replmon_shared::aws::{sdk_config, DynamoDbLedger};
+use replmon_shared::config::{AwsSettings, ProcessEnvironment};
+use replmon_shared::ledger::{LedgerError, ObjectRecord};
+use replmon_shared::status::{
+    backlog_text, status, BacklogCursor, BacklogPage, LedgerReader, StatusOptions,
+};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "replmon",
+    version,
+    about = "What is broken in S3 replication, and which objects the replica lacks, from the replication monitor's ledger."
+)]
+struct Cli {
+    /// The ledger table: the LedgerTable output of the monitor's stack.
+    #[arg(long, env = "REPLMON_TABLE", global = true)]
+    table: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Open incidents, the unreplicated backlog, canary latency, failures by reason and
+    /// configuration findings.
+    Status {
+        /// One JSON document instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// The window for canary figures and failures by reason: 90m, 24h, 7d.
+        #[arg(long, default_value = "24h", value_parser = parse_window)]
+        window: chrono::Duration,
+        /// Only this source bucket (repeat for more); alarms are then left out.
+        #[arg(long = "bucket")]
+        buckets: Vec<String>,
+    },
+    /// The failed or late object versions a replica lacks, page by page.
+    Backlog {
+        /// The source bucket.
+        #[arg(long)]
+        bucket: String,
+        /// Only this destination bucket.
+        #[arg(long)]
+        destination: Option<String>,
+        /// Objects per page.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+        /// Continue after this token (printed at the end of the previous page).
+        #[arg(long, value_parser = parse_cursor)]
+        after: Option<BacklogCursor>,
+        /// Every page at once.
+        #[arg(long, conflicts_with = "after")]
+        all: bool,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_window(text: &str) -> Result<chrono::Duration, String> {
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let value: i64 = number
+        .parse()
+        .ok()
+        .filter(|v| *v > 0 && *v <= 3650 * 24 * 60)
+        .ok_or_else(|| format!("{text:?}: expected a positive number and a unit, like 90m, 24h or 7d"))?;
+    match unit {
+        "m" => Ok(chrono::Duration::minutes(value)),
+        "h" => Ok(chrono::Duration::hours(value)),
+        "d" => Ok(chrono::Duration::days(value)),
+        _ => Err(format!("{text:?}: the unit must be m, h or d (90m, 24h, 7d)")),
+    }
+}
+
+fn parse_cursor(text: &str) -> Result<BacklogCursor, String> {
+    BacklogCursor::decode(text)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("replmon: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let Some(table) = cli.table.filter(|t| !t.trim().is_empty()) else {
+        bail!("which ledger table? Pass --table or set REPLMON_TABLE (the LedgerTable output of the monitor's stack)");
+    };
+    let settings = AwsSettings::from_env(&ProcessEnvironment)?;
+    let sdk = sdk_config(&settings).await;
+    let Some(region) = sdk.region().map(ToString::to_string) else {
+        bail!("no AWS region: set AWS_REGION (or a region in your AWS profile)");
+    };
+    // Resolve credentials first: an SDK call without them fails with a long, unclear chain.
+    let provider = sdk
+        .credentials_provider()
+        .ok_or_else(|| anyhow!("no AWS credentials provider is configured"))?;
+    provider.provide_credentials().await.map_err(|e| {
+        anyhow!(
+            "no AWS credentials ({}; tried the environment, the profile, web identity, the container and instance metadata). Set AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run `aws sso login`",
+            e
+        )
+    })?;
+    let ledger = DynamoDbLedger::new(&sdk, &table);
+    let explain = |error: LedgerError| match error {
+        LedgerError::MissingTable { .. } => anyhow!(
+            "table {table:?} does not exist in {region}: check --table (or REPLMON_TABLE) and AWS_REGION"
+        ),
+        other => anyhow!(other),
+    };
+    match cli.command {
+        Command::Status {
+            json,
+            window,
+            buckets,
+        } => {
+            let options = StatusOptions { window, buckets };
+            let report = status(&ledger, chrono::Utc::now(), &options)
+                .await
+                .map_err(explain)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+        }
+        Command::Backlog {
+            bucket,
+            destination,
+            limit,
+            after,
+            all,
+            json,
+        } => {
+            let page = if all {
+                every_page(&ledger, &bucket, destination.as_deref(), limit as usize).await
+            } else {
+                ledger
+                    .backlog_page(&bucket, destination.as_deref(), after.as_ref(), limit as usize)
+                    .await
+            }
+            .map_err(explain)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&backlog_json(&bucket, &page))?);
+            } else {
+                print_backlog(&bucket, destination.as_deref(), limit, &page);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn every_page(
+    ledger: &DynamoDbLedger,
+    bucket: &str,
+    destination: Option<&str>,
+    limit: usize,
+) -> Result<BacklogPage, LedgerError> {
+    let mut all = BacklogPage::default();
+    let mut after: Option<BacklogCursor> = None;
+    loop {
+        let page = ledger
+            .backlog_page(bucket, destination, after.as_ref(), limit)
+            .await?;
+        all.objects.extend(page.objects);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(all),
+        }
+    }
+}
+
+fn backlog_json(bucket: &str, page: &BacklogPage) -> serde_json::Value {
+    let objects: Vec<serde_json::Value> = page.objects.iter().map(object_json).collect();
+    serde_json::json!({
+        "source_bucket": bucket,
+        "objects": objects,
+        "next": page.next.as_ref().map(BacklogCursor::encode),
+    })
+}
+
+fn object_json(object: &ObjectRecord) -> serde_json::Value {
+    let mut value = serde_json::to_value(object).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.insert("status".into(), object.status().as_str().into());
+    }
+    value
+}
+
+fn print_backlog(bucket: &str, destination: Option<&str>, limit: u32, page: &BacklogPage) {
+    let target = destination.map_or_else(|| "its replicas".to_owned(), |d| d.to_owned());
+    println!(
+        "Object versions in {bucket} that {target} lack ({} on this page):",
+        page.objects.len()
+    );
+    print!("{}", backlog_text(page, chrono::Utc::now()));
+    match &page.next {
+        Some(next) => {
+            let destination = destination
+                .map(|d| format!(" --destination {d}"))
+                .unwrap_or_default();
+            println!(
+                "more: replmon backlog --bucket {bucket}{destination} --limit {limit} --after {}",
+                next.encode()
+            );
+        }
+        None if !page.objects.is_empty() => println!("(end of the backlog)"),
+        None => {}
+    }
+}
