@@ -207,7 +207,9 @@ pub enum LedgerError {
         detail: String,
     },
     /// The table does not exist: wrong name or region, or the stack is not deployed.
-    #[error("ledger {operation} failed: the table does not exist in this account and region ({detail})")]
+    #[error(
+        "ledger {operation} failed: the table does not exist in this account and region ({detail})"
+    )]
     MissingTable {
         operation: &'static str,
         detail: String,

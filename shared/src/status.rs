@@ -7,6 +7,7 @@
 use crate::alarm::{AlarmRecord, AlarmState};
 use crate::canary::audit::AuditRecord;
 use crate::canary::probe::{ProbeRecord, ProbeStatus, RuleHealth};
+use crate::canary::setup::CanarySegment;
 use crate::catalog;
 use crate::incident::{Incident, IncidentCause};
 use crate::ledger::{LedgerError, ObjectRecord, ObjectStatus};
@@ -45,7 +46,9 @@ impl BacklogCursor {
             })
             .collect::<Option<Vec<u8>>>()
             .ok_or_else(invalid)?;
-        String::from_utf8(bytes).map(BacklogCursor).map_err(|_| invalid())
+        String::from_utf8(bytes)
+            .map(BacklogCursor)
+            .map_err(|_| invalid())
     }
 }
 
@@ -152,6 +155,9 @@ pub struct StatusOptions {
     pub window: Duration,
     /// Only these source buckets (empty: every bucket in the ledger).
     pub buckets: Vec<String>,
+    /// The canary's key segment: its probes are not data, so failed probes are left out of the
+    /// backlog and its figures (the canary section reports them).
+    pub canary_segment: Option<CanarySegment>,
 }
 
 impl Default for StatusOptions {
@@ -159,8 +165,17 @@ impl Default for StatusOptions {
         StatusOptions {
             window: Duration::hours(24),
             buckets: Vec::new(),
+            canary_segment: CanarySegment::new("replmon-canary/").ok(),
         }
     }
+}
+
+/// Leave the canary's probes out of a backlog page.
+pub fn without_probes(mut page: BacklogPage, segment: Option<&CanarySegment>) -> BacklogPage {
+    if let Some(segment) = segment {
+        page.objects.retain(|o| !segment.owns(&o.key));
+    }
+    page
 }
 
 /// Everything `replmon status` shows.
@@ -295,7 +310,7 @@ pub async fn status<R: LedgerReader>(
     };
     let mut failures: BTreeMap<String, (u64, Vec<String>)> = BTreeMap::new();
     for bucket in &buckets {
-        let backlog = BucketBacklog::read(reader, bucket).await?;
+        let backlog = BucketBacklog::read(reader, bucket, options.canary_segment.as_ref()).await?;
         for incident in reader.incidents(bucket).await? {
             let missing = backlog.missing_for(&incident);
             let recent = incident.last_seen.is_some_and(|t| t >= since)
@@ -339,13 +354,9 @@ pub async fn status<R: LedgerReader>(
         }
     }
     if options.buckets.is_empty() {
-        report.incidents.extend(
-            reader
-                .alarms()
-                .await?
-                .iter()
-                .filter_map(alarm_incident),
-        );
+        report
+            .incidents
+            .extend(reader.alarms().await?.iter().filter_map(alarm_incident));
     }
     report.failures_by_reason = failures
         .into_iter()
@@ -359,9 +370,11 @@ pub async fn status<R: LedgerReader>(
     report
         .failures_by_reason
         .sort_by(|a, b| b.objects.cmp(&a.objects).then(a.reason.cmp(&b.reason)));
-    report
-        .incidents
-        .sort_by(|a, b| b.severity.cmp(&a.severity).then(a.opened_at.cmp(&b.opened_at)));
+    report.incidents.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(a.opened_at.cmp(&b.opened_at))
+    });
     report
         .findings
         .sort_by(|a, b| b.severity.cmp(&a.severity).then(a.id.cmp(&b.id)));
@@ -387,15 +400,20 @@ struct BucketBacklog {
 }
 
 impl BucketBacklog {
-    async fn read<R: LedgerReader>(reader: &R, bucket: &str) -> Result<Self, LedgerError> {
+    async fn read<R: LedgerReader>(
+        reader: &R,
+        bucket: &str,
+        canary: Option<&CanarySegment>,
+    ) -> Result<Self, LedgerError> {
         let mut objects = Vec::new();
         let mut after: Option<BacklogCursor> = None;
         loop {
             let page = reader
                 .backlog_page(bucket, None, after.as_ref(), SUMMARY_PAGE)
                 .await?;
-            objects.extend(page.objects);
-            match page.next {
+            let next = page.next.clone();
+            objects.extend(without_probes(page, canary).objects);
+            match next {
                 Some(next) => after = Some(next),
                 None => return Ok(BucketBacklog { objects }),
             }
@@ -520,7 +538,9 @@ fn probe_meaning(status: ProbeStatus) -> &'static str {
     match status {
         ProbeStatus::Failed => "S3 reported the canary's probe as failed.",
         ProbeStatus::Missing => "The canary's probe did not reach the replica before its deadline.",
-        ProbeStatus::Stalled => "The canary's probe is still PENDING in the source after its deadline.",
+        ProbeStatus::Stalled => {
+            "The canary's probe is still PENDING in the source after its deadline."
+        }
         ProbeStatus::Slow => "The canary's probes arrive later than the latency threshold.",
         ProbeStatus::Unverifiable => "The canary cannot read the bucket or its replica.",
         ProbeStatus::Pending | ProbeStatus::Arrived => "",

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod event_source;
 pub mod replication_sim;
 
 pub const REGION: &str = "us-east-1";
@@ -685,6 +686,28 @@ pub fn build_functions() {
         status.is_ok_and(|s| s.success()),
         "building the functions failed"
     );
+}
+
+/// Build the `replmon` command line and return its path (beside the test binaries).
+pub fn build_replmon() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(repo_root())
+        .args([
+            "build",
+            "-p",
+            "replmon-shared",
+            "--features",
+            "cli",
+            "--bin",
+            "replmon",
+        ])
+        .status();
+    assert!(status.is_ok_and(|s| s.success()), "building replmon failed");
+    // Test binaries live in target/<profile>/deps; the command in target/<profile>.
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("replmon")))
+        .unwrap_or_else(|| repo_root().join("target/debug/replmon"))
 }
 
 /// The replication-events handler with its real AWS adapters.

@@ -10,10 +10,11 @@ use anyhow::{anyhow, bail, Result};
 use aws_sdk_dynamodb::config::ProvideCredentials;
 use clap::{Parser, Subcommand};
 use replmon_shared::aws::{sdk_config, DynamoDbLedger};
+use replmon_shared::canary::setup::CanarySegment;
 use replmon_shared::config::{AwsSettings, ProcessEnvironment};
 use replmon_shared::ledger::{LedgerError, ObjectRecord};
 use replmon_shared::status::{
-    backlog_text, status, BacklogCursor, BacklogPage, LedgerReader, StatusOptions,
+    backlog_text, status, without_probes, BacklogCursor, BacklogPage, LedgerReader, StatusOptions,
 };
 use std::process::ExitCode;
 
@@ -27,6 +28,9 @@ struct Cli {
     /// The ledger table: the LedgerTable output of the monitor's stack.
     #[arg(long, env = "REPLMON_TABLE", global = true)]
     table: Option<String>,
+    /// The canary's key segment (its REPLMON_CANARY_PREFIX): its probes are left out of the backlog.
+    #[arg(long, env = "REPLMON_CANARY_PREFIX", default_value = "replmon-canary/", global = true, value_parser = CanarySegment::new)]
+    canary_prefix: CanarySegment,
     #[command(subcommand)]
     command: Command,
 }
@@ -75,12 +79,16 @@ fn parse_window(text: &str) -> Result<chrono::Duration, String> {
         .parse()
         .ok()
         .filter(|v| *v > 0 && *v <= 3650 * 24 * 60)
-        .ok_or_else(|| format!("{text:?}: expected a positive number and a unit, like 90m, 24h or 7d"))?;
+        .ok_or_else(|| {
+            format!("{text:?}: expected a positive number and a unit, like 90m, 24h or 7d")
+        })?;
     match unit {
         "m" => Ok(chrono::Duration::minutes(value)),
         "h" => Ok(chrono::Duration::hours(value)),
         "d" => Ok(chrono::Duration::days(value)),
-        _ => Err(format!("{text:?}: the unit must be m, h or d (90m, 24h, 7d)")),
+        _ => Err(format!(
+            "{text:?}: the unit must be m, h or d (90m, 24h, 7d)"
+        )),
     }
 }
 
@@ -120,11 +128,13 @@ async fn run(cli: Cli) -> Result<()> {
         )
     })?;
     let ledger = DynamoDbLedger::new(&sdk, &table);
-    let explain = |error: LedgerError| match error {
+    let explain = |error: LedgerError| {
+        match error {
         LedgerError::MissingTable { .. } => anyhow!(
             "table {table:?} does not exist in {region}: check --table (or REPLMON_TABLE) and AWS_REGION"
         ),
         other => anyhow!(other),
+    }
     };
     match cli.command {
         Command::Status {
@@ -132,7 +142,11 @@ async fn run(cli: Cli) -> Result<()> {
             window,
             buckets,
         } => {
-            let options = StatusOptions { window, buckets };
+            let options = StatusOptions {
+                window,
+                buckets,
+                canary_segment: Some(cli.canary_prefix),
+            };
             let report = status(&ledger, chrono::Utc::now(), &options)
                 .await
                 .map_err(explain)?;
@@ -154,12 +168,21 @@ async fn run(cli: Cli) -> Result<()> {
                 every_page(&ledger, &bucket, destination.as_deref(), limit as usize).await
             } else {
                 ledger
-                    .backlog_page(&bucket, destination.as_deref(), after.as_ref(), limit as usize)
+                    .backlog_page(
+                        &bucket,
+                        destination.as_deref(),
+                        after.as_ref(),
+                        limit as usize,
+                    )
                     .await
             }
             .map_err(explain)?;
+            let page = without_probes(page, Some(&cli.canary_prefix));
             if json {
-                println!("{}", serde_json::to_string_pretty(&backlog_json(&bucket, &page))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&backlog_json(&bucket, &page))?
+                );
             } else {
                 print_backlog(&bucket, destination.as_deref(), limit, &page);
             }
@@ -211,7 +234,11 @@ fn print_backlog(bucket: &str, destination: Option<&str>, limit: u32, page: &Bac
         "Object versions in {bucket} that {target} lack ({} on this page):",
         page.objects.len()
     );
-    print!("{}", backlog_text(page, chrono::Utc::now()));
+    if page.objects.is_empty() && page.next.is_some() {
+        println!("  (only canary probes on this page)");
+    } else {
+        print!("{}", backlog_text(page, chrono::Utc::now()));
+    }
     match &page.next {
         Some(next) => {
             let destination = destination

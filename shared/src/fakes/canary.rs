@@ -3,11 +3,11 @@
 //! tests with paused time run instantly).
 
 use super::{take_failure, unavailable, InMemoryLedger};
+use crate::canary::audit::AuditRecord;
 use crate::canary::ports::{
     BucketFacts, BucketRef, CanaryStore, ObjectFacts, ObjectStore, ProbeMeasurement, ProbeMetrics,
     ProbeObject, StoreError,
 };
-use crate::canary::audit::AuditRecord;
 use crate::canary::probe::{ProbeRecord, RuleHealth};
 use crate::canary::setup::ReplicationSetup;
 use crate::ledger::LedgerError;

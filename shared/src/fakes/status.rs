@@ -19,15 +19,25 @@ impl LedgerReader for InMemoryLedger {
             .map(|k| k.source_bucket.clone())
             .chain(state.objects.values().map(|o| o.source_bucket.clone()))
             .chain(state.canary.probes.keys().map(|(bucket, _)| bucket.clone()))
-            .chain(state.canary.health.keys().map(|(bucket, _, _)| bucket.clone()))
+            .chain(
+                state
+                    .canary
+                    .health
+                    .keys()
+                    .map(|(bucket, _, _)| bucket.clone()),
+            )
             .chain(state.canary.audits.keys().cloned())
             .collect();
         Ok(buckets.into_iter().collect())
     }
 
     async fn alarms(&self) -> Result<Vec<AlarmRecord>, LedgerError> {
-        let mut alarms: Vec<AlarmRecord> =
-            self.lock().alarms.values().map(|(a, _)| a.clone()).collect();
+        let mut alarms: Vec<AlarmRecord> = self
+            .lock()
+            .alarms
+            .values()
+            .map(|(a, _)| a.clone())
+            .collect();
         alarms.sort_by(|a, b| a.alarm_key.cmp(&b.alarm_key));
         Ok(alarms)
     }

@@ -95,6 +95,15 @@ pub(crate) fn age(seconds: i64) -> String {
     }
 }
 
+/// A window as given: `90m`, `24h`, `7d`.
+fn span(seconds: i64) -> String {
+    match seconds {
+        s if s > 0 && s % 86_400 == 0 && s >= 2 * 86_400 => format!("{}d", s / 86_400),
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s => format!("{}m", s / 60),
+    }
+}
+
 /// `512 B`, `1.5 KiB`, `3.2 GiB`.
 pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -124,7 +133,7 @@ fn heading(out: &mut String, title: &str) {
 
 pub(super) fn status(report: &StatusReport) -> String {
     let mut out = String::new();
-    let window = age(report.window_seconds);
+    let window = span(report.window_seconds);
     let _ = writeln!(
         out,
         "replmon status at {} (window {window}); source buckets: {}",
@@ -144,13 +153,23 @@ pub(super) fn status(report: &StatusReport) -> String {
         return out;
     }
 
-    heading(&mut out, &format!("OPEN INCIDENTS ({})", report.incidents.len()));
+    heading(
+        &mut out,
+        &format!("OPEN INCIDENTS ({})", report.incidents.len()),
+    );
     if report.incidents.is_empty() {
         out.push_str("  none\n");
     } else {
         let mut table = Table::new(
             vec![
-                "SEVERITY", "FROM", "WHAT", "CAUSE", "MISSING", "EVENTS", "PAGES", "OPENED",
+                "SEVERITY",
+                "FROM",
+                "WHAT",
+                "CAUSE",
+                "MISSING",
+                "EVENTS",
+                "PAGES",
+                "OPENED",
                 "LAST SEEN",
             ],
             vec![4, 5, 6],
@@ -198,7 +217,14 @@ pub(super) fn status(report: &StatusReport) -> String {
     } else {
         let mut table = Table::new(
             vec![
-                "SOURCE", "DESTINATION", "OBJECTS", "FAILED", "LATE", "BYTES", "OLDEST", "SINCE",
+                "SOURCE",
+                "DESTINATION",
+                "OBJECTS",
+                "FAILED",
+                "LATE",
+                "BYTES",
+                "OLDEST",
+                "SINCE",
             ],
             vec![2, 3, 4, 5, 6],
         );
@@ -222,7 +248,7 @@ pub(super) fn status(report: &StatusReport) -> String {
             ]);
         }
         table.render(&mut out);
-        out.push_str("  list them: replmon backlog --bucket SOURCE [--destination DESTINATION]\n");
+        out.push_str("  list them: replmon backlog --bucket SOURCE [--destination DESTINATION] (canary probes are left out)\n");
     }
 
     heading(&mut out, &format!("CANARY (probes over the last {window})"));
@@ -231,7 +257,15 @@ pub(super) fn status(report: &StatusReport) -> String {
     } else {
         let mut table = Table::new(
             vec![
-                "SOURCE", "DESTINATION", "RULE", "PROBES", "ARRIVED", "P50", "P95", "P99", "LAST",
+                "SOURCE",
+                "DESTINATION",
+                "RULE",
+                "PROBES",
+                "ARRIVED",
+                "P50",
+                "P95",
+                "P99",
+                "LAST",
                 "LAST AT",
             ],
             vec![3, 4, 5, 6, 7],

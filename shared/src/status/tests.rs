@@ -36,7 +36,13 @@ async fn deliver(ledger: &InMemoryLedger, records: Vec<serde_json::Value>) {
     }
 }
 
-fn probe(bucket: &str, rule: &str, minute: u32, status: ProbeStatus, latency: Option<u64>) -> ProbeRecord {
+fn probe(
+    bucket: &str,
+    rule: &str,
+    minute: u32,
+    status: ProbeStatus,
+    latency: Option<u64>,
+) -> ProbeRecord {
     let put_at = at("2026-11-23T03:00:00Z") + Duration::seconds(i64::from(minute) * 60);
     ProbeRecord {
         source_bucket: bucket.into(),
@@ -67,9 +73,15 @@ fn probe(bucket: &str, rule: &str, minute: u32, status: ProbeStatus, latency: Op
 #[tokio::test]
 async fn an_empty_ledger_is_a_report_not_an_error() {
     let ledger = InMemoryLedger::default();
-    let report = status(&ledger, now(), &StatusOptions::default()).await.unwrap();
+    let report = status(&ledger, now(), &StatusOptions::default())
+        .await
+        .unwrap();
     assert!(report.is_empty());
-    assert!(report.to_text().contains("The ledger is empty"), "{}", report.to_text());
+    assert!(
+        report.to_text().contains("The ledger is empty"),
+        "{}",
+        report.to_text()
+    );
     let page = ledger.backlog_page("src", None, None, 10).await.unwrap();
     assert_eq!(page, BacklogPage::default());
     assert!(backlog_text(&page, now()).contains("No object is missing"));
@@ -80,21 +92,45 @@ async fn incidents_backlog_and_failures_by_reason_come_from_the_recorded_events(
     let ledger = InMemoryLedger::default();
     let b = NotificationBuilder::new("src", "dst", "rule-1");
     let mut records: Vec<_> = (0..12)
-        .map(|i| b.record(OperationFailedReplication, &format!("data/f{i}"), &format!("v{i}"), Some("DstPutObjectNotPermitted")))
+        .map(|i| {
+            b.record(
+                OperationFailedReplication,
+                &format!("data/f{i}"),
+                &format!("v{i}"),
+                Some("DstPutObjectNotPermitted"),
+            )
+        })
         .collect();
-    records.push(b.record(OperationFailedReplication, "kms/k", "v1", Some("DstKmsKeyNotFound")));
+    records.push(b.record(
+        OperationFailedReplication,
+        "kms/k",
+        "v1",
+        Some("DstKmsKeyNotFound"),
+    ));
     // Two late objects; one of them arrives later.
     records.push(b.record(OperationMissedThreshold, "late/a", "v1", None));
     records.push(b.record(OperationMissedThreshold, "late/b", "v1", None));
     records.push(b.record(OperationReplicatedAfterThreshold, "late/b", "v1", None));
     // A second destination of the same bucket.
     let other = NotificationBuilder::new("src", "dst-eu", "rule-2");
-    records.push(other.record(OperationFailedReplication, "eu/x", "v1", Some("DstBucketNotFound")));
+    records.push(other.record(
+        OperationFailedReplication,
+        "eu/x",
+        "v1",
+        Some("DstBucketNotFound"),
+    ));
     // A redelivery changes nothing.
-    records.push(b.record(OperationFailedReplication, "data/f0", "v0", Some("DstPutObjectNotPermitted")));
+    records.push(b.record(
+        OperationFailedReplication,
+        "data/f0",
+        "v0",
+        Some("DstPutObjectNotPermitted"),
+    ));
     deliver(&ledger, records).await;
 
-    let report = status(&ledger, now(), &StatusOptions::default()).await.unwrap();
+    let report = status(&ledger, now(), &StatusOptions::default())
+        .await
+        .unwrap();
     assert_eq!(report.source_buckets, vec!["src".to_owned()]);
 
     let missing = |cause: &str| {
@@ -108,7 +144,11 @@ async fn incidents_backlog_and_failures_by_reason_come_from_the_recorded_events(
     assert_eq!(missing("FAILED:DstKmsKeyNotFound"), Some(1));
     assert_eq!(missing("FAILED:DstBucketNotFound"), Some(1));
     assert_eq!(missing("LATE"), Some(1), "late/b arrived");
-    let permissions = report.incidents.iter().find(|i| i.cause == "FAILED:DstPutObjectNotPermitted").unwrap();
+    let permissions = report
+        .incidents
+        .iter()
+        .find(|i| i.cause == "FAILED:DstPutObjectNotPermitted")
+        .unwrap();
     assert_eq!(permissions.events, Some(12));
     assert_eq!(permissions.pages_sent, Some(1));
     assert_eq!(permissions.subject, "src -> dst (rule rule-1)");
@@ -116,7 +156,15 @@ async fn incidents_backlog_and_failures_by_reason_come_from_the_recorded_events(
 
     assert_eq!(report.backlog.len(), 2);
     let dst = &report.backlog[0];
-    assert_eq!((dst.destination_bucket.as_str(), dst.objects, dst.failed, dst.late), ("dst", 14, 13, 1));
+    assert_eq!(
+        (
+            dst.destination_bucket.as_str(),
+            dst.objects,
+            dst.failed,
+            dst.late
+        ),
+        ("dst", 14, 13, 1)
+    );
     assert_eq!(dst.bytes, 14 * 1024, "the builder's objects are 1 KiB");
     assert_eq!(dst.objects_without_size, 0);
     assert_eq!(dst.oldest_since, at("2026-11-23T03:00:00Z"));
@@ -130,17 +178,36 @@ async fn incidents_backlog_and_failures_by_reason_come_from_the_recorded_events(
         .collect();
     assert_eq!(
         reasons,
-        vec![("DstPutObjectNotPermitted", 12), ("DstBucketNotFound", 1), ("DstKmsKeyNotFound", 1)]
+        vec![
+            ("DstPutObjectNotPermitted", 12),
+            ("DstBucketNotFound", 1),
+            ("DstKmsKeyNotFound", 1)
+        ]
     );
 
     // A day later the failures leave the window, but the backlog stays: nobody fixed it.
-    let later = status(&ledger, now() + Duration::days(2), &StatusOptions::default()).await.unwrap();
+    let later = status(
+        &ledger,
+        now() + Duration::days(2),
+        &StatusOptions::default(),
+    )
+    .await
+    .unwrap();
     assert!(later.failures_by_reason.is_empty());
     assert_eq!(later.backlog[0].objects, 14);
-    assert!(later.incidents.iter().any(|i| i.cause == "FAILED:DstKmsKeyNotFound"));
+    assert!(later
+        .incidents
+        .iter()
+        .any(|i| i.cause == "FAILED:DstKmsKeyNotFound"));
 
     let text = report.to_text();
-    for expected in ["OPEN INCIDENTS (4)", "FAILED:DstPutObjectNotPermitted", "14.0 KiB", "1h 0m", "DstBucketNotFound"] {
+    for expected in [
+        "OPEN INCIDENTS (4)",
+        "FAILED:DstPutObjectNotPermitted",
+        "14.0 KiB",
+        "1h 0m",
+        "DstBucketNotFound",
+    ] {
         assert!(text.contains(expected), "{expected:?} missing from\n{text}");
     }
     let json = serde_json::to_value(&report).unwrap();
@@ -154,16 +221,28 @@ async fn backlog_pages_cover_every_missing_object_once_in_order() {
     let b = NotificationBuilder::new("src", "dst", "rule-1");
     let other = NotificationBuilder::new("src", "dst-eu", "rule-2");
     let mut records: Vec<_> = (0..23)
-        .map(|i| b.record(OperationFailedReplication, &format!("k/{i:02} name with spaces"), "v1", Some("DstKmsKeyNotFound")))
+        .map(|i| {
+            b.record(
+                OperationFailedReplication,
+                &format!("k/{i:02} name with spaces"),
+                "v1",
+                Some("DstKmsKeyNotFound"),
+            )
+        })
         .collect();
-    records.extend((0..4).map(|i| other.record(OperationMissedThreshold, &format!("eu/{i}"), "v1", None)));
+    records.extend(
+        (0..4).map(|i| other.record(OperationMissedThreshold, &format!("eu/{i}"), "v1", None)),
+    );
     deliver(&ledger, records).await;
 
     let mut seen = Vec::new();
     let mut after: Option<BacklogCursor> = None;
     let mut pages = 0;
     loop {
-        let page = ledger.backlog_page("src", None, after.as_ref(), 10).await.unwrap();
+        let page = ledger
+            .backlog_page("src", None, after.as_ref(), 10)
+            .await
+            .unwrap();
         pages += 1;
         assert!(page.objects.len() <= 10);
         seen.extend(page.objects.iter().map(|o| o.sort_key()));
@@ -179,7 +258,10 @@ async fn backlog_pages_cover_every_missing_object_once_in_order() {
     sorted.dedup();
     assert_eq!(seen, sorted, "in key order, no repeats");
 
-    let eu = ledger.backlog_page("src", Some("dst-eu"), None, 100).await.unwrap();
+    let eu = ledger
+        .backlog_page("src", Some("dst-eu"), None, 100)
+        .await
+        .unwrap();
     assert_eq!(eu.objects.len(), 4);
     assert!(eu.next.is_none());
     assert!(eu.objects.iter().all(|o| o.destination_bucket == "dst-eu"));
@@ -214,7 +296,13 @@ async fn canary_latency_last_result_incident_and_findings() {
     let expires = now() + Duration::days(90);
     // 20 good probes on rule-1 with latencies 1..=20 s, then a missing one.
     for minute in 0..20u32 {
-        let p = probe("src", "rule-1", minute, ProbeStatus::Arrived, Some(u64::from(minute + 1) * 1000));
+        let p = probe(
+            "src",
+            "rule-1",
+            minute,
+            ProbeStatus::Arrived,
+            Some(u64::from(minute + 1) * 1000),
+        );
         ledger.save_probe(&p, expires).await.unwrap();
     }
     let mut last = probe("src", "rule-1", 30, ProbeStatus::Missing, None);
@@ -249,20 +337,35 @@ async fn canary_latency_last_result_incident_and_findings() {
         .await
         .unwrap();
 
-    let report = status(&ledger, now(), &StatusOptions::default()).await.unwrap();
+    let report = status(&ledger, now(), &StatusOptions::default())
+        .await
+        .unwrap();
     assert_eq!(report.canary.len(), 1);
     let c = &report.canary[0];
     assert_eq!((c.probes, c.arrived), (21, 20));
-    assert_eq!((c.p50_ms, c.p95_ms, c.p99_ms), (Some(10_000), Some(19_000), Some(20_000)));
+    assert_eq!(
+        (c.p50_ms, c.p95_ms, c.p99_ms),
+        (Some(10_000), Some(19_000), Some(20_000))
+    );
     assert_eq!(c.last_status, Some(ProbeStatus::Missing));
     assert_eq!(c.last_detail.as_deref(), Some("not in dst after 900 s"));
-    let canary = report.incidents.iter().find(|i| i.source == IncidentSource::Canary).unwrap();
+    let canary = report
+        .incidents
+        .iter()
+        .find(|i| i.source == IncidentSource::Canary)
+        .unwrap();
     assert_eq!(canary.cause, "MISSING");
     assert_eq!(canary.severity, Severity::Critical);
     assert_eq!(report.findings.len(), 1);
     assert_eq!(report.findings[0].id, "rtc-off#rule-1");
     let text = report.to_text();
-    for expected in ["10.0 s", "19.0 s", "MISSING", "no Replication Time Control", "not in dst after 900 s"] {
+    for expected in [
+        "10.0 s",
+        "19.0 s",
+        "MISSING",
+        "no Replication Time Control",
+        "not in dst after 900 s",
+    ] {
         assert!(text.contains(expected), "{expected:?} missing from\n{text}");
     }
 }
@@ -289,7 +392,9 @@ async fn alarms_in_alarm_or_with_an_open_incident_are_listed() {
     ] {
         assert!(ledger.put_alarm(&r, None, expires).await.unwrap());
     }
-    let report = status(&ledger, now(), &StatusOptions::default()).await.unwrap();
+    let report = status(&ledger, now(), &StatusOptions::default())
+        .await
+        .unwrap();
     let names: Vec<&str> = report
         .incidents
         .iter()
@@ -298,4 +403,52 @@ async fn alarms_in_alarm_or_with_an_open_incident_are_listed() {
         .collect();
     assert_eq!(names, vec!["latency-high", "no-data-while-open"]);
     assert!(!report.is_empty());
+}
+
+#[tokio::test]
+async fn failed_canary_probes_are_not_counted_as_missing_data() {
+    let ledger = InMemoryLedger::default();
+    let b = NotificationBuilder::new("src", "dst", "rule-1");
+    deliver(
+        &ledger,
+        vec![
+            b.record(
+                OperationFailedReplication,
+                "data/a",
+                "v1",
+                Some("DstKmsKeyNotFound"),
+            ),
+            b.record(
+                OperationFailedReplication,
+                "replmon-canary/rule-1/run-7",
+                "v1",
+                Some("DstKmsKeyNotFound"),
+            ),
+        ],
+    )
+    .await;
+    let report = status(&ledger, now(), &StatusOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(report.backlog[0].objects, 1);
+    assert_eq!(report.incidents[0].objects_missing, Some(1));
+    assert_eq!(
+        report.incidents[0].events,
+        Some(2),
+        "the incident still counts both events"
+    );
+    let page = ledger.backlog_page("src", None, None, 10).await.unwrap();
+    assert_eq!(page.objects.len(), 2);
+    let page = without_probes(page, StatusOptions::default().canary_segment.as_ref());
+    assert_eq!(page.objects.len(), 1);
+    assert_eq!(page.objects[0].key, "data/a");
+    // Without a segment nothing is left out.
+    let all = StatusOptions {
+        canary_segment: None,
+        ..StatusOptions::default()
+    };
+    assert_eq!(
+        status(&ledger, now(), &all).await.unwrap().backlog[0].objects,
+        2
+    );
 }

@@ -6,15 +6,20 @@
 //!     local-stack ledger    --endpoint http://127.0.0.1:PORT
 //!     local-stack latency   --endpoint http://127.0.0.1:PORT   (demo datapoints for the latency alarm)
 //!     local-stack replicate --endpoint http://127.0.0.1:PORT [--delay-ms 1500]
-//!                           [--fail-key-containing TEXT --reason CODE --lambda-port PORT]
-//!         (the replication simulator, until stopped: moto does not replicate)
+//!                           [--fail-key-containing TEXT --reason CODE] [--faults-file PATH]
+//!                           [--lambda-port PORT [--events-queue NAME]]
+//!         (the replication simulator, until stopped: moto does not replicate. Failure events go
+//!         to replication-events directly, or through an SQS queue and a local event source
+//!         mapping. The faults file is re-read while it runs: lines `<bucket> <reason> [key text]`.)
+//!     local-stack put-objects --endpoint http://127.0.0.1:PORT --count N --prefix P
+//!                           [--wait-backlog N]   (a workload on the source bucket)
 
 use anyhow::{bail, Context, Result};
 use replmon_tests::{render_page, sdk_config, Stack, StackNames};
 use std::collections::BTreeMap;
 
 fn usage() -> &'static str {
-    "usage: local-stack (provision [--env-file PATH] | pages | ledger | latency | replicate [--delay-ms MS] [--fail-key-containing TEXT --reason CODE --lambda-port PORT]) --endpoint URL"
+    "usage: local-stack (provision [--env-file PATH] | pages | ledger | latency | replicate [--delay-ms MS] [--fail-key-containing TEXT --reason CODE] [--faults-file PATH] [--lambda-port PORT [--events-queue NAME]] | put-objects --count N --prefix P [--wait-backlog N]) --endpoint URL"
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -125,11 +130,33 @@ async fn main() -> Result<()> {
                 delay: Delay::Fixed(std::time::Duration::from_millis(delay_ms)),
                 ..Default::default()
             };
+            let mut mapping = None;
             if let Some(port) = option("--lambda-port") {
-                settings.failure_sink = Some(std::sync::Arc::new(LambdaInvokeSink {
-                    port: port.parse().context("--lambda-port expects a port")?,
-                    function: "replication-events".into(),
-                }));
+                let port: u16 = port.parse().context("--lambda-port expects a port")?;
+                let function = "replication-events".to_owned();
+                settings.failure_sink = Some(match option("--events-queue") {
+                    // S3 -> SQS -> Lambda, as recommended for production.
+                    Some(queue) => {
+                        use replmon_tests::event_source::{
+                            create_event_queue, SqsEventSourceMapping,
+                        };
+                        use replmon_tests::replication_sim::SqsSink;
+                        let sqs = aws_sdk_sqs::Client::new(&sdk);
+                        let (url, arn) = create_event_queue(&sqs, &queue).await?;
+                        mapping = Some(SqsEventSourceMapping::start(
+                            sqs.clone(),
+                            url.clone(),
+                            arn,
+                            port,
+                            function,
+                        ));
+                        std::sync::Arc::new(SqsSink {
+                            client: sqs,
+                            queue_url: url,
+                        })
+                    }
+                    None => std::sync::Arc::new(LambdaInvokeSink { port, function }),
+                });
             }
             let sim = ReplicationSimulator::start(
                 replmon_tests::s3_client(&sdk),
@@ -137,17 +164,109 @@ async fn main() -> Result<()> {
                 settings,
             )
             .await;
-            if let Some(text) = option("--fail-key-containing") {
+            let fixed_fault = option("--fail-key-containing").map(|text| {
                 let reason =
                     option("--reason").unwrap_or_else(|| "DstPutObjectNotPermitted".into());
-                sim.fail_matching(&names.source_bucket, &text, &reason);
-            }
+                (names.source_bucket.clone(), reason, text)
+            });
+            let apply = |faults: &[(String, String, String)]| {
+                sim.clear_failures(&names.source_bucket);
+                for (bucket, reason, text) in fixed_fault.iter().chain(faults) {
+                    sim.fail_matching(bucket, text, reason);
+                }
+            };
+            apply(&[]);
             println!(
                 "replicating {} -> {} after {delay_ms} ms (stop with SIGTERM)",
                 names.source_bucket, names.replica_bucket
             );
-            tokio::signal::ctrl_c().await.ok();
+            let faults_file = option("--faults-file");
+            let mut applied: Option<String> = None;
+            let stop = tokio::signal::ctrl_c();
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                }
+                let Some(path) = &faults_file else { continue };
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                if applied.as_deref() == Some(text.as_str()) {
+                    continue;
+                }
+                let faults: Vec<(String, String, String)> = text
+                    .lines()
+                    .filter_map(|line| {
+                        let mut words = line.split_whitespace();
+                        let bucket = words.next()?.to_owned();
+                        let reason = words.next()?.to_owned();
+                        Some((bucket, reason, words.next().unwrap_or("").to_owned()))
+                    })
+                    .collect();
+                apply(&faults);
+                println!("faults now: {faults:?}");
+                applied = Some(text);
+            }
             sim.stop().await;
+            if let Some(mapping) = mapping {
+                use std::sync::atomic::Ordering;
+                println!(
+                    "event source mapping: {} invocations, {} messages delivered, {} retried",
+                    mapping.counters.invocations.load(Ordering::SeqCst),
+                    mapping.counters.delivered.load(Ordering::SeqCst),
+                    mapping.counters.retried.load(Ordering::SeqCst)
+                );
+                mapping.stop().await;
+            }
+        }
+        "put-objects" => {
+            let names = StackNames::default();
+            let count: usize = option("--count")
+                .context("--count is required")?
+                .parse()
+                .context("--count expects a number")?;
+            let prefix = option("--prefix").unwrap_or_else(|| "workload/".into());
+            let s3 = replmon_tests::s3_client(&sdk);
+            for i in 0..count {
+                s3.put_object()
+                    .bucket(&names.source_bucket)
+                    .key(format!("{prefix}{i:04}.json"))
+                    .body(aws_sdk_s3::primitives::ByteStream::from(
+                        format!("{{\"invoice\": {i}, \"pad\": \"{}\"}}", "x".repeat(2000))
+                            .into_bytes(),
+                    ))
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("{}", aws_sdk_s3::error::DisplayErrorContext(e))
+                    })?;
+            }
+            println!(
+                "put {count} objects under s3://{}/{prefix}",
+                names.source_bucket
+            );
+            if let Some(wanted) = option("--wait-backlog") {
+                use replmon_shared::alarm_monitor::BacklogCounter;
+                let wanted: u64 = wanted.parse().context("--wait-backlog expects a number")?;
+                let ledger = replmon_shared::aws::DynamoDbLedger::new(&sdk, &names.table);
+                let started = std::time::Instant::now();
+                loop {
+                    let backlog = ledger
+                        .count_backlog(&names.source_bucket, None, None)
+                        .await?;
+                    if backlog >= wanted {
+                        println!(
+                            "the ledger lists {backlog} objects missing from the replica after {:.1} s",
+                            started.elapsed().as_secs_f64()
+                        );
+                        break;
+                    }
+                    if started.elapsed() > std::time::Duration::from_secs(180) {
+                        bail!("after 3 minutes the ledger lists {backlog} missing objects, not {wanted}");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                }
+            }
         }
         _ => bail!("{}", usage()),
     }

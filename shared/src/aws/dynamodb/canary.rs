@@ -13,8 +13,8 @@
 use super::{
     corrupt, get_n, n, object_from_item, object_key_of, s, sdk_error, written, DynamoDbLedger, Item,
 };
-use crate::canary::ports::CanaryStore;
 use crate::canary::audit::AuditRecord;
+use crate::canary::ports::CanaryStore;
 use crate::canary::probe::{ProbeRecord, RuleHealth};
 use crate::ledger::LedgerError;
 use aws_sdk_dynamodb::types::AttributeValue;

@@ -120,7 +120,11 @@ impl LedgerReader for DynamoDbLedger {
             .buffered(FAN_OUT)
             .try_collect()
             .await?;
-        Ok(found.into_iter().flatten().map(|(alarm, _)| alarm).collect())
+        Ok(found
+            .into_iter()
+            .flatten()
+            .map(|(alarm, _)| alarm)
+            .collect())
     }
 
     async fn incidents(&self, source_bucket: &str) -> Result<Vec<Incident>, LedgerError> {
@@ -248,4 +252,3 @@ impl LedgerReader for DynamoDbLedger {
             .transpose()
     }
 }
-
