@@ -34,7 +34,7 @@ impl BacklogCursor {
 
     pub fn decode(token: &str) -> Result<Self, String> {
         let invalid = || format!("{token:?} is not a cursor printed by `replmon backlog`");
-        if token.is_empty() || token.len() % 2 != 0 {
+        if token.is_empty() || !token.len().is_multiple_of(2) {
             return Err(invalid());
         }
         let bytes = (0..token.len())

@@ -98,7 +98,7 @@ pub(crate) fn age(seconds: i64) -> String {
 /// A window as given: `90m`, `24h`, `7d`.
 fn span(seconds: i64) -> String {
     match seconds {
-        s if s > 0 && s % 86_400 == 0 && s >= 2 * 86_400 => format!("{}d", s / 86_400),
+        s if s >= 2 * 86_400 && s % 86_400 == 0 => format!("{}d", s / 86_400),
         s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
         s => format!("{}m", s / 60),
     }
