@@ -73,15 +73,18 @@ pub struct IncidentKey {
     pub cause: IncidentCause,
 }
 
+/// The code a failure is filed under: S3's `failureReason`, or a name for its absence.
+pub fn failure_reason_code(reason: Option<&str>) -> &str {
+    reason
+        .filter(|r| !r.is_empty())
+        .unwrap_or("NoFailureReasonGiven")
+}
+
 impl IncidentKey {
     pub fn for_event(event: &ReplicationEvent) -> Self {
         let cause = match event.kind {
             ReplicationEventKind::OperationFailedReplication => IncidentCause::Failure(
-                event
-                    .failure_reason
-                    .clone()
-                    .filter(|r| !r.is_empty())
-                    .unwrap_or_else(|| "NoFailureReasonGiven".to_owned()),
+                failure_reason_code(event.failure_reason.as_deref()).to_owned(),
             ),
             ReplicationEventKind::OperationMissedThreshold
             | ReplicationEventKind::OperationReplicatedAfterThreshold => IncidentCause::Late,

@@ -9,7 +9,7 @@ use crate::canary::audit::AuditRecord;
 use crate::canary::probe::{ProbeRecord, ProbeStatus, RuleHealth};
 use crate::canary::setup::CanarySegment;
 use crate::catalog;
-use crate::incident::{Incident, IncidentCause};
+use crate::incident::{failure_reason_code, Incident, IncidentCause};
 use crate::ledger::{LedgerError, ObjectRecord, ObjectStatus};
 use crate::severity::Severity;
 use chrono::{DateTime, Duration, Utc};
@@ -324,9 +324,10 @@ pub async fn status<R: LedgerReader>(
             }
         }
         for object in &backlog.objects {
-            if let (Some(reason), Some(at)) = (&object.failure_reason, object.failed_at) {
+            if let Some(at) = object.failed_at {
                 if at >= since {
-                    let entry = failures.entry(reason.clone()).or_default();
+                    let reason = failure_reason_code(object.failure_reason.as_deref());
+                    let entry = failures.entry(reason.to_owned()).or_default();
                     entry.0 += 1;
                     if !entry.1.contains(bucket) {
                         entry.1.push(bucket.clone());
@@ -382,7 +383,7 @@ pub async fn status<R: LedgerReader>(
 }
 
 impl StatusReport {
-    /// Nothing recorded at all: not an error, but worth saying plainly.
+    /// Nothing listed at all: not an error, but worth saying plainly.
     pub fn is_empty(&self) -> bool {
         self.source_buckets.is_empty() && self.incidents.is_empty()
     }
@@ -429,7 +430,7 @@ impl BucketBacklog {
                     && o.rule_id == key.rule_id
                     && match (&key.cause, o.status()) {
                         (IncidentCause::Failure(reason), ObjectStatus::Failed) => {
-                            o.failure_reason.as_deref() == Some(reason.as_str())
+                            failure_reason_code(o.failure_reason.as_deref()) == reason
                         }
                         (IncidentCause::Late, ObjectStatus::Late) => true,
                         _ => false,

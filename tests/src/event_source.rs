@@ -158,17 +158,11 @@ async fn poll_once(
     let retry: Vec<String> = match invoked {
         Ok(Ok((status, body))) if (200..300).contains(&status) => {
             match serde_json::from_str::<Value>(&body) {
-                // A function error comes back as 200 with errorType/errorMessage: all retried.
-                Ok(response) if response.get("errorType").is_none() => response
-                    ["batchItemFailures"]
-                    .as_array()
-                    .map(|failures| {
-                        failures
-                            .iter()
-                            .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                // A function error comes back as 200 with errorType/errorMessage, and Lambda
+                // retries the whole batch when a response lists an identifier it did not send.
+                Ok(response) if response.get("errorType").is_none() => {
+                    listed_failures(&response, &messages).unwrap_or_else(|| all_ids(&messages))
+                }
                 _ => all_ids(&messages),
             }
         }
@@ -226,4 +220,63 @@ fn all_ids(messages: &[aws_sdk_sqs::types::Message]) -> Vec<String> {
         .iter()
         .filter_map(|m| m.message_id.clone())
         .collect()
+}
+
+/// The message IDs a partial batch response lists; `None` when the response is malformed (not
+/// an object, or an identifier that is missing, empty or not in the batch).
+fn listed_failures(
+    response: &Value,
+    messages: &[aws_sdk_sqs::types::Message],
+) -> Option<Vec<String>> {
+    let sent = all_ids(messages);
+    let failures = match response.get("batchItemFailures") {
+        None | Some(Value::Null) => return response.is_object().then(Vec::new),
+        Some(failures) => failures.as_array()?,
+    };
+    failures
+        .iter()
+        .map(|f| {
+            f["itemIdentifier"]
+                .as_str()
+                .filter(|id| sent.iter().any(|s| s == id))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn messages(ids: &[&str]) -> Vec<aws_sdk_sqs::types::Message> {
+        ids.iter()
+            .map(|id| {
+                aws_sdk_sqs::types::Message::builder()
+                    .message_id(*id)
+                    .build()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn partial_batch_responses_are_read_like_lambda_does() {
+        let batch = messages(&["a", "b", "c"]);
+        let listed = |response: Value| listed_failures(&response, &batch);
+        assert_eq!(listed(json!({"batchItemFailures": []})), Some(vec![]));
+        assert_eq!(listed(json!({})), Some(vec![]));
+        assert_eq!(
+            listed(json!({"batchItemFailures": [{"itemIdentifier": "b"}]})),
+            Some(vec!["b".to_owned()])
+        );
+        // Unknown, empty or missing identifiers: the whole batch is retried.
+        for bad in [
+            json!({"batchItemFailures": [{"itemIdentifier": "zzz"}]}),
+            json!({"batchItemFailures": [{"itemIdentifier": ""}]}),
+            json!({"batchItemFailures": [{}]}),
+            json!({"batchItemFailures": "b"}),
+            json!("ok"),
+        ] {
+            assert_eq!(listed(bad), None);
+        }
+    }
 }

@@ -433,41 +433,44 @@ pub(crate) async fn post(
     stream.flush().await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
-    let text = String::from_utf8_lossy(&response);
-    let status_line = text.lines().next().unwrap_or("");
+    let (head, body) = match response.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(at) => (&response[..at], &response[at + 4..]),
+        None => (&response[..], &[][..]),
+    };
+    let head = String::from_utf8_lossy(head);
+    let status_line = head.lines().next().unwrap_or("");
     let status = status_line
         .strip_prefix("HTTP/1.1 ")
         .or_else(|| status_line.strip_prefix("HTTP/1.0 "))
         .and_then(|rest| rest.get(..3))
         .and_then(|code| code.parse::<u16>().ok())
         .with_context(|| format!("not an HTTP response: {status_line:?}"))?;
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let chunked = head
         .lines()
         .any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked");
-    Ok((
-        status,
-        if chunked {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        },
-    ))
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// The payload of a chunked HTTP/1.1 body.
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+/// The payload of a chunked HTTP/1.1 body (decoded as bytes: a chunk may end inside a character).
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&body[..line_end]);
+        let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
         else {
             break;
         };
+        let rest = &body[line_end + 2..];
         if size == 0 || rest.len() < size {
             break;
         }
-        out.push_str(&rest[..size]);
-        body = rest[size..].strip_prefix("\r\n").unwrap_or(&rest[size..]);
+        out.extend_from_slice(&rest[..size]);
+        body = rest[size..].strip_prefix(b"\r\n").unwrap_or(&rest[size..]);
     }
     out
 }
@@ -1075,6 +1078,21 @@ fn draw(rng: &mut SplitMix64, delay: Delay) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn chunked_bodies_are_joined_even_inside_a_character() {
+        let text = "é ok";
+        let bytes = text.as_bytes();
+        let mut body = Vec::new();
+        body.extend_from_slice(b"1\r\n");
+        body.push(bytes[0]);
+        body.extend_from_slice(b"\r\n4\r\n");
+        body.extend_from_slice(&bytes[1..]);
+        body.extend_from_slice(b"\r\n0\r\n\r\n");
+        assert_eq!(super::dechunk(&body), bytes);
+        assert_eq!(super::dechunk(b"zz\r\nabc"), b"");
+        assert_eq!(super::dechunk(b"ff\r\nshort"), b"");
+    }
+
     use super::*;
 
     fn job(key: &str) -> Job {

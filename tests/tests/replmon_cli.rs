@@ -316,6 +316,51 @@ async fn replmon_reports_what_the_functions_recorded() {
         table.stdout
     );
 
+    // A ledger written before the catalog existed: status finds nothing until catalog-rebuild.
+    let catalog = stack
+        .dynamodb
+        .query()
+        .table_name(&stack.names.table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("CATALOG".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(catalog.items().len(), 2, "the source bucket and the alarm");
+    for item in catalog.items() {
+        stack
+            .dynamodb
+            .delete_item()
+            .table_name(&stack.names.table)
+            .key("pk", item["pk"].clone())
+            .key("sk", item["sk"].clone())
+            .send()
+            .await
+            .unwrap();
+    }
+    let blind = json(&replmon(&binary, &env, &["status", "--json"]));
+    assert_eq!(blind["source_buckets"], serde_json::json!([]));
+    let rebuilt = replmon(&binary, &env, &["catalog-rebuild"]);
+    assert_eq!(rebuilt.code, 0, "{}", rebuilt.stderr);
+    assert!(
+        rebuilt
+            .stdout
+            .contains("1 source buckets (replmon-demo-source), 1 alarms"),
+        "{}",
+        rebuilt.stdout
+    );
+    let again = json(&replmon(&binary, &env, &["status", "--json"]));
+    assert_eq!(again["incidents"], report["incidents"]);
+    for field in ["objects", "failed", "bytes", "oldest_since"] {
+        assert_eq!(
+            again["backlog"][0][field], report["backlog"][0][field],
+            "{field}"
+        );
+    }
+
     // One page for the storm, whatever the batching.
     let pages = stack.drain_pages().await.unwrap();
     let storm_pages = pages

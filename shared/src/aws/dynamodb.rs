@@ -34,6 +34,7 @@ type Item = HashMap<String, AttributeValue>;
 
 mod canary;
 mod status;
+pub use status::CatalogRebuild;
 
 /// The partition listing source buckets and alarms (`sk=SOURCE#<bucket>`, `sk=ALARM#<key>`).
 const CATALOG_PARTITION: &str = "CATALOG";
@@ -62,11 +63,7 @@ impl DynamoDbLedger {
     }
 
     /// List a source bucket in the catalog, so reports find its partitions without a scan.
-    async fn catalog_source(
-        &self,
-        source_bucket: &str,
-        expires_at: DateTime<Utc>,
-    ) -> Result<(), LedgerError> {
+    async fn catalog_source(&self, source_bucket: &str, expires_at: DateTime<Utc>) {
         self.catalog(
             format!("SOURCE#{source_bucket}"),
             ("source_bucket", source_bucket),
@@ -76,8 +73,16 @@ impl DynamoDbLedger {
     }
 
     /// Put a catalog entry (`pk=CATALOG`) unless this process did so within the last hour. The
-    /// put is idempotent; it outlives the records it points to by a day.
-    async fn catalog(
+    /// put is idempotent; it outlives the records it points to by a day. Best effort: a failure
+    /// (say, throttling on the catalog partition during a storm) must not delay a page, and the
+    /// next write about the same bucket or alarm tries again.
+    async fn catalog(&self, sk: String, entry: (&str, &str), expires_at: DateTime<Utc>) {
+        if let Err(error) = self.put_catalog(sk, entry, expires_at).await {
+            tracing::warn!(%error, "catalog entry not written; the next write retries it");
+        }
+    }
+
+    pub(crate) async fn put_catalog(
         &self,
         sk: String,
         (name, value): (&str, &str),
@@ -314,7 +319,7 @@ impl Ledger for DynamoDbLedger {
         expires_at: DateTime<Utc>,
     ) -> Result<Incident, LedgerError> {
         self.catalog_source(&incident.source_bucket, expires_at)
-            .await?;
+            .await;
         let (pk, sk) = incident_key(incident);
         let reason = match &incident.cause {
             IncidentCause::Failure(reason) => reason.clone(),
@@ -688,7 +693,7 @@ impl AlarmStore for DynamoDbLedger {
             ("alarm_key", &record.alarm_key),
             expires_at,
         )
-        .await?;
+        .await;
         let mut item: Item = [
             ("pk", s(format!("ALARM#{}", record.alarm_key))),
             ("sk", s("STATE")),

@@ -71,10 +71,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List every source bucket and alarm of the table in its catalog (once, for a ledger
+    /// written before the catalog existed; scans the table and needs dynamodb:Scan and PutItem).
+    CatalogRebuild,
 }
 
 fn parse_window(text: &str) -> Result<chrono::Duration, String> {
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let unit_at = text.char_indices().last().map_or(0, |(at, _)| at);
+    let (number, unit) = text.split_at(unit_at);
     let value: i64 = number
         .parse()
         .ok()
@@ -186,6 +190,15 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 print_backlog(&bucket, destination.as_deref(), limit, &page);
             }
+        }
+        Command::CatalogRebuild => {
+            let listed = ledger.rebuild_catalog().await.map_err(explain)?;
+            println!(
+                "catalog of {table}: {} source buckets ({}), {} alarms",
+                listed.source_buckets.len(),
+                listed.source_buckets.join(", "),
+                listed.alarms.len()
+            );
         }
     }
     Ok(())

@@ -146,9 +146,10 @@ pub(super) fn status(report: &StatusReport) -> String {
     );
     if report.is_empty() {
         out.push_str(
-            "\nThe ledger is empty: no replication event, alarm or canary probe has been recorded \
-             yet. That is expected for a new deployment; check that the functions are invoked \
-             (replication events need metrics on the rule and an s3:Replication:* notification).\n",
+            "\nThe ledger is empty: its catalog lists no source bucket and no alarm. That is \
+             expected for a new deployment; check that the functions are invoked (replication \
+             events need metrics on the rule and an s3:Replication:* notification). A ledger \
+             written by a version before the catalog existed needs `replmon catalog-rebuild` once.\n",
         );
         return out;
     }

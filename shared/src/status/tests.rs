@@ -452,3 +452,39 @@ async fn failed_canary_probes_are_not_counted_as_missing_data() {
         2
     );
 }
+
+#[tokio::test]
+async fn failures_without_a_reason_keep_their_incident_open() {
+    let ledger = InMemoryLedger::default();
+    let b = NotificationBuilder::new("src", "dst", "rule-1");
+    deliver(
+        &ledger,
+        vec![
+            b.record(OperationFailedReplication, "data/no-reason", "v1", None),
+            b.record(
+                OperationFailedReplication,
+                "data/empty-reason",
+                "v1",
+                Some(""),
+            ),
+        ],
+    )
+    .await;
+    // Two days on: outside the window, but the replica still lacks both objects.
+    let report = status(
+        &ledger,
+        now() + Duration::days(2),
+        &StatusOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.incidents.len(), 1);
+    assert_eq!(report.incidents[0].cause, "FAILED:NoFailureReasonGiven");
+    assert_eq!(report.incidents[0].objects_missing, Some(2));
+    let recent = status(&ledger, now(), &StatusOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(recent.failures_by_reason.len(), 1);
+    assert_eq!(recent.failures_by_reason[0].reason, "NoFailureReasonGiven");
+    assert_eq!(recent.failures_by_reason[0].objects, 2);
+}

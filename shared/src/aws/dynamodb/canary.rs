@@ -235,8 +235,7 @@ impl CanaryStore for DynamoDbLedger {
                 ("expires_at", n(expires_at.timestamp())),
             ],
         )?;
-        self.catalog_source(&health.source_bucket, expires_at)
-            .await?;
+        self.catalog_source(&health.source_bucket, expires_at).await;
         self.put_revised(item, expected, "write canary health")
             .await
     }

@@ -252,3 +252,75 @@ impl LedgerReader for DynamoDbLedger {
             .transpose()
     }
 }
+
+/// What [`DynamoDbLedger::rebuild_catalog`] listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CatalogRebuild {
+    pub source_buckets: Vec<String>,
+    pub alarms: Vec<String>,
+}
+
+impl DynamoDbLedger {
+    /// List every source bucket and alarm the table holds records of in the catalog: once, for
+    /// a ledger written before the catalog existed. Scans the table (keys and TTL only).
+    pub async fn rebuild_catalog(&self) -> Result<CatalogRebuild, LedgerError> {
+        use std::collections::BTreeMap;
+        let mut sources: BTreeMap<String, i64> = BTreeMap::new();
+        let mut alarms: BTreeMap<String, i64> = BTreeMap::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .projection_expression("pk, expires_at")
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_error("scan for the catalog", &e))?;
+            for item in out.items() {
+                let Some(pk) = get_s(item, "pk") else {
+                    continue;
+                };
+                let expires = super::get_n::<i64>(item, "expires_at").unwrap_or(0);
+                let (map, name) = if let Some(key) = pk.strip_prefix("ALARM#") {
+                    (&mut alarms, key)
+                } else if let Some(bucket) = ["INCIDENT#", "OBJECT#", "PROBE#", "CANARY#"]
+                    .iter()
+                    .find_map(|prefix| pk.strip_prefix(prefix))
+                {
+                    (&mut sources, bucket)
+                } else {
+                    continue;
+                };
+                let latest = map.entry(name.to_owned()).or_insert(expires);
+                *latest = (*latest).max(expires);
+            }
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        let at = |epoch: i64| {
+            DateTime::from_timestamp(epoch, 0)
+                .filter(|t| *t > Utc::now())
+                .unwrap_or_else(|| Utc::now() + chrono::Duration::days(90))
+        };
+        for (bucket, expires) in &sources {
+            self.put_catalog(
+                format!("SOURCE#{bucket}"),
+                ("source_bucket", bucket),
+                at(*expires),
+            )
+            .await?;
+        }
+        for (key, expires) in &alarms {
+            self.put_catalog(format!("ALARM#{key}"), ("alarm_key", key), at(*expires))
+                .await?;
+        }
+        Ok(CatalogRebuild {
+            source_buckets: sources.into_keys().collect(),
+            alarms: alarms.into_keys().collect(),
+        })
+    }
+}
