@@ -1,5 +1,5 @@
 # The two commands of the README, plus the benchmarks.
-.PHONY: demo test bench bench-canary setup
+.PHONY: demo test bench bench-canary bench-startup setup
 
 demo:
 	bash scripts/demo
@@ -13,6 +13,13 @@ bench:
 bench-canary:
 	bash scripts/setup
 	cargo run -p replmon-tests --bin canary-precision
+
+# Cold start, first and warm invocations, peak RSS and size of each function's release binary.
+bench-startup:
+	bash scripts/setup
+	cargo build --release -p replication-events -p alarm-events -p canary
+	cargo run -p replmon-tests --bin startup-bench -- --starts 20 --warm 5
+	cargo run -p replmon-tests --bin startup-bench -- --starts 20 --warm 5 --set REPLMON_WARM_UP=false
 
 setup:
 	bash scripts/setup

@@ -264,9 +264,16 @@ impl<S: AlarmStore + BacklogCounter, N: Notifier, M: MetricsSource, C: Clock>
         record.pending = None;
         record.pending_since = None;
         let written = revision.map_or(1, |r| r + 1);
-        self.store
+        // The notification is out. Failing the invocation now would get it retried, and the
+        // retry would send it again once the pending lease ran out: a second page for one
+        // change. So a record left pending is logged, not returned as an error.
+        if let Err(error) = self
+            .store
             .put_alarm(&record, Some(written), expires_at)
-            .await?;
+            .await
+        {
+            tracing::error!(alarm = %change.alarm_name, %error, "notification sent but still marked pending in the ledger; not failing the invocation so that no retry sends it again");
+        }
         Ok(())
     }
 

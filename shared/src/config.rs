@@ -85,6 +85,8 @@ pub struct ReplicationEventsConfig {
     pub page_topic_arn: String,
     pub monitor: MonitorSettings,
     pub aws: AwsSettings,
+    /// One cheap call per client during init (`REPLMON_WARM_UP`, default true).
+    pub warm_up: bool,
 }
 
 impl ReplicationEventsConfig {
@@ -114,6 +116,7 @@ impl ReplicationEventsConfig {
                 concurrency: number(env, "REPLMON_WRITE_CONCURRENCY", 16, 1, 256)? as usize,
             },
             aws: AwsSettings::from_env(env)?,
+            warm_up: warm_up(env)?,
         })
     }
 }
@@ -125,6 +128,8 @@ pub struct AlarmEventsConfig {
     pub page_topic_arn: String,
     pub alarm: crate::alarm_monitor::AlarmSettings,
     pub aws: AwsSettings,
+    /// One cheap call per client during init (`REPLMON_WARM_UP`, default true).
+    pub warm_up: bool,
 }
 
 impl AlarmEventsConfig {
@@ -156,6 +161,7 @@ impl AlarmEventsConfig {
                 )? as i64),
             },
             aws: AwsSettings::from_env(env)?,
+            warm_up: warm_up(env)?,
         })
     }
 }
@@ -170,6 +176,8 @@ pub struct CanaryConfig {
     pub metrics_namespace: String,
     pub canary: crate::canary::CanarySettings,
     pub aws: AwsSettings,
+    /// One cheap call per client during init (`REPLMON_WARM_UP`, default true).
+    pub warm_up: bool,
 }
 
 impl CanaryConfig {
@@ -258,6 +266,7 @@ impl CanaryConfig {
                 overlap_margin: Duration::seconds(60),
             },
             aws: AwsSettings::from_env(env)?,
+            warm_up: warm_up(env)?,
         })
         .and_then(|config: CanaryConfig| {
             // Pending probes must outlive their deadline, or they expire unresolved.
@@ -314,6 +323,18 @@ pub fn topic_arn(env: &impl Environment) -> Result<String, ConfigError> {
         ));
     }
     Ok(value)
+}
+
+/// `REPLMON_WARM_UP`: whether init makes one cheap call per client (see `aws::warm_up`), so the
+/// first invocation does not pay for connections, TLS and credentials.
+pub fn warm_up(env: &impl Environment) -> Result<bool, ConfigError> {
+    const VAR: &str = "REPLMON_WARM_UP";
+    match env.get(VAR).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(true),
+        Some(v) if v.is_empty() || v == "true" || v == "1" => Ok(true),
+        Some(v) if v == "false" || v == "0" => Ok(false),
+        Some(v) => Err(invalid(VAR, &v, "expected true or false")),
+    }
 }
 
 fn required(env: &impl Environment, var: &'static str) -> Result<String, ConfigError> {
@@ -379,6 +400,24 @@ mod tests {
         .unwrap();
         assert_eq!(config.monitor, MonitorSettings::default());
         assert_eq!(config.aws.max_attempts, 3);
+        assert!(config.warm_up);
+    }
+
+    #[test]
+    fn warm_up_can_be_turned_off_and_rejects_other_words() {
+        let with = |value: &str| {
+            CanaryConfig::from_env(&env(&[
+                ("REPLMON_TABLE", "replmon"),
+                ("REPLMON_PAGE_TOPIC_ARN", TOPIC),
+                ("REPLMON_CANARY_BUCKETS", "primary-a"),
+                ("REPLMON_WARM_UP", value),
+            ]))
+        };
+        assert!(!with("false").unwrap().warm_up);
+        assert!(!with(" 0 ").unwrap().warm_up);
+        assert!(with("TRUE").unwrap().warm_up);
+        let error = with("sometimes").unwrap_err().to_string();
+        assert!(error.contains("REPLMON_WARM_UP"), "{error}");
     }
 
     #[test]

@@ -135,6 +135,13 @@ impl RecordWire {
 
 /// Split an invocation payload (its JSON text) into its messages.
 pub fn open(payload: &str) -> Result<(Delivery, Vec<Message>), EnvelopeError> {
+    // Every supported payload is a JSON object. serde would also fill the wire structs from an
+    // array of their fields in order (`[[], null]` read as an empty S3 event; tests/bad_input.rs).
+    if !payload.trim_start().starts_with('{') {
+        return Err(EnvelopeError::Unrecognised(
+            "the payload is not a JSON object".into(),
+        ));
+    }
     // Fast path: the whole SQS or SNS event typed in one pass. Direct S3 payloads and anything
     // the typed pass rejects take the slower path below, which reports problems per record.
     if let Ok(FastPayloadWire {

@@ -153,6 +153,15 @@ impl S3Notification {
     /// Parse an S3 notification from its JSON text. An SNS notification envelope around one
     /// (what an SQS queue subscribed to a topic receives) is opened first.
     pub fn from_json(text: &str) -> Result<Self, ParseError> {
+        // Only a JSON object is a notification. serde also fills a struct from an array of its
+        // fields in order, so without this `[[], null, null]` read as a notification with no
+        // records and was acknowledged, never dead-lettered (found by tests/bad_input.rs).
+        if !text.trim_start().starts_with('{') {
+            return Err(match serde_json::from_str::<de::IgnoredAny>(text) {
+                Ok(_) => ParseError::NotS3Notification,
+                Err(e) => ParseError::InvalidJson(e.to_string()),
+            });
+        }
         // Fast path: one typed pass for the common, well-formed message. Anything it cannot take
         // (odd shapes, bad values) goes through the record-by-record path for a precise answer.
         if let Ok(fast) = serde_json::from_str::<FastMessageWire<'_>>(text) {
@@ -406,7 +415,9 @@ impl<'de> Deserialize<'de> for Seconds {
                 f.write_str("a number of seconds, as a number or a string")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Seconds, E> {
-                Ok(Seconds(v as f64))
+                // Same bounds as every other form: `1000000000001` must not pass as a number
+                // when `"1000000000001"` is refused as a string (found by tests/bad_input.rs).
+                self.visit_f64(v as f64)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Seconds, E> {
                 self.visit_f64(v as f64)

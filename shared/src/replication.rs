@@ -412,7 +412,13 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
             at: now,
             event_count: incident.event_count,
         };
-        self.ledger.confirm_page(key, &claim, sent).await?;
+        // The page is out. Failing its messages now would only get them retried, and the retry
+        // would page again once this claim's lease ran out: a second page for the same incident.
+        // So a failed confirmation is logged and the messages are acknowledged; the unconfirmed
+        // claim keeps other invocations from paging until its lease ends.
+        if let Err(error) = self.ledger.confirm_page(key, &claim, sent).await {
+            tracing::error!(incident = %key.id(), source_bucket = %key.source_bucket, %error, "page sent but not recorded in the ledger; its messages are acknowledged so that no retry pages again");
+        }
         tracing::info!(
             incident = %key.id(),
             source_bucket = %key.source_bucket,
@@ -690,6 +696,19 @@ mod tests {
         assert_eq!(world.notifier.pages().len(), 1);
         assert_eq!(world.ledger.incidents()[0].event_count, 3);
         monitor.handle_value(&event).await.unwrap();
+        assert_eq!(world.notifier.pages().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn page_sent_but_not_confirmed_acknowledges_its_messages() {
+        let world = World::new();
+        let monitor = world.monitor();
+        let event =
+            NotificationBuilder::sqs_event(&failure_bodies(2, &[("rule-1", "DstBucketNotFound")]));
+        world.ledger.fail_confirms.store(1, Ordering::SeqCst);
+        let response = monitor.handle_value(&event).await.unwrap();
+        // Failing them would make their retry page again once the claim's lease ran out.
+        assert!(failed_ids(&response).is_empty());
         assert_eq!(world.notifier.pages().len(), 1);
     }
 

@@ -16,11 +16,12 @@ use aws_sdk_s3::types::{
 use aws_sdk_sqs::types::QueueAttributeName;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod event_source;
+pub mod fault_proxy;
 pub mod replication_sim;
 
 pub const REGION: &str = "us-east-1";
@@ -82,10 +83,23 @@ pub struct MotoServer {
 
 impl MotoServer {
     pub fn start() -> Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// Serve HTTPS with this certificate and key (PEM files): clients must trust the certificate
+    /// (`SSL_CERT_FILE`) and use [`MotoServer::tls_endpoint`].
+    pub fn start_tls(certificate: &Path, key: &Path) -> Result<Self> {
+        Self::start_with(Some((certificate, key)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>) -> Result<Self> {
         let port = free_port()?;
         let mut command = Command::new(venv_bin("moto_server")?);
+        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        if let Some((certificate, key)) = tls {
+            command.arg("-c").arg(certificate).arg("-k").arg(key);
+        }
         command
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -98,6 +112,11 @@ impl MotoServer {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The endpoint of a server started with [`MotoServer::start_tls`].
+    pub fn tls_endpoint(&self) -> String {
+        format!("https://localhost:{}", self.port)
     }
 
     /// Wipe every resource (moto's own reset API).
@@ -133,6 +152,7 @@ pub async fn reset(endpoint: &str) -> Result<()> {
 /// SDK configuration for the local stack: its endpoint, a fixed region, dummy credentials.
 pub async fn sdk_config(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(replmon_shared::aws::http_client())
         .endpoint_url(endpoint)
         .region(Region::new(REGION))
         .test_credentials()

@@ -2,7 +2,9 @@
 
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use replmon_shared::alarm_monitor::AlarmMonitor;
-use replmon_shared::aws::{sdk_config, CloudWatchMetrics, DynamoDbLedger, SnsNotifier};
+use replmon_shared::aws::{
+    sdk_config, warm_up, CloudWatchMetrics, DynamoDbLedger, SnsNotifier, WarmUpCall,
+};
 use replmon_shared::clock::SystemClock;
 use replmon_shared::config::{AlarmEventsConfig, ProcessEnvironment};
 use serde_json::value::RawValue;
@@ -20,13 +22,18 @@ async fn main() -> Result<(), Error> {
         )
         .map_err(|error| Error::from(error.to_string()))?;
     let sdk = sdk_config(&config.aws).await;
-    let monitor = AlarmMonitor::new(
-        DynamoDbLedger::new(&sdk, &config.table),
-        SnsNotifier::new(&sdk, &config.page_topic_arn),
-        CloudWatchMetrics::new(&sdk),
-        SystemClock,
-        config.alarm,
-    );
+    let ledger = DynamoDbLedger::new(&sdk, &config.table);
+    let notifier = SnsNotifier::new(&sdk, &config.page_topic_arn);
+    let metrics = CloudWatchMetrics::new(&sdk);
+    if config.warm_up {
+        let calls = vec![
+            WarmUpCall::new("dynamodb", ledger.warm_up()),
+            WarmUpCall::new("sns", notifier.warm_up()),
+            WarmUpCall::new("cloudwatch", metrics.warm_up()),
+        ];
+        warm_up(calls, config.aws.attempt_timeout).await;
+    }
+    let monitor = AlarmMonitor::new(ledger, notifier, metrics, SystemClock, config.alarm);
     let monitor = &monitor;
     run(service_fn(
         move |event: LambdaEvent<Box<RawValue>>| async move {

@@ -1,19 +1,20 @@
 //! Lambda entry point: scheduled runs -> probes, latency records and metrics, pages and notices.
 
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use replmon_shared::aws::{sdk_config, DynamoDbLedger, S3ObjectStore, SnsNotifier};
+use replmon_shared::aws::{
+    sdk_config, warm_up, DynamoDbLedger, S3ObjectStore, SnsNotifier, WarmUpCall,
+};
 use replmon_shared::canary::emf::EmfMetrics;
 use replmon_shared::canary::Canary;
 use replmon_shared::clock::SystemClock;
 use replmon_shared::config::{CanaryConfig, ProcessEnvironment};
 use serde_json::value::RawValue;
 
-#[global_allocator]
-static ALLOCATOR: replmon_shared::allocator::Allocator = replmon_shared::allocator::Allocator;
+// The system allocator: a run makes a few dozen S3 and DynamoDB calls and sleeps between them,
+// so mimalloc (the event functions' allocator) would only add to the binary.
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    replmon_shared::allocator::retain_freed_memory();
     lambda_runtime::tracing::init_default_subscriber();
     let config = CanaryConfig::from_env(&ProcessEnvironment)
         .inspect_err(
@@ -21,10 +22,24 @@ async fn main() -> Result<(), Error> {
         )
         .map_err(|error| Error::from(error.to_string()))?;
     let sdk = sdk_config(&config.aws).await;
+    let store = S3ObjectStore::new(&sdk);
+    let ledger = DynamoDbLedger::new(&sdk, &config.table);
+    let notifier = SnsNotifier::new(&sdk, &config.page_topic_arn);
+    if config.warm_up {
+        let mut calls = vec![
+            WarmUpCall::new("dynamodb", ledger.warm_up()),
+            WarmUpCall::new("sns", notifier.warm_up()),
+        ];
+        // Every run starts with each bucket's region: learn the first one now.
+        if let Some(bucket) = config.buckets.first() {
+            calls.push(WarmUpCall::new("s3", store.warm_up(bucket)));
+        }
+        warm_up(calls, config.aws.attempt_timeout).await;
+    }
     let canary = Canary::new(
-        S3ObjectStore::new(&sdk),
-        DynamoDbLedger::new(&sdk, &config.table),
-        SnsNotifier::new(&sdk, &config.page_topic_arn),
+        store,
+        ledger,
+        notifier,
         EmfMetrics::new(&config.metrics_namespace),
         SystemClock,
         config.buckets,

@@ -1,7 +1,7 @@
 //! Lambda entry point: S3 replication event notifications (direct, SNS, SQS) -> ledger and pages.
 
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use replmon_shared::aws::{sdk_config, DynamoDbLedger, SnsNotifier};
+use replmon_shared::aws::{sdk_config, warm_up, DynamoDbLedger, SnsNotifier, WarmUpCall};
 use replmon_shared::clock::SystemClock;
 use replmon_shared::config::{ProcessEnvironment, ReplicationEventsConfig};
 use replmon_shared::replication::ReplicationMonitor;
@@ -20,12 +20,16 @@ async fn main() -> Result<(), Error> {
         })
         .map_err(|error| Error::from(error.to_string()))?;
     let sdk = sdk_config(&config.aws).await;
-    let monitor = ReplicationMonitor::new(
-        DynamoDbLedger::new(&sdk, &config.table),
-        SnsNotifier::new(&sdk, &config.page_topic_arn),
-        SystemClock,
-        config.monitor,
-    );
+    let ledger = DynamoDbLedger::new(&sdk, &config.table);
+    let notifier = SnsNotifier::new(&sdk, &config.page_topic_arn);
+    if config.warm_up {
+        let calls = vec![
+            WarmUpCall::new("dynamodb", ledger.warm_up()),
+            WarmUpCall::new("sns", notifier.warm_up()),
+        ];
+        warm_up(calls, config.aws.attempt_timeout).await;
+    }
+    let monitor = ReplicationMonitor::new(ledger, notifier, SystemClock, config.monitor);
     let monitor = &monitor;
     run(service_fn(
         move |event: LambdaEvent<Box<RawValue>>| async move {

@@ -20,6 +20,36 @@ impl CloudWatchMetrics {
             client: Client::new(sdk),
         }
     }
+
+    /// Warm-up during init (see [`super::warm_up`]): one S3 replication metric over the last
+    /// minute, the cheapest read that the function's `cloudwatch:GetMetricData` permission allows.
+    pub async fn warm_up(&self) -> Result<(), String> {
+        let now = Utc::now().timestamp();
+        let query = MetricDataQuery::builder()
+            .id("warm_up")
+            .metric_stat(
+                MetricStat::builder()
+                    .metric(
+                        Metric::builder()
+                            .namespace("AWS/S3")
+                            .metric_name("ReplicationLatency")
+                            .build(),
+                    )
+                    .period(60)
+                    .stat("Maximum")
+                    .build(),
+            )
+            .build();
+        self.client
+            .get_metric_data()
+            .metric_data_queries(query)
+            .start_time(AwsDateTime::from_secs(now - 60))
+            .end_time(AwsDateTime::from_secs(now))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|error| describe(&error))
+    }
 }
 
 /// GetMetricData ids must start with a lower-case letter and hold only letters, digits and `_`;

@@ -62,6 +62,19 @@ impl DynamoDbLedger {
         }
     }
 
+    /// Warm-up during init (see [`super::warm_up`]): read a key that is never written.
+    pub async fn warm_up(&self) -> Result<(), String> {
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S("WARM-UP".into()))
+            .key("sk", AttributeValue::S("WARM-UP".into()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|error| describe(&error))
+    }
+
     /// List a source bucket in the catalog, so reports find its partitions without a scan.
     async fn catalog_source(&self, source_bucket: &str, expires_at: DateTime<Utc>) {
         self.catalog(

@@ -5,23 +5,38 @@ pub mod cloudwatch;
 pub mod dynamodb;
 pub mod s3;
 pub mod sns;
+pub mod warm_up;
 
 use crate::config::AwsSettings;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::config::SharedHttpClient;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_http_client::tls;
 
 pub use cloudwatch::CloudWatchMetrics;
 pub use dynamodb::DynamoDbLedger;
 pub use s3::S3ObjectStore;
 pub use sns::SnsNotifier;
+pub use warm_up::{warm_up, WarmUpCall};
+
+/// The HTTP client every SDK client of a process shares (one connection pool): hyper with rustls
+/// on ring. Trusted roots are the system's (`SSL_CERT_FILE` honoured), loaded on first use.
+pub fn http_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
 
 /// The shared SDK configuration: region and credentials from the usual chain, `AWS_ENDPOINT_URL`
 /// honoured (the local stack), timeouts and retries from [`AwsSettings`].
 pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client())
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(settings.connect_timeout)

@@ -46,6 +46,39 @@ impl S3ObjectStore {
         }
     }
 
+    /// Warm-up during init (see [`super::warm_up`]): learn the bucket's region (which the
+    /// run needs anyway) over the connection the run will use.
+    pub async fn warm_up(&self, bucket: &str) -> Result<(), String> {
+        self.learn_region(bucket)
+            .await
+            .map(|_| ())
+            .map_err(|error| error.to_string())
+    }
+
+    /// HeadBucket answers the region even from another region's endpoint; remember it.
+    async fn learn_region(&self, bucket: &str) -> Result<Option<String>, StoreError> {
+        let region = match self.home.head_bucket().bucket(bucket).send().await {
+            Ok(out) => out.bucket_region,
+            Err(e) => {
+                let moved = e
+                    .raw_response()
+                    .and_then(|r| r.headers().get("x-amz-bucket-region"))
+                    .map(str::to_owned);
+                match moved {
+                    Some(region) => Some(region),
+                    None => return Err(store_error("HeadBucket", bucket, &e)),
+                }
+            }
+        };
+        if let Some(region) = &region {
+            self.regions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(bucket.to_owned(), region.clone());
+        }
+        Ok(region)
+    }
+
     /// The client for a bucket: its given region, else the one learned for it, else home.
     fn client_for(&self, bucket: BucketRef<'_>) -> Client {
         let learned = match bucket.region {
@@ -198,26 +231,7 @@ impl ObjectStore for S3ObjectStore {
         bucket: &str,
         with_notifications: bool,
     ) -> Result<BucketFacts, StoreError> {
-        // HeadBucket answers the region even from another region's endpoint.
-        let region = match self.home.head_bucket().bucket(bucket).send().await {
-            Ok(out) => out.bucket_region,
-            Err(e) => {
-                let moved = e
-                    .raw_response()
-                    .and_then(|r| r.headers().get("x-amz-bucket-region"))
-                    .map(str::to_owned);
-                match moved {
-                    Some(region) => Some(region),
-                    None => return Err(store_error("HeadBucket", bucket, &e)),
-                }
-            }
-        };
-        if let Some(region) = &region {
-            self.regions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(bucket.to_owned(), region.clone());
-        }
+        let region = self.learn_region(bucket).await?;
         let client = self.client(region.as_deref());
         let versioning = match client.get_bucket_versioning().bucket(bucket).send().await {
             Ok(out) => match out.status {

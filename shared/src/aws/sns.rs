@@ -19,6 +19,17 @@ impl SnsNotifier {
             topic_arn: topic_arn.to_owned(),
         }
     }
+
+    /// Warm-up during init (see [`super::warm_up`]): read the page topic's attributes.
+    pub async fn warm_up(&self) -> Result<(), String> {
+        self.client
+            .get_topic_attributes()
+            .topic_arn(&self.topic_arn)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|error| describe(&error))
+    }
 }
 
 impl Notifier for SnsNotifier {

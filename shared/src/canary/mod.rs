@@ -108,6 +108,16 @@ impl Trigger {
     /// input such as `{"run_id": "<aws.scheduler.execution-id>", "buckets": [...]}` (both
     /// optional; without a run ID, the Lambda request ID, which Lambda keeps on its retries).
     pub fn parse(payload: &str, request_id: &str) -> Result<Trigger, CanaryError> {
+        // serde would also fill `RawTrigger` from an array of its fields in order
+        // (`[null, null, "run", ["bucket"]]`); only an object is a trigger (tests/bad_input.rs).
+        if !payload.trim_start().starts_with('{') {
+            return Err(CanaryError::BadTrigger(
+                match payload.trim_start().chars().next() {
+                    Some(first) => format!("it starts with {first:?}, not '{{'"),
+                    None => "it is empty".to_owned(),
+                },
+            ));
+        }
         let raw: RawTrigger =
             serde_json::from_str(payload).map_err(|e| CanaryError::BadTrigger(e.to_string()))?;
         let scheduled = raw.detail_type.as_deref() == Some("Scheduled Event");

@@ -1,0 +1,626 @@
+//! `startup-bench`: cold start, first and warm invocations, and peak memory of each function's
+//! release binary (a benchmark, not a test: it reports figures).
+//!
+//! The harness plays the Lambda Runtime API on loopback (`GET /invocation/next`, `POST
+//! /invocation/<id>/response`), starts the release `bootstrap` of each function as Lambda does
+//! (the `AWS_LAMBDA_*` variables, credentials in the environment, the function's own settings)
+//! against the local AWS stack, and measures, for every start:
+//! - init: from just before the process is spawned to its first `GET /next` (everything the
+//!   function does before it can take an event: configuration, SDK clients, pre-warming);
+//! - first invocation: from handing over the first event to its response (its AWS calls included);
+//! - warm invocation: the same for the following events (median of `--warm`);
+//! - peak RSS: `VmHWM` of the process after its last invocation.
+//!
+//! Each event does real work: replication-events gets an SQS batch of ten new failed objects
+//! (ledger writes, one page per new incident), alarm-events a new alarm in ALARM (incident,
+//! CloudWatch trend, page), the canary a new run (probe PUT, HEADs until the simulator's copy
+//! arrives, records, metrics). Responses are checked; an error response stops the benchmark.
+//!
+//!     cargo build --release -p replication-events -p alarm-events -p canary
+//!     cargo run -p replmon-tests --bin startup-bench [-- --starts 10 --warm 5 --set KEY=VALUE
+//!         --function NAME --bin-dir DIR --tls --objects 10]
+//!
+//! `--tls` puts the local stack behind HTTPS (a self-signed certificate the processes trust), so
+//! the first call of each client pays for a TLS handshake as it does on AWS.
+
+use anyhow::{bail, Context, Result};
+use replmon_tests::replication_sim::{ReplicationSimulator, SimulatorSettings};
+use replmon_tests::{repo_root, sdk_config, MotoServer, Stack, StackNames};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
+
+const NEXT: &str = "/2018-06-01/runtime/invocation/next";
+const SQS_FIXTURE: &str = include_str!("../../../events/sqs/failed.json");
+const ALARM_FIXTURE: &str = include_str!("../../../events/alarm/metric-alarm.json");
+const ALARM_NAME: &str = "replmon-demo-source-replication-latency";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Function {
+    ReplicationEvents,
+    AlarmEvents,
+    Canary,
+}
+
+impl Function {
+    const ALL: [Function; 3] = [
+        Function::ReplicationEvents,
+        Function::AlarmEvents,
+        Function::Canary,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Function::ReplicationEvents => "replication-events",
+            Function::AlarmEvents => "alarm-events",
+            Function::Canary => "canary",
+        }
+    }
+
+    fn binary(self, directory: &std::path::Path) -> PathBuf {
+        directory.join(self.name())
+    }
+
+    /// The `n`th event of start `start`: always new work (new objects, alarm, run).
+    fn event(self, start: usize, n: usize, objects: usize) -> Result<String> {
+        match self {
+            Function::ReplicationEvents => failed_objects_batch(start, n, objects),
+            Function::AlarmEvents => {
+                let name = format!("replmon-bench-{start}-{n}-replication-latency");
+                Ok(ALARM_FIXTURE.replace(ALARM_NAME, &name))
+            }
+            Function::Canary => Ok(json!({ "run_id": format!("bench-{start}-{n}") }).to_string()),
+        }
+    }
+
+    /// What a successful response of this function says.
+    fn check(self, response: &[u8]) -> Result<()> {
+        let value: Value = serde_json::from_slice(response).context("response is not JSON")?;
+        match self {
+            Function::ReplicationEvents => {
+                let failures = value["batchItemFailures"]
+                    .as_array()
+                    .context("no batchItemFailures")?;
+                if !failures.is_empty() {
+                    bail!("messages failed: {value}");
+                }
+            }
+            Function::AlarmEvents => {}
+            Function::Canary => {
+                let probes: Vec<&Value> = value["buckets"]
+                    .as_array()
+                    .context("no buckets")?
+                    .iter()
+                    .flat_map(|b| b["probes"].as_array().into_iter().flatten())
+                    .collect();
+                if probes.is_empty() || probes.iter().any(|p| p["status"] != "ARRIVED") {
+                    bail!("the canary run did not see its probes arrive: {value}");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An SQS batch of `objects` messages, each an S3 notification of one object that failed to
+/// replicate.
+fn failed_objects_batch(start: usize, n: usize, objects: usize) -> Result<String> {
+    let fixture: Value = serde_json::from_str(SQS_FIXTURE)?;
+    let message = &fixture["Records"][0];
+    let body: Value = serde_json::from_str(message["body"].as_str().context("no body")?)?;
+    let records: Vec<Value> = (0..objects)
+        .map(|m| {
+            let mut body = body.clone();
+            let object = &mut body["Records"][0]["s3"]["object"];
+            object["key"] = json!(format!("bench/start-{start}/event-{n}/object-{m}.csv"));
+            object["versionId"] = json!(format!("v-{start}-{n}-{m}"));
+            let mut record = message.clone();
+            record["messageId"] = json!(format!("m-{start}-{n}-{m}"));
+            record["body"] = json!(body.to_string());
+            record
+        })
+        .collect();
+    Ok(json!({ "Records": records }).to_string())
+}
+
+/// One request the function made to the Runtime API, and when it was fully read.
+struct RuntimeRequest {
+    method: String,
+    path: String,
+    body: Vec<u8>,
+    at: Instant,
+}
+
+type Exchange = (RuntimeRequest, oneshot::Sender<Vec<u8>>);
+
+/// Read one HTTP/1.1 request (Content-Length or chunked body) from `buffer` + `stream`.
+async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<RuntimeRequest> {
+    let head_end = loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        read_more(stream, buffer).await?;
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+    buffer.drain(..head_end + 4);
+    let mut lines = head.split("\r\n");
+    let mut request_line = lines.next().unwrap_or_default().split(' ');
+    let method = request_line.next().unwrap_or_default().to_owned();
+    let path = request_line.next().unwrap_or_default().to_owned();
+    let mut length = 0usize;
+    let mut chunked = false;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.parse().context("bad Content-Length")?;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") && value.contains("chunked") {
+            chunked = true;
+        }
+    }
+    let body = if chunked {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(end) = buffer.windows(2).position(|w| w == b"\r\n") {
+                    break end;
+                }
+                read_more(stream, buffer).await?;
+            };
+            let size_text = String::from_utf8_lossy(&buffer[..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .context("bad chunk size")?;
+            buffer.drain(..line_end + 2);
+            while buffer.len() < size + 2 {
+                read_more(stream, buffer).await?;
+            }
+            body.extend_from_slice(&buffer[..size]);
+            buffer.drain(..size + 2);
+            if size == 0 {
+                break body;
+            }
+        }
+    } else {
+        while buffer.len() < length {
+            read_more(stream, buffer).await?;
+        }
+        buffer.drain(..length).collect()
+    };
+    Ok(RuntimeRequest {
+        method,
+        path,
+        body,
+        at: Instant::now(),
+    })
+}
+
+async fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<()> {
+    let mut chunk = [0u8; 16 * 1024];
+    let read = stream.read(&mut chunk).await?;
+    if read == 0 {
+        bail!("connection closed");
+    }
+    buffer.extend_from_slice(&chunk[..read]);
+    Ok(())
+}
+
+/// Serve one connection: every request goes to the driver, which decides the answer.
+async fn serve_connection(mut stream: TcpStream, exchanges: mpsc::Sender<Exchange>) {
+    let _ = stream.set_nodelay(true);
+    let mut buffer = Vec::new();
+    while let Ok(request) = read_request(&mut stream, &mut buffer).await {
+        let (answer, response) = oneshot::channel();
+        if exchanges.send((request, answer)).await.is_err() {
+            return;
+        }
+        let Ok(bytes) = response.await else { return };
+        if stream.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn http_response(status: &str, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {
+    let mut head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n", body.len());
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// The figures of one start.
+struct Sample {
+    init: Duration,
+    first: Duration,
+    warm: Vec<Duration>,
+    peak_rss_kb: u64,
+}
+
+struct Bench {
+    binaries: PathBuf,
+    env: Vec<(String, String)>,
+    warm: usize,
+    /// Objects (SQS messages) per replication-events batch.
+    objects: usize,
+    logs: PathBuf,
+}
+
+impl Bench {
+    async fn start_once(&self, function: Function, start: usize) -> Result<Sample> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let (exchanges, mut requests) = mpsc::channel::<Exchange>(4);
+        let acceptor = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve_connection(stream, exchanges.clone()));
+            }
+        });
+        let log = std::fs::File::create(self.logs.join(format!("{}.log", function.name())))?;
+        let binary = function.binary(&self.binaries);
+        let mut command = Command::new(&binary);
+        command
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", function.name())
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env(
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/{}", function.name()),
+            )
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", format!("bench/{start}"))
+            .env("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023")
+            .env("LAMBDA_TASK_ROOT", "/var/task")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        let spawned_at = Instant::now();
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let result = self
+            .drive(function, start, spawned_at, &mut child, &mut requests)
+            .await;
+        let _ = child.kill().await;
+        acceptor.abort();
+        result.with_context(|| format!("{} start {start}", function.name()))
+    }
+
+    async fn drive(
+        &self,
+        function: Function,
+        start: usize,
+        spawned_at: Instant,
+        child: &mut Child,
+        requests: &mut mpsc::Receiver<Exchange>,
+    ) -> Result<Sample> {
+        let (request, mut answer) = next(requests).await?;
+        if request.method != "GET" || request.path != NEXT {
+            bail!(
+                "expected GET next, got {} {}: {}",
+                request.method,
+                request.path,
+                String::from_utf8_lossy(&request.body)
+            );
+        }
+        let init = request.at - spawned_at;
+        let mut durations = Vec::new();
+        for n in 0..=self.warm {
+            let request_id = format!("bench-{start}-{n}");
+            let deadline = chrono::Utc::now().timestamp_millis() + 900_000;
+            let event = function.event(start, n, self.objects)?;
+            let headers = [
+                ("Content-Type", "application/json".to_owned()),
+                ("Lambda-Runtime-Aws-Request-Id", request_id.clone()),
+                ("Lambda-Runtime-Deadline-Ms", deadline.to_string()),
+                (
+                    "Lambda-Runtime-Invoked-Function-Arn",
+                    format!(
+                        "arn:aws:lambda:us-east-1:123456789012:function:{}",
+                        function.name()
+                    ),
+                ),
+                (
+                    "Lambda-Runtime-Trace-Id",
+                    "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=0".to_owned(),
+                ),
+            ];
+            let sent_at = Instant::now();
+            let _ = answer.send(http_response("200 OK", &headers, event.as_bytes()));
+            let (request, reply) = next(requests).await?;
+            let elapsed = request.at - sent_at;
+            let expected = format!("/2018-06-01/runtime/invocation/{request_id}/response");
+            if request.path != expected {
+                bail!(
+                    "invocation {n}: {} {}: {}",
+                    request.method,
+                    request.path,
+                    String::from_utf8_lossy(&request.body)
+                );
+            }
+            function
+                .check(&request.body)
+                .with_context(|| format!("invocation {n}"))?;
+            durations.push(elapsed);
+            let _ = reply.send(http_response("202 Accepted", &[], b"{\"status\":\"OK\"}"));
+            let (request, waiting) = next(requests).await?;
+            if request.path != NEXT {
+                bail!("expected GET next, got {}", request.path);
+            }
+            answer = waiting;
+        }
+        let peak_rss_kb = peak_rss_kb(child.id().context("the function exited")?)?;
+        drop(answer);
+        Ok(Sample {
+            init,
+            first: durations[0],
+            warm: durations[1..].to_vec(),
+            peak_rss_kb,
+        })
+    }
+}
+
+/// The function's next request to the Runtime API.
+async fn next(requests: &mut mpsc::Receiver<Exchange>) -> Result<Exchange> {
+    tokio::time::timeout(Duration::from_secs(60), requests.recv())
+        .await
+        .context("no request from the function within 60 s")?
+        .context("runtime API closed")
+}
+
+/// `VmHWM` (peak resident set) of a running process, in KiB.
+fn peak_rss_kb(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM in /proc/<pid>/status")
+}
+
+fn option(args: &[String], name: &str, default: usize) -> Result<usize> {
+    match args.iter().position(|a| a == name) {
+        Some(i) => args
+            .get(i + 1)
+            .context("missing value")?
+            .parse()
+            .with_context(|| format!("{name} expects a number")),
+        None => Ok(default),
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn summary(values: &[f64], unit: &str, decimals: usize) -> String {
+    let mut sorted = values.to_vec();
+    let middle = median(&mut sorted);
+    let low = sorted.first().copied().unwrap_or(f64::NAN);
+    let high = sorted.last().copied().unwrap_or(f64::NAN);
+    format!("{middle:.decimals$} {unit} ({low:.decimals$}-{high:.decimals$})")
+}
+
+/// A certificate for `localhost` (and 127.0.0.1) and the test authority that signed it, made
+/// with the openssl command (webpki refuses a self-signed authority as the server's certificate).
+/// Returns (authority certificate, server certificate, server key).
+fn local_certificates(directory: &std::path::Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let path = |name: &str| directory.join(name);
+    let openssl = |args: &[&str]| -> Result<()> {
+        let status = std::process::Command::new("openssl")
+            .current_dir(directory)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("running openssl")?;
+        if !status.success() {
+            bail!("openssl {} failed", args.join(" "));
+        }
+        Ok(())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &["-days", "2", "-subj", "/CN=replmon bench CA"],
+            &["-keyout", "ca.key", "-out", "ca.crt"],
+        ]
+        .concat(),
+    )?;
+    openssl(
+        &[
+            &["req"],
+            &ec[..],
+            &["-subj", "/CN=localhost", "-keyout", "localhost.key"],
+            &["-out", "localhost.csr"],
+        ]
+        .concat(),
+    )?;
+    std::fs::write(
+        path("localhost.ext"),
+        "basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "localhost.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "localhost.ext",
+        "-out",
+        "localhost.crt",
+    ])?;
+    Ok((path("ca.crt"), path("localhost.crt"), path("localhost.key")))
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // With --tls the local stack answers HTTPS, as AWS does: every process that talks to it (this
+    // one and the functions) trusts its certificate through SSL_CERT_FILE, which must be set
+    // before any thread starts.
+    let logs = repo_root().join(".local/startup-bench");
+    std::fs::create_dir_all(&logs)?;
+    let tls = if args.iter().any(|a| a == "--tls") {
+        let (authority, certificate, key) = local_certificates(&logs)?;
+        std::env::set_var("SSL_CERT_FILE", &authority);
+        Some((authority, certificate, key))
+    } else {
+        None
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(bench(args, logs, tls))
+}
+
+/// The local stack's TLS files: (authority certificate, server certificate, server key).
+type LocalTls = Option<(PathBuf, PathBuf, PathBuf)>;
+
+async fn bench(args: Vec<String>, logs: PathBuf, tls: LocalTls) -> Result<()> {
+    let starts = option(&args, "--starts", 10)?;
+    let warm = option(&args, "--warm", 5)?.max(1);
+    let objects = option(&args, "--objects", 10)?.clamp(1, 10);
+    let extra: Vec<(String, String)> = args
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| *a == "--set")
+        .map(|(i, _)| {
+            args.get(i + 1)
+                .and_then(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .context("--set expects KEY=VALUE")
+        })
+        .collect::<Result<_>>()?;
+    let only: Vec<&str> = args
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| *a == "--function")
+        .filter_map(|(i, _)| args.get(i + 1).map(String::as_str))
+        .collect();
+    let binaries = match args.iter().position(|a| a == "--bin-dir") {
+        Some(i) => PathBuf::from(args.get(i + 1).context("--bin-dir expects a directory")?),
+        None => repo_root().join("target/release"),
+    };
+    for function in Function::ALL {
+        if !function.binary(&binaries).is_file() {
+            bail!(
+                "{} is missing: cargo build --release -p replication-events -p alarm-events -p canary",
+                function.binary(&binaries).display()
+            );
+        }
+    }
+
+    let (_moto, endpoint) = match &tls {
+        Some((_, certificate, key)) => {
+            let moto = MotoServer::start_tls(certificate, key)?;
+            let endpoint = moto.tls_endpoint();
+            (moto, endpoint)
+        }
+        None => {
+            let moto = MotoServer::start()?;
+            let endpoint = moto.endpoint();
+            (moto, endpoint)
+        }
+    };
+    let sdk = sdk_config(&endpoint).await;
+    let stack = Stack::provision(&sdk, StackNames::default()).await?;
+    // The canary's probes must arrive: the simulator copies them as soon as it sees them.
+    let simulator = ReplicationSimulator::start(
+        stack.s3.clone(),
+        vec![stack.names.source_bucket.clone()],
+        SimulatorSettings::default(),
+    )
+    .await;
+    let mut env = stack.function_env(&endpoint);
+    if let Some((authority, _, _)) = &tls {
+        env.push(("SSL_CERT_FILE".into(), authority.display().to_string()));
+    }
+    // As on Lambda: temporary credentials in the environment.
+    env.push(("AWS_SESSION_TOKEN".into(), "bench-session".into()));
+    env.extend(extra.iter().cloned());
+    let bench = Bench {
+        binaries: binaries.clone(),
+        env,
+        warm,
+        objects,
+        logs,
+    };
+
+    println!(
+        "{starts} starts per function, {warm} warm invocations each, {objects} objects per \
+         replication-events batch, local stack at {endpoint}; extra settings: {extra:?}\n"
+    );
+    println!("| function | binary | init | first invocation | warm invocation | peak RSS |");
+    println!("|---|---|---|---|---|---|");
+    for function in Function::ALL {
+        if !only.is_empty() && !only.contains(&function.name()) {
+            continue;
+        }
+        let mut init = Vec::new();
+        let mut first = Vec::new();
+        let mut warm = Vec::new();
+        let mut rss = Vec::new();
+        for start in 0..starts {
+            let sample = bench.start_once(function, start).await?;
+            init.push(ms(sample.init));
+            first.push(ms(sample.first));
+            warm.push(median(
+                &mut sample.warm.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
+            ));
+            rss.push(sample.peak_rss_kb as f64 / 1024.0);
+        }
+        let size = std::fs::metadata(function.binary(&binaries))?.len() as f64 / 1_048_576.0;
+        println!(
+            "| {} | {size:.2} MiB | {} | {} | {} | {} |",
+            function.name(),
+            summary(&init, "ms", 1),
+            summary(&first, "ms", 1),
+            summary(&warm, "ms", 1),
+            summary(&rss, "MiB", 1),
+        );
+    }
+    println!(
+        "\nmedian (min-max) over the starts; warm: each start's median of its warm invocations"
+    );
+    simulator.stop().await;
+    let pages = stack.drain_pages().await?;
+    println!("pages sent during the benchmark: {}", pages.len());
+    Ok(())
+}

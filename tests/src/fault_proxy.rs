@@ -1,0 +1,733 @@
+//! A fault-injecting HTTP/1.1 proxy between the functions and the local AWS stack (moto server).
+//!
+//! Point a function's `AWS_ENDPOINT_URL` (or an `SdkConfig`'s endpoint) at
+//! [`FaultProxy::endpoint`]: every request is forwarded to the upstream endpoint unless a [`Rule`]
+//! matches its operation, in which case the proxy injects the rule's [`Fault`] instead:
+//!
+//! - [`Fault::InternalError`] (HTTP 500) and [`Fault::ServiceUnavailable`] (HTTP 503), in the
+//!   service's own error shape;
+//! - [`Fault::Throttling`]: the service's own throttling error (DynamoDB: 400
+//!   `ThrottlingException` JSON; SNS and CloudWatch: 400 `Throttling` query XML; S3: 503
+//!   `SlowDown`); [`Fault::ThroughputExceeded`] is DynamoDB's 400
+//!   `ProvisionedThroughputExceededException` (the same as `Throttling` for other services);
+//! - [`Fault::Slow`]: wait before forwarding (longer than the SDK's attempt timeout, the client
+//!   gives up and hangs up first; the request is then never forwarded, counted as abandoned);
+//! - [`Fault::DropConnection`]: read the request, then close the connection without answering.
+//!
+//! Operations are named `service:Operation`:
+//! - JSON protocols by `X-Amz-Target`: `DynamoDB_20120810.PutItem` is `dynamodb:PutItem`,
+//!   `AmazonSQS.ReceiveMessage` is `sqs:ReceiveMessage`;
+//! - query protocols by the `Action=` of the form body, the service from the SigV4 credential
+//!   scope: `sns:Publish`, `cloudwatch:GetMetricData` (scope `monitoring`);
+//! - S3 by method and path shape (path-style addressing): `s3:PutObject`, `s3:HeadObject`,
+//!   `s3:GetObject`, `s3:DeleteObject`, `s3:HeadBucket`, `s3:GetBucketReplication`,
+//!   `s3:ListObjectVersions`, ... (see [`s3_operation`]).
+//!
+//! A rule names one operation, a whole service (`dynamodb:*`) or everything (`*`), and applies
+//! to the next N matching calls ([`Rule::next`]) or for good ([`Rule::always`]), optionally after
+//! letting the first K matching calls through ([`Rule::after`]). Rules are added and cleared while
+//! a test runs; the first live rule that matches a call decides it. The proxy counts every call
+//! per operation ([`CallCounts`]: seen, faulted, forwarded, abandoned) so tests can assert that
+//! retries happened.
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use hyper::http::request::Parts;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// What the proxy does instead of forwarding a matching call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// HTTP 500 in the service's error shape (`InternalServerError`, `InternalFailure`,
+    /// `InternalError`).
+    InternalError,
+    /// HTTP 503 `ServiceUnavailable` in the service's error shape.
+    ServiceUnavailable,
+    /// The service's throttling error: DynamoDB 400 `ThrottlingException`, query protocols 400
+    /// `Throttling`, S3 503 `SlowDown`.
+    Throttling,
+    /// DynamoDB 400 `ProvisionedThroughputExceededException` (other services: as `Throttling`).
+    ThroughputExceeded,
+    /// Wait this long, then forward (if the client is still there).
+    Slow(Duration),
+    /// Close the connection without answering.
+    DropConnection,
+}
+
+impl Fault {
+    /// Every kind, with `slow` as the delay of [`Fault::Slow`].
+    pub fn every_kind(slow: Duration) -> [Fault; 6] {
+        [
+            Fault::InternalError,
+            Fault::ServiceUnavailable,
+            Fault::Throttling,
+            Fault::ThroughputExceeded,
+            Fault::Slow(slow),
+            Fault::DropConnection,
+        ]
+    }
+}
+
+/// A fault for the calls of one operation (or service).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// `service:Operation`, `service:*` or `*`.
+    pub operation: String,
+    pub fault: Fault,
+    /// Calls to fault; `None`: every call, for good.
+    pub times: Option<u32>,
+    /// Matching calls let through before the fault starts.
+    pub after: u32,
+}
+
+impl Rule {
+    /// Fault every matching call until the rule is removed.
+    pub fn always(operation: &str, fault: Fault) -> Rule {
+        Rule {
+            operation: operation.to_owned(),
+            fault,
+            times: None,
+            after: 0,
+        }
+    }
+
+    /// Fault the next `times` matching calls, then let calls through.
+    pub fn next(times: u32, operation: &str, fault: Fault) -> Rule {
+        Rule {
+            times: Some(times),
+            ..Rule::always(operation, fault)
+        }
+    }
+
+    /// Let the first `calls` matching calls through before faulting.
+    pub fn after(mut self, calls: u32) -> Rule {
+        self.after = calls;
+        self
+    }
+
+    fn matches(&self, operation: &Operation) -> bool {
+        self.operation == "*"
+            || self.operation == operation.name()
+            || self
+                .operation
+                .strip_suffix(":*")
+                .is_some_and(|service| service == operation.service)
+    }
+}
+
+/// Handle of an added rule, to remove it alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RuleId(u64);
+
+/// What happened to the calls of one operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallCounts {
+    /// Calls the proxy received.
+    pub calls: u32,
+    /// Calls a rule decided (answered with an error, delayed or dropped).
+    pub faulted: u32,
+    /// Calls sent upstream (slow calls included once they are).
+    pub forwarded: u32,
+    /// Slow calls whose client hung up before the delay ended: never forwarded.
+    pub abandoned: u32,
+}
+
+/// A call's operation, as the proxy classified it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    /// `dynamodb`, `sns`, `cloudwatch`, `sqs`, `s3`, ...
+    pub service: String,
+    /// `PutItem`, `Publish`, `HeadObject`, ...
+    pub operation: String,
+    protocol: Protocol,
+}
+
+impl Operation {
+    /// `service:Operation`.
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.service, self.operation)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// `X-Amz-Target` with a JSON body (DynamoDB, SQS).
+    Json,
+    /// `Action=` form bodies answered in XML (SNS, CloudWatch 1.99).
+    Query,
+    /// S3's REST-XML.
+    RestXml,
+}
+
+struct ActiveRule {
+    id: RuleId,
+    rule: Rule,
+    /// Matching calls seen so far (let through or faulted).
+    matched: u32,
+}
+
+impl ActiveRule {
+    fn live(&self) -> bool {
+        self.rule
+            .times
+            .is_none_or(|times| self.matched < self.rule.after + times)
+    }
+}
+
+#[derive(Default)]
+struct ProxyState {
+    rules: Vec<ActiveRule>,
+    next_rule: u64,
+    counts: BTreeMap<String, CallCounts>,
+}
+
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<ProxyState>>);
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, ProxyState> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Count the call and pick its fault (the first live matching rule decides).
+    fn decide(&self, operation: &Operation) -> Option<Fault> {
+        let mut state = self.lock();
+        let name = operation.name();
+        let mut fault = None;
+        for active in state.rules.iter_mut() {
+            if !active.live() || !active.rule.matches(operation) {
+                continue;
+            }
+            active.matched += 1;
+            if active.matched > active.rule.after {
+                fault = Some(active.rule.fault);
+                break;
+            }
+        }
+        let counts = state.counts.entry(name).or_default();
+        counts.calls += 1;
+        if fault.is_some() {
+            counts.faulted += 1;
+        }
+        fault
+    }
+
+    fn count(&self, operation: &Operation, update: impl FnOnce(&mut CallCounts)) {
+        update(self.lock().counts.entry(operation.name()).or_default());
+    }
+}
+
+/// The proxy: listens on 127.0.0.1 (a port of its own) until dropped.
+pub struct FaultProxy {
+    shared: Shared,
+    address: SocketAddr,
+    accept: JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Listen on a free port of 127.0.0.1 and forward to `upstream` (`http://127.0.0.1:<port>`).
+    pub async fn start(upstream: &str) -> Result<FaultProxy> {
+        let upstream: SocketAddr = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .with_context(|| format!("upstream {upstream} is not http://<ip>:<port>"))?;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let shared = Shared::default();
+        let accept = tokio::spawn({
+            let shared = shared.clone();
+            async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |request| {
+                            handle(shared.clone(), upstream, request)
+                        });
+                        // Errors here are the injected drops and clients hanging up.
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+            }
+        });
+        Ok(FaultProxy {
+            shared,
+            address,
+            accept,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`: the endpoint to give the functions.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Add a rule; it applies from the next call on.
+    pub fn inject(&self, rule: Rule) -> RuleId {
+        let mut state = self.shared.lock();
+        state.next_rule += 1;
+        let id = RuleId(state.next_rule);
+        state.rules.push(ActiveRule {
+            id,
+            rule,
+            matched: 0,
+        });
+        id
+    }
+
+    /// Remove one rule.
+    pub fn remove(&self, id: RuleId) {
+        self.shared.lock().rules.retain(|active| active.id != id);
+    }
+
+    /// Remove every rule: from now on every call is forwarded.
+    pub fn clear(&self) {
+        self.shared.lock().rules.clear();
+    }
+
+    /// Calls of one operation (`service:Operation`) so far.
+    pub fn counts(&self, operation: &str) -> CallCounts {
+        self.shared
+            .lock()
+            .counts
+            .get(operation)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Calls of every operation seen so far.
+    pub fn all_counts(&self) -> BTreeMap<String, CallCounts> {
+        self.shared.lock().counts.clone()
+    }
+
+    /// Forget the counts (rules stay).
+    pub fn reset_counts(&self) {
+        self.shared.lock().counts.clear();
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Why a call got no answer (hyper closes the connection on a service error).
+#[derive(Debug)]
+enum ProxyError {
+    Dropped,
+    Body(hyper::Error),
+}
+
+impl std::fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProxyError::Dropped => write!(f, "connection dropped by an injected fault"),
+            ProxyError::Body(error) => write!(f, "reading the request body: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for ProxyError {}
+
+/// Counts a slow call as abandoned if its future is dropped (the client hung up) mid-delay.
+struct AbandonGuard {
+    shared: Shared,
+    operation: Operation,
+    armed: bool,
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared
+                .count(&self.operation, |counts| counts.abandoned += 1);
+        }
+    }
+}
+
+async fn handle(
+    shared: Shared,
+    upstream: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ProxyError> {
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await.map_err(ProxyError::Body)?.to_bytes();
+    let operation = classify(&parts, &body);
+    match shared.decide(&operation) {
+        None => Ok(forward(&shared, &operation, upstream, parts, body).await),
+        Some(Fault::Slow(delay)) => {
+            let mut guard = AbandonGuard {
+                shared: shared.clone(),
+                operation: operation.clone(),
+                armed: true,
+            };
+            tokio::time::sleep(delay).await;
+            guard.armed = false;
+            Ok(forward(&shared, &operation, upstream, parts, body).await)
+        }
+        Some(Fault::DropConnection) => Err(ProxyError::Dropped),
+        Some(fault) => Ok(error_response(
+            &operation,
+            fault,
+            parts.method == Method::HEAD,
+        )),
+    }
+}
+
+/// Send the call upstream on a connection of its own and answer what upstream answers (502 when
+/// upstream cannot be reached).
+async fn forward(
+    shared: &Shared,
+    operation: &Operation,
+    upstream: SocketAddr,
+    mut parts: Parts,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
+    shared.count(operation, |counts| counts.forwarded += 1);
+    // The body was read whole: send it with its length.
+    parts.headers.remove(TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let request = Request::from_parts(parts, Full::new(body));
+    match send_upstream(upstream, request).await {
+        Ok(response) => response,
+        Err(error) => {
+            let mut response = Response::new(Full::new(Bytes::from(format!(
+                "fault proxy: upstream {upstream} failed: {error:#}"
+            ))));
+            *response.status_mut() = StatusCode::BAD_GATEWAY;
+            response
+        }
+    }
+}
+
+async fn send_upstream(
+    upstream: SocketAddr,
+    request: Request<Full<Bytes>>,
+) -> Result<Response<Full<Bytes>>> {
+    let stream = TcpStream::connect(upstream).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let connection = tokio::spawn(connection);
+    let response = sender.send_request(request).await?;
+    let (mut parts, body) = response.into_parts();
+    let body = body.collect().await?.to_bytes();
+    connection.abort();
+    // Answered with its length, whatever framing upstream used (HEAD keeps upstream's length).
+    if parts.headers.remove(TRANSFER_ENCODING).is_some() {
+        parts
+            .headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    Ok(Response::from_parts(parts, Full::new(body)))
+}
+
+/// Name the call's operation from its target header, form body or S3 path shape.
+pub fn classify(parts: &Parts, body: &[u8]) -> Operation {
+    let scope = credential_scope_service(parts);
+    if let Some(target) = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+    {
+        let (prefix, name) = target.split_once('.').unwrap_or(("", target));
+        let service = match prefix.split('_').next().unwrap_or_default() {
+            "DynamoDB" => "dynamodb".to_owned(),
+            "AmazonSQS" => "sqs".to_owned(),
+            other => scope.clone().unwrap_or_else(|| other.to_lowercase()),
+        };
+        return Operation {
+            service,
+            operation: name.to_owned(),
+            protocol: Protocol::Json,
+        };
+    }
+    let form = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        if let Some(action) = form_value(body, "Action") {
+            let service = match scope.as_deref() {
+                Some("monitoring") => "cloudwatch".to_owned(),
+                Some(other) => other.to_owned(),
+                None => "query".to_owned(),
+            };
+            return Operation {
+                service,
+                operation: action,
+                protocol: Protocol::Query,
+            };
+        }
+    }
+    Operation {
+        service: "s3".to_owned(),
+        operation: s3_operation(parts),
+        protocol: Protocol::RestXml,
+    }
+}
+
+/// The service of the SigV4 credential scope (`Credential=AKID/date/region/service/aws4_request`).
+fn credential_scope_service(parts: &Parts) -> Option<String> {
+    let authorization = parts.headers.get("authorization")?.to_str().ok()?;
+    let credential = authorization.split("Credential=").nth(1)?;
+    let scope = credential.split([',', ' ']).next()?;
+    scope.split('/').nth(3).map(str::to_owned)
+}
+
+/// One value of a form body (`Action=Publish&...`); values here are plain words.
+fn form_value(body: &[u8], name: &str) -> Option<String> {
+    std::str::from_utf8(body).ok()?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then(|| value.to_owned())
+    })
+}
+
+/// S3 operations by method and path shape (path-style: `/bucket` or `/bucket/key`), with the
+/// SDK's `x-id` query parameter when it names the operation.
+pub fn s3_operation(parts: &Parts) -> String {
+    let query: Vec<(&str, &str)> = parts
+        .uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .collect();
+    let has = |name: &str| query.iter().any(|(key, _)| *key == name);
+    if let Some((_, id)) = query.iter().find(|(key, _)| *key == "x-id") {
+        return (*id).to_owned();
+    }
+    let path = parts.uri.path().trim_start_matches('/');
+    let (bucket, key) = match path.split_once('/') {
+        Some((bucket, key)) => (bucket, key),
+        None => (path, ""),
+    };
+    let method = &parts.method;
+    if bucket.is_empty() {
+        return "ListBuckets".to_owned();
+    }
+    if key.is_empty() {
+        let subresources = [
+            ("versioning", "BucketVersioning"),
+            ("replication", "BucketReplication"),
+            ("encryption", "BucketEncryption"),
+            ("notification", "BucketNotificationConfiguration"),
+            ("tagging", "BucketTagging"),
+            ("lifecycle", "BucketLifecycleConfiguration"),
+            ("location", "BucketLocation"),
+            ("policy", "BucketPolicy"),
+        ];
+        if let Some((_, name)) = subresources.iter().find(|(sub, _)| has(sub)) {
+            let verb = match *method {
+                Method::PUT => "Put",
+                Method::DELETE => "Delete",
+                _ => "Get",
+            };
+            return format!("{verb}{name}");
+        }
+        return match *method {
+            Method::HEAD => "HeadBucket",
+            Method::PUT => "CreateBucket",
+            Method::DELETE => "DeleteBucket",
+            Method::POST if has("delete") => "DeleteObjects",
+            _ if has("versions") => "ListObjectVersions",
+            _ if has("list-type") => "ListObjectsV2",
+            _ => "ListObjects",
+        }
+        .to_owned();
+    }
+    let copy = parts.headers.contains_key("x-amz-copy-source");
+    match *method {
+        Method::HEAD => "HeadObject",
+        Method::GET if has("tagging") => "GetObjectTagging",
+        Method::GET => "GetObject",
+        Method::PUT if has("tagging") => "PutObjectTagging",
+        Method::PUT if has("partNumber") => "UploadPart",
+        Method::PUT if copy => "CopyObject",
+        Method::PUT => "PutObject",
+        Method::DELETE if has("tagging") => "DeleteObjectTagging",
+        Method::DELETE => "DeleteObject",
+        Method::POST if has("uploads") => "CreateMultipartUpload",
+        Method::POST if has("uploadId") => "CompleteMultipartUpload",
+        _ => "Unknown",
+    }
+    .to_owned()
+}
+
+/// The error the service itself would answer for the fault.
+fn error_response(operation: &Operation, fault: Fault, head: bool) -> Response<Full<Bytes>> {
+    let dynamodb = operation.service == "dynamodb";
+    let (status, code, message) = match (fault, operation.protocol) {
+        (Fault::InternalError, Protocol::Json) => {
+            (500, "InternalServerError", "Internal server error")
+        }
+        (Fault::InternalError, Protocol::Query) => (500, "InternalFailure", "Internal failure"),
+        (Fault::InternalError, Protocol::RestXml) => (
+            500,
+            "InternalError",
+            "We encountered an internal error. Please try again.",
+        ),
+        (Fault::ServiceUnavailable, _) => (503, "ServiceUnavailable", "Service unavailable"),
+        (Fault::ThroughputExceeded, Protocol::Json) if dynamodb => (
+            400,
+            "ProvisionedThroughputExceededException",
+            "The level of configured provisioned throughput for the table was exceeded.",
+        ),
+        (Fault::Throttling | Fault::ThroughputExceeded, Protocol::Json) => (
+            400,
+            "ThrottlingException",
+            "Rate of requests exceeds the allowed throughput.",
+        ),
+        (Fault::Throttling | Fault::ThroughputExceeded, Protocol::Query) => {
+            (400, "Throttling", "Rate exceeded")
+        }
+        (Fault::Throttling | Fault::ThroughputExceeded, Protocol::RestXml) => {
+            (503, "SlowDown", "Please reduce your request rate.")
+        }
+        // Not answered here (slow calls are forwarded, drops answer nothing).
+        (Fault::Slow(_) | Fault::DropConnection, _) => (500, "InternalError", "fault proxy"),
+    };
+    let request_id = "fault-proxy-0000";
+    let (content_type, body) = match operation.protocol {
+        Protocol::Json => {
+            let namespace = if dynamodb {
+                "com.amazonaws.dynamodb.v20120810"
+            } else {
+                "com.amazonaws.coral.service"
+            };
+            (
+                "application/x-amz-json-1.0",
+                serde_json::json!({ "__type": format!("{namespace}#{code}"), "message": message })
+                    .to_string(),
+            )
+        }
+        Protocol::Query => {
+            let kind = if status >= 500 { "Receiver" } else { "Sender" };
+            (
+                "text/xml",
+                format!(
+                    "<ErrorResponse><Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+                ),
+            )
+        }
+        Protocol::RestXml => (
+            "application/xml",
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>{request_id}</RequestId></Error>"
+            ),
+        ),
+    };
+    // A HEAD answer has no body (S3 errors to HEAD carry only the status).
+    let body = if head { String::new() } else { body };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert("x-amzn-requestid", HeaderValue::from_static(request_id));
+    headers.insert("x-amz-request-id", HeaderValue::from_static(request_id));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(method: Method, uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut builder = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).map(|r| r.into_parts().0).unwrap()
+    }
+
+    const SNS_AUTH: &str = "AWS4-HMAC-SHA256 Credential=test/20261130/us-east-1/sns/aws4_request, SignedHeaders=host, Signature=0";
+    const CW_AUTH: &str = "AWS4-HMAC-SHA256 Credential=test/20261130/us-east-1/monitoring/aws4_request, SignedHeaders=host, Signature=0";
+
+    #[test]
+    fn operations_are_named_by_target_action_and_s3_path_shape() {
+        let dynamodb = parts(
+            Method::POST,
+            "/",
+            &[("x-amz-target", "DynamoDB_20120810.PutItem")],
+        );
+        assert_eq!(classify(&dynamodb, b"{}").name(), "dynamodb:PutItem");
+        let form = ("content-type", "application/x-www-form-urlencoded");
+        let sns = parts(Method::POST, "/", &[form, ("authorization", SNS_AUTH)]);
+        assert_eq!(
+            classify(&sns, b"Action=Publish&Version=2010-03-31").name(),
+            "sns:Publish"
+        );
+        let cloudwatch = parts(Method::POST, "/", &[form, ("authorization", CW_AUTH)]);
+        assert_eq!(
+            classify(&cloudwatch, b"Version=2010-08-01&Action=GetMetricData").name(),
+            "cloudwatch:GetMetricData"
+        );
+        let s3 = |method: Method, uri: &str| classify(&parts(method, uri, &[]), b"").name();
+        assert_eq!(s3(Method::PUT, "/bucket/a/b.json"), "s3:PutObject");
+        assert_eq!(s3(Method::PUT, "/bucket/a?x-id=PutObject"), "s3:PutObject");
+        assert_eq!(s3(Method::HEAD, "/bucket/a/b.json"), "s3:HeadObject");
+        assert_eq!(s3(Method::GET, "/bucket/k?versionId=1"), "s3:GetObject");
+        assert_eq!(s3(Method::GET, "/bucket/k?tagging"), "s3:GetObjectTagging");
+        assert_eq!(s3(Method::DELETE, "/bucket/k"), "s3:DeleteObject");
+        assert_eq!(s3(Method::HEAD, "/bucket"), "s3:HeadBucket");
+        assert_eq!(
+            s3(Method::GET, "/bucket?replication"),
+            "s3:GetBucketReplication"
+        );
+        assert_eq!(
+            s3(Method::GET, "/bucket?versions&prefix=k"),
+            "s3:ListObjectVersions"
+        );
+        assert_eq!(
+            s3(Method::GET, "/bucket/?versioning"),
+            "s3:GetBucketVersioning"
+        );
+    }
+
+    #[test]
+    fn rules_fault_the_next_calls_after_the_skipped_ones_then_let_calls_through() {
+        let shared = Shared::default();
+        let operation = Operation {
+            service: "dynamodb".into(),
+            operation: "UpdateItem".into(),
+            protocol: Protocol::Json,
+        };
+        shared.lock().rules.push(ActiveRule {
+            id: RuleId(1),
+            rule: Rule::next(2, "dynamodb:*", Fault::Throttling).after(1),
+            matched: 0,
+        });
+        let decided: Vec<Option<Fault>> = (0..5).map(|_| shared.decide(&operation)).collect();
+        assert_eq!(
+            decided,
+            [
+                None,
+                Some(Fault::Throttling),
+                Some(Fault::Throttling),
+                None,
+                None
+            ]
+        );
+        let counts = shared.lock().counts["dynamodb:UpdateItem"];
+        assert_eq!((counts.calls, counts.faulted), (5, 2));
+    }
+}
