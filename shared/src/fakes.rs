@@ -490,3 +490,29 @@ fn fxhash(a: &str, b: &str) -> u64 {
             (h ^ byte as u64).wrapping_mul(0x100_0000_01b3)
         })
 }
+
+/// SplitMix64: a tiny seeded generator for tests and simulators, so a seed reproduces exactly.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// Indices `0..n`, each three times, in an order fixed by the seed (Fisher-Yates): at-least-once
+/// delivery with duplicates and reordering.
+pub fn thrice_shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).flat_map(|i| [i, i, i]).collect();
+    let mut rng = SplitMix64(seed);
+    for i in (1..order.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}

@@ -17,37 +17,13 @@ use replmon_shared::canary::setup::{ReplicationRule, ReplicationSetup, RuleFilte
 use replmon_shared::canary::{Canary, CanarySettings};
 use replmon_shared::clock::Clock;
 use replmon_shared::fakes::{
-    Arrival, FakeS3, InMemoryLedger, RecordingNotifier, RecordingProbeMetrics,
+    thrice_shuffled, Arrival, FakeS3, InMemoryLedger, RecordingNotifier, RecordingProbeMetrics,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
 const SEEDS: u64 = 200;
-
-/// SplitMix64: a tiny seeded generator, so a failing seed reproduces exactly.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
-/// Indices `0..n`, each three times, in an order fixed by the seed (Fisher-Yates).
-fn thrice_shuffled(n: usize, seed: u64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).flat_map(|i| [i, i, i]).collect();
-    let mut rng = SplitMix(seed);
-    for i in (1..order.len()).rev() {
-        let j = (rng.next() % (i as u64 + 1)) as usize;
-        order.swap(i, j);
-    }
-    order
-}
 
 fn sorted<T: Ord>(mut items: Vec<T>) -> Vec<T> {
     items.sort();

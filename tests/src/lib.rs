@@ -75,6 +75,18 @@ pub fn die_with_parent(command: &mut Command) {
     }
 }
 
+/// `--name N` from a benchmark's arguments, or `default`.
+pub fn numeric_option(args: &[String], name: &str, default: u64) -> Result<u64> {
+    match args.iter().position(|a| a == name) {
+        Some(i) => args
+            .get(i + 1)
+            .with_context(|| format!("{name} expects a value"))?
+            .parse()
+            .with_context(|| format!("{name} expects a number")),
+        None => Ok(default),
+    }
+}
+
 /// A moto server process, stopped when dropped.
 pub struct MotoServer {
     child: Child,

@@ -51,6 +51,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ReplicationRuleStatus, ServerSideEncryption};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::future::BoxFuture;
+use replmon_shared::fakes::SplitMix64;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -1050,27 +1051,13 @@ fn targets(
         .collect()
 }
 
-/// splitmix64: tiny, seeded, good enough for delays.
-#[derive(Debug, Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 fn draw(rng: &mut SplitMix64, delay: Delay) -> Duration {
     match delay {
         Delay::Fixed(delay) => delay,
         Delay::Uniform { min, max } if max <= min => min,
         Delay::Uniform { min, max } => {
             let span = (max - min).as_nanos();
-            let offset = u128::from(rng.next()) % (span + 1);
+            let offset = u128::from(rng.next_u64()) % (span + 1);
             min + Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX))
         }
     }

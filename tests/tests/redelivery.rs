@@ -32,7 +32,9 @@ use replmon_shared::alarm::{parse_payload, AlarmInput, AlarmRecord};
 use replmon_shared::alarm_monitor::{AlarmMonitor, AlarmSettings, AlarmStore};
 use replmon_shared::aws::{CloudWatchMetrics, DynamoDbLedger, SnsNotifier};
 use replmon_shared::clock::SystemClock;
-use replmon_shared::fakes::{FixedMetrics, InMemoryLedger, ManualClock, RecordingNotifier};
+use replmon_shared::fakes::{
+    thrice_shuffled, FixedMetrics, InMemoryLedger, ManualClock, RecordingNotifier,
+};
 use replmon_shared::incident::{Incident, IncidentCause};
 use replmon_shared::ledger::ObjectRecord;
 use replmon_shared::page::Page;
@@ -50,30 +52,6 @@ const STACK_SEEDS: [u64; 3] = [7, 1_000_003, 0xC0FFEE];
 // ---------------------------------------------------------------------------------------------
 // Shared helpers
 // ---------------------------------------------------------------------------------------------
-
-/// SplitMix64: a tiny seeded generator, so a failing seed reproduces exactly.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
-/// Indices `0..n`, each three times, in an order fixed by the seed (Fisher-Yates).
-fn thrice_shuffled(n: usize, seed: u64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).flat_map(|i| [i, i, i]).collect();
-    let mut rng = SplitMix(seed);
-    for i in (1..order.len()).rev() {
-        let j = (rng.next() % (i as u64 + 1)) as usize;
-        order.swap(i, j);
-    }
-    order
-}
 
 /// One event file: its path under `events/` and its text.
 #[derive(Debug, Clone)]

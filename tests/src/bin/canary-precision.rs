@@ -18,7 +18,7 @@ use replmon_shared::clock::SystemClock;
 use replmon_shared::fakes::RecordingProbeMetrics;
 use replmon_tests::replication_sim::{Delay, ReplicationSimulator, SimulatorSettings};
 use replmon_tests::{
-    replication_rule, sdk_config, versioned_bucket, MotoServer, Stack, StackNames,
+    numeric_option, replication_rule, sdk_config, versioned_bucket, MotoServer, Stack, StackNames,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -32,23 +32,12 @@ struct Row {
     heads: u32,
 }
 
-fn option(args: &[String], name: &str, default: u64) -> Result<u64> {
-    match args.iter().position(|a| a == name) {
-        Some(i) => args
-            .get(i + 1)
-            .context("missing value")?
-            .parse()
-            .with_context(|| format!("{name} expects a number")),
-        None => Ok(default),
-    }
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let rules = option(&args, "--probes-per-run", 10)? as usize;
-    let runs = option(&args, "--runs", 5)?;
-    let seed = option(&args, "--seed", 7)?;
+    let rules = numeric_option(&args, "--probes-per-run", 10)? as usize;
+    let runs = numeric_option(&args, "--runs", 5)?;
+    let seed = numeric_option(&args, "--seed", 7)?;
 
     let moto = MotoServer::start()?;
     let sdk = sdk_config(&moto.endpoint()).await;

@@ -25,7 +25,7 @@
 
 use anyhow::{bail, Context, Result};
 use replmon_tests::replication_sim::{ReplicationSimulator, SimulatorSettings};
-use replmon_tests::{repo_root, sdk_config, MotoServer, Stack, StackNames};
+use replmon_tests::{numeric_option, repo_root, sdk_config, MotoServer, Stack, StackNames};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -390,17 +390,6 @@ fn peak_rss_kb(pid: u32) -> Result<u64> {
         .context("no VmHWM in /proc/<pid>/status")
 }
 
-fn option(args: &[String], name: &str, default: usize) -> Result<usize> {
-    match args.iter().position(|a| a == name) {
-        Some(i) => args
-            .get(i + 1)
-            .context("missing value")?
-            .parse()
-            .with_context(|| format!("{name} expects a number")),
-        None => Ok(default),
-    }
-}
-
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
@@ -514,9 +503,9 @@ fn main() -> Result<()> {
 type LocalTls = Option<(PathBuf, PathBuf, PathBuf)>;
 
 async fn bench(args: Vec<String>, logs: PathBuf, tls: LocalTls) -> Result<()> {
-    let starts = option(&args, "--starts", 10)?;
-    let warm = option(&args, "--warm", 5)?.max(1);
-    let objects = option(&args, "--objects", 10)?.clamp(1, 10);
+    let starts = numeric_option(&args, "--starts", 10)? as usize;
+    let warm = (numeric_option(&args, "--warm", 5)? as usize).max(1);
+    let objects = (numeric_option(&args, "--objects", 10)? as usize).clamp(1, 10);
     let extra: Vec<(String, String)> = args
         .iter()
         .enumerate()
