@@ -19,7 +19,7 @@ bench-startup:
 	bash scripts/setup
 	cargo build --release -p replication-events -p alarm-events -p canary
 	cargo run -p replmon-tests --bin startup-bench -- --starts 20 --warm 5 --tls
-	cargo run -p replmon-tests --bin startup-bench -- --starts 20 --warm 5 --tls --set REPLMON_WARM_UP=false
+	cargo run -p replmon-tests --bin startup-bench -- --starts 20 --warm 5 --tls --set REPLMON_WARM_UP=true
 
 setup:
 	bash scripts/setup

@@ -85,7 +85,7 @@ pub struct ReplicationEventsConfig {
     pub page_topic_arn: String,
     pub monitor: MonitorSettings,
     pub aws: AwsSettings,
-    /// One cheap call per client during init (`REPLMON_WARM_UP`, default true).
+    /// One cheap call per client during init (`REPLMON_WARM_UP`, default false).
     pub warm_up: bool,
 }
 
@@ -128,7 +128,7 @@ pub struct AlarmEventsConfig {
     pub page_topic_arn: String,
     pub alarm: crate::alarm_monitor::AlarmSettings,
     pub aws: AwsSettings,
-    /// One cheap call per client during init (`REPLMON_WARM_UP`, default true).
+    /// One cheap call per client during init (`REPLMON_WARM_UP`, default false).
     pub warm_up: bool,
 }
 
@@ -176,7 +176,7 @@ pub struct CanaryConfig {
     pub metrics_namespace: String,
     pub canary: crate::canary::CanarySettings,
     pub aws: AwsSettings,
-    /// One cheap call per client during init (`REPLMON_WARM_UP`, default true).
+    /// One cheap call per client during init (`REPLMON_WARM_UP`, default false).
     pub warm_up: bool,
 }
 
@@ -326,13 +326,16 @@ pub fn topic_arn(env: &impl Environment) -> Result<String, ConfigError> {
 }
 
 /// `REPLMON_WARM_UP`: whether init makes one cheap call per client (see `aws::warm_up`), so the
-/// first invocation does not pay for connections, TLS and credentials.
+/// first invocation does not pay for connections, TLS and credentials. Off by default: with a
+/// full CPU a handshake costs about a millisecond and the calls only lengthen init (BENCHMARKS.md);
+/// the SAM template turns it on for its 128 MB functions, where the first call was measured at
+/// hundreds of milliseconds.
 pub fn warm_up(env: &impl Environment) -> Result<bool, ConfigError> {
     const VAR: &str = "REPLMON_WARM_UP";
     match env.get(VAR).map(|v| v.trim().to_ascii_lowercase()) {
-        None => Ok(true),
-        Some(v) if v.is_empty() || v == "true" || v == "1" => Ok(true),
-        Some(v) if v == "false" || v == "0" => Ok(false),
+        None => Ok(false),
+        Some(v) if v.is_empty() || v == "false" || v == "0" => Ok(false),
+        Some(v) if v == "true" || v == "1" => Ok(true),
         Some(v) => Err(invalid(VAR, &v, "expected true or false")),
     }
 }
@@ -400,11 +403,11 @@ mod tests {
         .unwrap();
         assert_eq!(config.monitor, MonitorSettings::default());
         assert_eq!(config.aws.max_attempts, 3);
-        assert!(config.warm_up);
+        assert!(!config.warm_up);
     }
 
     #[test]
-    fn warm_up_can_be_turned_off_and_rejects_other_words() {
+    fn warm_up_can_be_turned_on_and_off_and_rejects_other_words() {
         let with = |value: &str| {
             CanaryConfig::from_env(&env(&[
                 ("REPLMON_TABLE", "replmon"),
