@@ -47,6 +47,8 @@ pub struct AwsSettings {
     pub connect_timeout: StdDuration,
     /// Attempts per operation (standard retry mode, with back-off and jitter).
     pub max_attempts: u32,
+    /// One cheap call per client during init (`REPLMON_WARM_UP`, default false).
+    pub warm_up: bool,
 }
 
 impl AwsSettings {
@@ -74,6 +76,7 @@ impl AwsSettings {
                 60_000,
             )?),
             max_attempts: number(env, "REPLMON_AWS_MAX_ATTEMPTS", 3, 1, 10)? as u32,
+            warm_up: warm_up(env)?,
         })
     }
 }
@@ -85,8 +88,6 @@ pub struct ReplicationEventsConfig {
     pub page_topic_arn: String,
     pub monitor: MonitorSettings,
     pub aws: AwsSettings,
-    /// One cheap call per client during init (`REPLMON_WARM_UP`, default false).
-    pub warm_up: bool,
 }
 
 impl ReplicationEventsConfig {
@@ -116,7 +117,6 @@ impl ReplicationEventsConfig {
                 concurrency: number(env, "REPLMON_WRITE_CONCURRENCY", 16, 1, 256)? as usize,
             },
             aws: AwsSettings::from_env(env)?,
-            warm_up: warm_up(env)?,
         })
     }
 }
@@ -128,8 +128,6 @@ pub struct AlarmEventsConfig {
     pub page_topic_arn: String,
     pub alarm: crate::alarm_monitor::AlarmSettings,
     pub aws: AwsSettings,
-    /// One cheap call per client during init (`REPLMON_WARM_UP`, default false).
-    pub warm_up: bool,
 }
 
 impl AlarmEventsConfig {
@@ -161,7 +159,6 @@ impl AlarmEventsConfig {
                 )? as i64),
             },
             aws: AwsSettings::from_env(env)?,
-            warm_up: warm_up(env)?,
         })
     }
 }
@@ -176,8 +173,6 @@ pub struct CanaryConfig {
     pub metrics_namespace: String,
     pub canary: crate::canary::CanarySettings,
     pub aws: AwsSettings,
-    /// One cheap call per client during init (`REPLMON_WARM_UP`, default false).
-    pub warm_up: bool,
 }
 
 impl CanaryConfig {
@@ -266,7 +261,6 @@ impl CanaryConfig {
                 overlap_margin: Duration::seconds(60),
             },
             aws: AwsSettings::from_env(env)?,
-            warm_up: warm_up(env)?,
         })
         .and_then(|config: CanaryConfig| {
             // Pending probes must outlive their deadline, or they expire unresolved.
@@ -330,7 +324,7 @@ pub fn topic_arn(env: &impl Environment) -> Result<String, ConfigError> {
 /// full CPU a handshake costs about a millisecond and the calls only lengthen init (BENCHMARKS.md);
 /// the SAM template turns it on for its 128 MB functions, where the first call was measured at
 /// hundreds of milliseconds.
-pub fn warm_up(env: &impl Environment) -> Result<bool, ConfigError> {
+fn warm_up(env: &impl Environment) -> Result<bool, ConfigError> {
     const VAR: &str = "REPLMON_WARM_UP";
     match env.get(VAR).map(|v| v.trim().to_ascii_lowercase()) {
         None => Ok(false),
@@ -403,7 +397,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.monitor, MonitorSettings::default());
         assert_eq!(config.aws.max_attempts, 3);
-        assert!(!config.warm_up);
+        assert!(!config.aws.warm_up);
     }
 
     #[test]
@@ -416,9 +410,9 @@ mod tests {
                 ("REPLMON_WARM_UP", value),
             ]))
         };
-        assert!(!with("false").unwrap().warm_up);
-        assert!(!with(" 0 ").unwrap().warm_up);
-        assert!(with("TRUE").unwrap().warm_up);
+        assert!(!with("false").unwrap().aws.warm_up);
+        assert!(!with(" 0 ").unwrap().aws.warm_up);
+        assert!(with("TRUE").unwrap().aws.warm_up);
         let error = with("sometimes").unwrap_err().to_string();
         assert!(error.contains("REPLMON_WARM_UP"), "{error}");
     }

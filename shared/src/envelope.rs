@@ -1,7 +1,7 @@
 //! How S3 notifications reach the function: directly, inside SNS, or inside SQS (whose body may
 //! itself be an SNS envelope). Each delivery is split into [`Message`]s, the unit that is retried.
 
-use crate::event::{ParseError, S3Notification};
+use crate::event::{is_json_object_text, ParseError, S3Notification};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -135,9 +135,8 @@ impl RecordWire {
 
 /// Split an invocation payload (its JSON text) into its messages.
 pub fn open(payload: &str) -> Result<(Delivery, Vec<Message>), EnvelopeError> {
-    // Every supported payload is a JSON object. serde would also fill the wire structs from an
-    // array of their fields in order (`[[], null]` read as an empty S3 event; tests/bad_input.rs).
-    if !payload.trim_start().starts_with('{') {
+    // `[[], null]` would read as an empty S3 event (tests/bad_input.rs).
+    if !is_json_object_text(payload) {
         return Err(EnvelopeError::Unrecognised(
             "the payload is not a JSON object".into(),
         ));

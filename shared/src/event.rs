@@ -149,14 +149,20 @@ pub enum ParseError {
     InvalidRecord { index: usize, reason: String },
 }
 
+/// Whether `text` can only be a JSON object. Every event this library reads is one, and serde's
+/// derived readers would also fill a struct from an array of its fields in order, so the parsers
+/// ask this before reading a payload.
+pub fn is_json_object_text(text: &str) -> bool {
+    text.trim_start().starts_with('{')
+}
+
 impl S3Notification {
     /// Parse an S3 notification from its JSON text. An SNS notification envelope around one
     /// (what an SQS queue subscribed to a topic receives) is opened first.
     pub fn from_json(text: &str) -> Result<Self, ParseError> {
-        // Only a JSON object is a notification. serde also fills a struct from an array of its
-        // fields in order, so without this `[[], null, null]` read as a notification with no
-        // records and was acknowledged, never dead-lettered (found by tests/bad_input.rs).
-        if !text.trim_start().starts_with('{') {
+        // Without this `[[], null, null]` read as a notification with no records and was
+        // acknowledged, never dead-lettered (found by tests/bad_input.rs).
+        if !is_json_object_text(text) {
             return Err(match serde_json::from_str::<de::IgnoredAny>(text) {
                 Ok(_) => ParseError::NotS3Notification,
                 Err(e) => ParseError::InvalidJson(e.to_string()),

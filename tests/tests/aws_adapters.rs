@@ -156,6 +156,7 @@ async fn unreachable_ledger_lists_every_message_for_retry() {
         attempt_timeout: std::time::Duration::from_millis(500),
         connect_timeout: std::time::Duration::from_millis(200),
         max_attempts: 2,
+        warm_up: false,
     };
     std::env::set_var("AWS_ENDPOINT_URL", &dead);
     std::env::set_var("AWS_REGION", "us-east-1");

@@ -25,7 +25,7 @@ async fn main() -> Result<(), Error> {
     let store = S3ObjectStore::new(&sdk);
     let ledger = DynamoDbLedger::new(&sdk, &config.table);
     let notifier = SnsNotifier::new(&sdk, &config.page_topic_arn);
-    if config.warm_up {
+    if config.aws.warm_up {
         let mut calls = vec![
             WarmUpCall::new("dynamodb", ledger.warm_up()),
             WarmUpCall::new("sns", notifier.warm_up()),

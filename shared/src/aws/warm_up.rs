@@ -28,8 +28,7 @@ impl<'a> WarmUpCall<'a> {
 
 /// Run every call at once, for at most `budget`. Failures are logged, never fatal: a warm-up
 /// only saves time, and the handler's own calls retry and report real problems.
-/// Returns how many calls succeeded.
-pub async fn warm_up(calls: Vec<WarmUpCall<'_>>, budget: Duration) -> usize {
+pub async fn warm_up(calls: Vec<WarmUpCall<'_>>, budget: Duration) {
     let started = Instant::now();
     let services: Vec<&'static str> = calls.iter().map(|c| c.service).collect();
     let outcomes = tokio::time::timeout(budget, join_all(calls.into_iter().map(|c| c.call))).await;
@@ -49,7 +48,6 @@ pub async fn warm_up(calls: Vec<WarmUpCall<'_>>, budget: Duration) -> usize {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "clients warmed up"
             );
-            succeeded
         }
         Err(_) => {
             tracing::warn!(
@@ -57,7 +55,6 @@ pub async fn warm_up(calls: Vec<WarmUpCall<'_>>, budget: Duration) -> usize {
                 budget_ms = budget.as_millis() as u64,
                 "warm-up calls did not finish in time; continuing"
             );
-            0
         }
     }
 }

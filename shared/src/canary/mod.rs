@@ -108,9 +108,8 @@ impl Trigger {
     /// input such as `{"run_id": "<aws.scheduler.execution-id>", "buckets": [...]}` (both
     /// optional; without a run ID, the Lambda request ID, which Lambda keeps on its retries).
     pub fn parse(payload: &str, request_id: &str) -> Result<Trigger, CanaryError> {
-        // serde would also fill `RawTrigger` from an array of its fields in order
-        // (`[null, null, "run", ["bucket"]]`); only an object is a trigger (tests/bad_input.rs).
-        if !payload.trim_start().starts_with('{') {
+        // `[null, null, "run", ["bucket"]]` would read as a trigger (tests/bad_input.rs).
+        if !crate::event::is_json_object_text(payload) {
             return Err(CanaryError::BadTrigger(
                 match payload.trim_start().chars().next() {
                     Some(first) => format!("it starts with {first:?}, not '{{'"),
