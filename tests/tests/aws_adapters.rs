@@ -162,7 +162,7 @@ async fn unreachable_ledger_lists_every_message_for_retry() {
     std::env::set_var("AWS_REGION", "us-east-1");
     std::env::set_var("AWS_ACCESS_KEY_ID", "test");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
-    let dead_sdk = lambda_sdk_config(&settings).await;
+    let dead_sdk = lambda_sdk_config(&settings, "replmon-tests").await;
     let monitor = ReplicationMonitor::new(
         DynamoDbLedger::new(&dead_sdk, &stack.names.table),
         SnsNotifier::new(&sdk, &stack.topic_arn),

@@ -74,7 +74,7 @@ fn aws_settings(max_attempts: u32) -> AwsSettings {
 /// stack's region and dummy credentials (the process environment is not touched: tests run in
 /// parallel).
 async fn function_sdk(settings: &AwsSettings, endpoint: &str) -> SdkConfig {
-    replmon_shared::aws::sdk_config(settings)
+    replmon_shared::aws::sdk_config(settings, "replmon-tests")
         .await
         .into_builder()
         .endpoint_url(endpoint)

@@ -21,7 +21,7 @@ async fn main() -> Result<(), Error> {
             |error| tracing::error!(%error, "invalid configuration; the function cannot start"),
         )
         .map_err(|error| Error::from(error.to_string()))?;
-    let sdk = sdk_config(&config.aws).await;
+    let sdk = sdk_config(&config.aws, "replmon-alarm-events").await;
     let ledger = DynamoDbLedger::new(&sdk, &config.table);
     let notifier = SnsNotifier::new(&sdk, &config.page_topic_arn);
     let metrics = CloudWatchMetrics::new(&sdk);

@@ -19,7 +19,7 @@ async fn main() -> Result<(), Error> {
             tracing::error!(%error, "invalid configuration; the function cannot start");
         })
         .map_err(|error| Error::from(error.to_string()))?;
-    let sdk = sdk_config(&config.aws).await;
+    let sdk = sdk_config(&config.aws, "replmon-replication-events").await;
     let ledger = DynamoDbLedger::new(&sdk, &config.table);
     let notifier = SnsNotifier::new(&sdk, &config.page_topic_arn);
     if config.aws.warm_up {

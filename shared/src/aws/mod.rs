@@ -10,7 +10,7 @@ pub mod warm_up;
 use crate::config::AwsSettings;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::{AppName, BehaviorVersion, SdkConfig};
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::config::SharedHttpClient;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -33,10 +33,17 @@ pub fn http_client() -> SharedHttpClient {
 }
 
 /// The shared SDK configuration: region and credentials from the usual chain, `AWS_ENDPOINT_URL`
-/// honoured (the local stack), timeouts and retries from [`AwsSettings`].
-pub async fn sdk_config(settings: &AwsSettings) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .http_client(http_client())
+/// honoured (the local stack), timeouts and retries from [`AwsSettings`]. `app` names the caller
+/// in every request's user agent (`app/replmon-canary`): CloudTrail shows which function made a
+/// call, and the local IAM proof attributes each recorded request to a function's role.
+pub async fn sdk_config(settings: &AwsSettings, app: &str) -> SdkConfig {
+    let loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client());
+    // A name the SDK refuses (it is a constant of each binary) only loses the tag.
+    let loader = match AppName::new(app.to_owned()) {
+        Ok(name) => loader.app_name(name),
+        Err(_) => loader,
+    };
+    loader
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(settings.connect_timeout)

@@ -117,7 +117,7 @@ async fn run(cli: Cli) -> Result<()> {
         bail!("which ledger table? Pass --table or set REPLMON_TABLE (the LedgerTable output of the monitor's stack)");
     };
     let settings = AwsSettings::from_env(&ProcessEnvironment)?;
-    let sdk = sdk_config(&settings).await;
+    let sdk = sdk_config(&settings, "replmon-cli").await;
     let Some(region) = sdk.region().map(ToString::to_string) else {
         bail!("no AWS region: set AWS_REGION (or a region in your AWS profile)");
     };
