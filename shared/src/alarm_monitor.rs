@@ -311,7 +311,11 @@ impl<S: AlarmStore + BacklogCounter, N: Notifier, M: MetricsSource, C: Clock>
             let end = change.state_time.max(self.clock.now());
             // Checked: a timestamp at the edge of the representable range must not panic.
             let start = end.checked_sub_signed(window).unwrap_or(end);
-            match self.metrics.recent(&change.metrics, start, end).await {
+            match self
+                .metrics
+                .recent(&change.region, &change.metrics, start, end)
+                .await
+            {
                 Ok(series) => {
                     let trends: Vec<Trend> =
                         series.iter().filter_map(|s| Trend::of(s, 30)).collect();
@@ -598,7 +602,9 @@ mod tests {
                     .map(|i| (t0 + Duration::minutes(i), f64::from(i as u32 * 130)))
                     .collect(),
             }],
-            fail: false,
+            // The fixture's latency alarm lives in the destination's region, with its metric.
+            region: Some("us-west-2".into()),
+            ..Default::default()
         }
     }
 
@@ -648,6 +654,12 @@ mod tests {
             "{}",
             page.body()
         );
+        // The datapoints exist only where the alarm is: asked anywhere else, the page would say
+        // "no datapoints".
+        assert_eq!(
+            *world.metrics.asked.lock().unwrap(),
+            vec!["us-west-2".to_owned()]
+        );
         assert!(
             page.body()
                 .contains("Ledger: 2 failed or late object versions"),
@@ -674,10 +686,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_trend_is_read_in_the_region_of_its_alarm() {
+        // Failures are published in the source's region, latency in the destination's: the same
+        // monitor asks each alarm's own region, and a trend asked elsewhere comes back empty.
+        let world = World::new(latency_series());
+        let monitor = world.monitor();
+        monitor
+            .handle(fixture!("failed-operations-alarm.json"))
+            .await
+            .unwrap();
+        monitor.handle(fixture!("metric-alarm.json")).await.unwrap();
+        assert_eq!(
+            *world.metrics.asked.lock().unwrap(),
+            vec!["us-east-1".to_owned(), "us-west-2".to_owned()]
+        );
+        let pages = world.notifier.pages();
+        assert_eq!(pages.len(), 2);
+        assert!(
+            pages[0].body().contains("no datapoints"),
+            "{}",
+            pages[0].body()
+        );
+        assert!(pages[1].body().contains("max 1170"), "{}", pages[1].body());
+    }
+
+    #[tokio::test]
     async fn enrichment_failure_never_blocks_the_page() {
         let world = World::new(FixedMetrics {
-            series: Vec::new(),
             fail: true,
+            ..Default::default()
         });
         world
             .monitor()

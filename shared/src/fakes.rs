@@ -312,17 +312,37 @@ impl BacklogCounter for InMemoryLedger {
 pub struct FixedMetrics {
     pub series: Vec<Series>,
     pub fail: bool,
+    /// Where the series live (`None`: every region). Asked elsewhere, CloudWatch answers each
+    /// query with no datapoints, as it does for a metric published in another region.
+    pub region: Option<String>,
+    /// Every region asked, in order.
+    pub asked: Mutex<Vec<String>>,
 }
 
 impl MetricsSource for FixedMetrics {
     async fn recent(
         &self,
+        region: &str,
         _metrics: &[AlarmMetric],
         _start: DateTime<Utc>,
         _end: DateTime<Utc>,
     ) -> Result<Vec<Series>, MetricsError> {
+        self.asked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(region.to_owned());
         if self.fail {
             return Err(MetricsError::Unavailable("injected fault".into()));
+        }
+        if self.region.as_deref().is_some_and(|r| r != region) {
+            return Ok(self
+                .series
+                .iter()
+                .map(|s| Series {
+                    points: Vec::new(),
+                    ..s.clone()
+                })
+                .collect());
         }
         Ok(self.series.clone())
     }

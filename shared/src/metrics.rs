@@ -22,9 +22,13 @@ pub enum MetricsError {
 
 /// Reads recent datapoints (CloudWatch `GetMetricData` in production).
 pub trait MetricsSource: Send + Sync {
-    /// The series of every data-returning metric or expression, between `start` and `end`.
+    /// The series of every data-returning metric or expression, between `start` and `end`, read
+    /// in `region`: the alarm's own region, where its metrics are (S3 publishes replication
+    /// latency and pending counts in the destination bucket's region, failures in the source's).
+    /// An empty region means the monitor's own.
     fn recent(
         &self,
+        region: &str,
         metrics: &[AlarmMetric],
         start: DateTime<Utc>,
         end: DateTime<Utc>,
@@ -34,11 +38,12 @@ pub trait MetricsSource: Send + Sync {
 impl<T: MetricsSource> MetricsSource for &T {
     fn recent(
         &self,
+        region: &str,
         metrics: &[AlarmMetric],
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<Series>, MetricsError>> + Send {
-        (**self).recent(metrics, start, end)
+        (**self).recent(region, metrics, start, end)
     }
 }
 

@@ -9,8 +9,10 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_s3::types::{
-    BucketVersioningStatus, DeleteMarkerReplication, DeleteMarkerReplicationStatus, Destination,
-    ReplicationConfiguration, ReplicationRule, ReplicationRuleFilter, ReplicationRuleStatus,
+    BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
+    DeleteMarkerReplication, DeleteMarkerReplicationStatus, Destination, ReplicationConfiguration,
+    ReplicationRule, ReplicationRuleFilter, ReplicationRuleStatus, ServerSideEncryption,
+    ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
     VersioningConfiguration,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -22,8 +24,13 @@ use std::time::{Duration, Instant};
 
 pub mod event_source;
 pub mod fault_proxy;
+pub mod regions;
+pub mod replication_metrics;
 pub mod replication_sim;
 
+pub use regions::REPLICA_REGION;
+
+/// The monitor's region, and the source bucket's (the replica is in [`REPLICA_REGION`]).
 pub const REGION: &str = "us-east-1";
 
 /// The repository root (this crate lives in `tests/`).
@@ -180,10 +187,25 @@ pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(config)
 }
 
-/// A bucket with versioning enabled (replication needs it on both sides).
+/// A bucket with versioning enabled (replication needs it on both sides), in [`REGION`].
 pub async fn versioned_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<()> {
+    versioned_bucket_in(s3, bucket, REGION).await
+}
+
+/// A versioned bucket located in `region` (its `LocationConstraint`; us-east-1 takes none).
+pub async fn versioned_bucket_in(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    region: &str,
+) -> Result<()> {
+    let location = (region != "us-east-1").then(|| {
+        CreateBucketConfiguration::builder()
+            .location_constraint(BucketLocationConstraint::from(region))
+            .build()
+    });
     s3.create_bucket()
         .bucket(bucket)
+        .set_create_bucket_configuration(location)
         .send()
         .await
         .with_context(|| format!("creating bucket {bucket}"))?;
@@ -225,17 +247,26 @@ pub fn replication_rule(
         .build()?)
 }
 
-/// Two versioned buckets, the first replicating everything to the second under one rule (no
-/// replication metrics nor RTC, as a quick set-up has it).
+/// Two versioned buckets, the first (in [`REGION`]) replicating everything to the second (in
+/// [`REPLICA_REGION`]) under one rule (no replication metrics nor RTC, as a quick set-up has it).
 pub async fn replicated_pair(
     s3: &aws_sdk_s3::Client,
     source: &str,
     replica: &str,
     rule_id: &str,
 ) -> Result<()> {
-    for bucket in [source, replica] {
-        versioned_bucket(s3, bucket).await?;
-    }
+    replicated_pair_in(s3, (source, REGION), (replica, REPLICA_REGION), rule_id).await
+}
+
+/// [`replicated_pair`] with each bucket's region given (the same twice: same-region replication).
+pub async fn replicated_pair_in(
+    s3: &aws_sdk_s3::Client,
+    (source, source_region): (&str, &str),
+    (replica, replica_region): (&str, &str),
+    rule_id: &str,
+) -> Result<()> {
+    versioned_bucket_in(s3, source, source_region).await?;
+    versioned_bucket_in(s3, replica, replica_region).await?;
     let rule = replication_rule(
         rule_id,
         1,
@@ -266,6 +297,21 @@ pub struct StackNames {
     pub source_bucket: String,
     pub replica_bucket: String,
     pub rule_id: String,
+    /// The monitor's and the source bucket's region.
+    pub source_region: String,
+    /// The replica bucket's region: where S3 publishes `ReplicationLatency` and the pending
+    /// metrics, and where their alarms live.
+    pub replica_region: String,
+}
+
+impl StackNames {
+    /// The same stack with the replica in the source's region (same-region replication).
+    pub fn same_region(self) -> Self {
+        StackNames {
+            replica_region: self.source_region.clone(),
+            ..self
+        }
+    }
 }
 
 impl Default for StackNames {
@@ -278,6 +324,8 @@ impl Default for StackNames {
             source_bucket: "replmon-demo-source".into(),
             replica_bucket: "replmon-demo-replica".into(),
             rule_id: "replicate-everything".into(),
+            source_region: REGION.into(),
+            replica_region: REPLICA_REGION.into(),
         }
     }
 }
@@ -285,6 +333,9 @@ impl Default for StackNames {
 /// A provisioned stack and the clients to read it back.
 pub struct Stack {
     pub names: StackNames,
+    /// The source bucket's default encryption key (SSE-KMS, in the source region), as on the
+    /// documented example pair; `None` on a stack attached to rather than provisioned.
+    pub source_key_arn: Option<String>,
     pub topic_arn: String,
     pub inbox_url: String,
     pub dynamodb: aws_sdk_dynamodb::Client,
@@ -380,16 +431,25 @@ impl Stack {
             .await
             .context("subscribing the inbox")?;
 
-        replicated_pair(
+        replicated_pair_in(
             &s3,
-            &names.source_bucket,
-            &names.replica_bucket,
+            (&names.source_bucket, &names.source_region),
+            (&names.replica_bucket, &names.replica_region),
             &names.rule_id,
         )
         .await?;
+        // SSE-KMS on both sides with a key of each bucket's region (a KMS key never leaves its
+        // region): writing into the source needs kms:GenerateDataKey on its key.
+        let source_key =
+            regions::kms_key(sdk, &names.source_region, "replmon source bucket").await?;
+        let replica_key =
+            regions::kms_key(sdk, &names.replica_region, "replmon replica bucket").await?;
+        default_kms_encryption(&s3, &names.source_bucket, &source_key).await?;
+        default_kms_encryption(&s3, &names.replica_bucket, &replica_key).await?;
 
         Ok(Stack {
             names,
+            source_key_arn: Some(source_key),
             topic_arn,
             inbox_url,
             dynamodb,
@@ -420,6 +480,7 @@ impl Stack {
             .context("no inbox queue: provision first")?;
         Ok(Stack {
             names,
+            source_key_arn: None,
             topic_arn,
             inbox_url,
             dynamodb: aws_sdk_dynamodb::Client::new(sdk),
@@ -547,6 +608,30 @@ impl Stack {
             .filter(|i| i.get("entity").map(String::as_str) == Some(entity))
             .collect())
     }
+}
+
+/// Default encryption SSE-KMS with `key` and an S3 Bucket Key, as the example pair configures.
+async fn default_kms_encryption(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<()> {
+    let rule = ServerSideEncryptionRule::builder()
+        .apply_server_side_encryption_by_default(
+            ServerSideEncryptionByDefault::builder()
+                .sse_algorithm(ServerSideEncryption::AwsKms)
+                .kms_master_key_id(key)
+                .build()?,
+        )
+        .bucket_key_enabled(true)
+        .build();
+    s3.put_bucket_encryption()
+        .bucket(bucket)
+        .server_side_encryption_configuration(
+            ServerSideEncryptionConfiguration::builder()
+                .rules(rule)
+                .build()?,
+        )
+        .send()
+        .await
+        .with_context(|| format!("configuring default encryption of {bucket}"))?;
+    Ok(())
 }
 
 fn attribute(name: &str) -> Result<AttributeDefinition> {
@@ -753,9 +838,14 @@ pub type AwsMonitor = replmon_shared::replication::ReplicationMonitor<
 /// (The function's own `SdkConfig` path, with `AWS_ENDPOINT_URL`, is what the end-to-end test
 /// exercises; here the adapters get the test configuration.)
 pub async fn monitor_on_local_stack() -> Result<(MotoServer, Stack, AwsMonitor)> {
+    monitor_on_stack(StackNames::default()).await
+}
+
+/// [`monitor_on_local_stack`] with other names or regions.
+pub async fn monitor_on_stack(names: StackNames) -> Result<(MotoServer, Stack, AwsMonitor)> {
     let moto = MotoServer::start()?;
     let sdk = sdk_config(&moto.endpoint()).await;
-    let stack = Stack::provision(&sdk, StackNames::default()).await?;
+    let stack = Stack::provision(&sdk, names).await?;
     let monitor = replmon_shared::replication::ReplicationMonitor::new(
         replmon_shared::aws::DynamoDbLedger::new(&sdk, &stack.names.table),
         replmon_shared::aws::SnsNotifier::new(&sdk, &stack.topic_arn),

@@ -45,6 +45,7 @@
 //! - Versions detected while a failure rule matches are decided at detection: a later
 //!   `fail_matching` does not affect a copy already scheduled.
 
+use crate::replication_metrics::{Replication, ReplicationMetrics};
 use anyhow::{bail, Context, Result};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_s3::primitives::ByteStream;
@@ -96,6 +97,9 @@ pub struct SimulatorSettings {
     pub failure_sink: Option<Arc<dyn FailureSink>>,
     /// `awsRegion` of the failure events.
     pub region: String,
+    /// Publish S3's replication metrics in the regions where S3 publishes them (see
+    /// [`crate::replication_metrics`]), with clients built from this configuration.
+    pub metrics: Option<aws_config::SdkConfig>,
 }
 
 impl Default for SimulatorSettings {
@@ -107,6 +111,7 @@ impl Default for SimulatorSettings {
             rule_prefixes: HashMap::new(),
             failure_sink: None,
             region: crate::REGION.to_owned(),
+            metrics: None,
         }
     }
 }
@@ -183,7 +188,11 @@ impl ReplicationSimulator {
         sources: Vec<String>,
         settings: SimulatorSettings,
     ) -> ReplicationSimulator {
+        let metrics = settings
+            .metrics
+            .map(|sdk| ReplicationMetrics::new(sdk, s3.clone()));
         let shared = Arc::new(Shared {
+            metrics,
             s3,
             sink: settings.failure_sink,
             region: settings.region,
@@ -478,6 +487,7 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
 
 struct Shared {
     s3: aws_sdk_s3::Client,
+    metrics: Option<ReplicationMetrics>,
     sink: Option<Arc<dyn FailureSink>>,
     region: String,
     rule_prefixes: HashMap<(String, String), String>,
@@ -501,6 +511,20 @@ impl Shared {
             error.message
         );
         self.lock().errors.push(error);
+    }
+
+    /// A metric that could not be published is an error of the simulator, like a failed copy.
+    fn metric_error(&self, job: &Job, result: Result<()>) {
+        if let Err(e) = result {
+            self.record_error(CopyError {
+                at: Utc::now(),
+                source_bucket: job.source_bucket.clone(),
+                key: Some(job.key.clone()),
+                version_id: Some(job.version_id.clone()),
+                destination_bucket: Some(job.destination_bucket.clone()),
+                message: format!("publishing replication metrics: {e:#}"),
+            });
+        }
     }
 
     fn task_failed(&self, what: &str, error: &tokio::task::JoinError) {
@@ -552,6 +576,19 @@ struct Job {
     delay: Duration,
     failure: Option<String>,
     sequencer: String,
+}
+
+impl Job {
+    fn replication(&self) -> Replication {
+        Replication {
+            source_bucket: self.source_bucket.clone(),
+            destination_bucket: self.destination_bucket.clone(),
+            rule_id: self.rule_id.clone(),
+            key: self.key.clone(),
+            version_id: self.version_id.clone(),
+            size: self.size,
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -691,6 +728,9 @@ async fn scan_bucket(
 
 /// Wait for the job's time, then copy it, report its failure, or hold it if its bucket is paused.
 async fn run_job(shared: Arc<Shared>, job: Job, start: Instant) {
+    if let Some(metrics) = &shared.metrics {
+        shared.metric_error(&job, metrics.detected(&job.replication()).await);
+    }
     tokio::time::sleep_until(start + job.delay).await;
     {
         let mut state = shared.lock();
@@ -710,6 +750,16 @@ async fn run_job(shared: Arc<Shared>, job: Job, start: Instant) {
     }
     let result = copy(&shared.s3, &job).await;
     let visible_at = Utc::now();
+    if let Some(metrics) = &shared.metrics {
+        let replication = job.replication();
+        match &result {
+            Ok(_) => {
+                let seconds = (visible_at - job.detected_at).num_milliseconds() as f64 / 1000.0;
+                shared.metric_error(&job, metrics.replicated(&replication, seconds).await);
+            }
+            Err(_) => metrics.settle(&replication),
+        }
+    }
     let mut state = shared.lock();
     let putting_key = (job.destination_bucket.clone(), job.key.clone());
     if let Some(count) = state.putting.get_mut(&putting_key) {
@@ -818,6 +868,9 @@ async fn copy(s3: &aws_sdk_s3::Client, job: &Job) -> Result<Option<String>> {
 }
 
 async fn report_failure(shared: &Shared, job: Job, reason: String) {
+    if let Some(metrics) = &shared.metrics {
+        shared.metric_error(&job, metrics.failed(&job.replication()).await);
+    }
     let reported_at = Utc::now();
     let event = failure_event(&shared.region, &job, &reason, reported_at);
     let delivery_error = match &shared.sink {

@@ -1,22 +1,41 @@
 //! alarm-events with its real adapters (DynamoDB, SNS, CloudWatch 1.99 client) against moto:
 //! datapoints put by the test are read back by the enrichment, pages come from the inbox queue.
+//! The monitor runs in the source region; the latency alarm and its datapoints are in the
+//! replica's region, as AWS publishes them: the trend appears only if the monitor asks there.
 
-use aws_sdk_cloudwatch::primitives::DateTime as AwsDateTime;
-use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+use aws_sdk_cloudwatch::types::StandardUnit;
 use replmon_shared::alarm_monitor::{AlarmMonitor, AlarmSettings};
 use replmon_shared::aws::{CloudWatchMetrics, DynamoDbLedger, SnsNotifier};
 use replmon_shared::clock::SystemClock;
 use replmon_shared::event::ReplicationEventKind::OperationFailedReplication;
 use replmon_shared::fakes::NotificationBuilder;
-use replmon_tests::{monitor_on_local_stack, repo_root, sdk_config};
+use replmon_tests::regions::{cloudwatch_in, put_replication_metric};
+use replmon_tests::{monitor_on_stack, repo_root, sdk_config, StackNames};
 
-fn fixture(path: &str) -> String {
-    std::fs::read_to_string(repo_root().join("events/alarm").join(path)).expect("fixture")
+/// A fixture as the alarm of `names` sends it: the fixtures' latency alarm lives in us-west-2
+/// (cross-region replication); with same-region replication it lives in the one region.
+fn fixture(path: &str, names: &StackNames) -> String {
+    std::fs::read_to_string(repo_root().join("events/alarm").join(path))
+        .expect("fixture")
+        .replace("us-west-2", &names.replica_region)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alarm_page_carries_trend_from_cloudwatch_and_ledger_backlog() {
-    let (moto, stack, replication) = monitor_on_local_stack().await.expect("local stack");
+async fn cross_region_alarm_page_carries_the_destination_regions_trend() {
+    alarm_page_carries_trend_from_cloudwatch_and_ledger_backlog(StackNames::default()).await;
+}
+
+/// Same-region replication: one region for everything, the same code path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_region_alarm_page_carries_the_trend() {
+    alarm_page_carries_trend_from_cloudwatch_and_ledger_backlog(
+        StackNames::default().same_region(),
+    )
+    .await;
+}
+
+async fn alarm_page_carries_trend_from_cloudwatch_and_ledger_backlog(names: StackNames) {
+    let (moto, stack, replication) = monitor_on_stack(names).await.expect("local stack");
     let sdk = sdk_config(&moto.endpoint()).await;
 
     // Three failed objects in the ledger for the alarm's bucket and rule, via the real function path.
@@ -41,45 +60,36 @@ async fn alarm_page_carries_trend_from_cloudwatch_and_ledger_backlog() {
         .unwrap();
     stack.drain_pages().await.unwrap();
 
-    // Latency datapoints over the last 10 minutes: 60, 120, ... 600 seconds. Dimensions in name
-    // order: moto matches GetMetricData dimensions by list order (AWS does not care).
-    let cloudwatch = aws_sdk_cloudwatch::Client::new(&sdk);
+    // Latency datapoints over the last 10 minutes (60, 120, ... 600 s), published where S3
+    // publishes them: in the replica's region (us-west-2), not the monitor's (us-east-1).
+    let names = &stack.names;
+    let cloudwatch = cloudwatch_in(&sdk, &names.replica_region);
     let now = chrono::Utc::now().timestamp();
-    let data: Vec<MetricDatum> = (1..=10)
-        .map(|i| {
-            MetricDatum::builder()
-                .metric_name("ReplicationLatency")
-                .dimensions(
-                    Dimension::builder()
-                        .name("DestinationBucket")
-                        .value(&stack.names.replica_bucket)
-                        .build(),
-                )
-                .dimensions(
-                    Dimension::builder()
-                        .name("RuleId")
-                        .value(&stack.names.rule_id)
-                        .build(),
-                )
-                .dimensions(
-                    Dimension::builder()
-                        .name("SourceBucket")
-                        .value(&stack.names.source_bucket)
-                        .build(),
-                )
-                .timestamp(AwsDateTime::from_secs(now - 60 * (11 - i)))
-                .value(60.0 * i as f64)
-                .unit(StandardUnit::Seconds)
-                .build()
-        })
+    let points: Vec<(i64, f64)> = (1..=10)
+        .map(|i| (now - 60 * (11 - i), 60.0 * i as f64))
         .collect();
-    cloudwatch
-        .put_metric_data()
+    put_replication_metric(
+        &cloudwatch,
+        (&names.source_bucket, &names.replica_bucket, &names.rule_id),
+        "ReplicationLatency",
+        StandardUnit::Seconds,
+        &points,
+    )
+    .await
+    .expect("put metric data");
+    // The local model keeps regions apart as AWS does: across regions, the monitor's own region
+    // has none of them.
+    let home = cloudwatch_in(&sdk, &names.source_region)
+        .list_metrics()
         .namespace("AWS/S3")
-        .set_metric_data(Some(data))
+        .metric_name("ReplicationLatency")
         .send()
         .await
-        .expect("put metric data");
+        .expect("list metrics");
+    assert_eq!(
+        home.metrics.unwrap_or_default().is_empty(),
+        names.replica_region != names.source_region
+    );
 
     let monitor = AlarmMonitor::new(
         DynamoDbLedger::new(&sdk, &stack.names.table),
@@ -89,11 +99,11 @@ async fn alarm_page_carries_trend_from_cloudwatch_and_ledger_backlog() {
         AlarmSettings::default(),
     );
     monitor
-        .handle(&fixture("metric-alarm.json"))
+        .handle(&fixture("metric-alarm.json", &stack.names))
         .await
         .expect("handled");
     monitor
-        .handle(&fixture("metric-alarm.json"))
+        .handle(&fixture("metric-alarm.json", &stack.names))
         .await
         .expect("redelivery handled");
     let pages = stack.drain_pages().await.unwrap();
@@ -125,7 +135,7 @@ async fn alarm_page_carries_trend_from_cloudwatch_and_ledger_backlog() {
     assert_eq!(page.attribute("source_bucket"), "replmon-demo-source");
 
     monitor
-        .handle(&fixture("metric-ok.json"))
+        .handle(&fixture("metric-ok.json", &stack.names))
         .await
         .expect("ok handled");
     let pages = stack.drain_pages().await.unwrap();

@@ -3,6 +3,8 @@
 //! must change nothing) and with the flapping and out-of-order sequences.
 
 use anyhow::{bail, Result};
+use aws_sdk_cloudwatch::types::StandardUnit;
+use replmon_tests::regions::{cloudwatch_in, put_replication_metric};
 use replmon_tests::{
     build_functions, invoke, repo_root, sdk_config, start_watch, MotoServer, ReceivedPage, Stack,
     StackNames,
@@ -206,10 +208,76 @@ async fn every_alarm_fixture_under_cargo_lambda_watch() {
             }
         }
     }
+    match check_trends_in_each_alarms_region(&moto, watch.port).await {
+        Ok(()) => eprintln!("ok    trends read in each alarm's region"),
+        Err(error) => failures.push(format!("trends: {error:#}")),
+    }
     assert!(
         failures.is_empty(),
         "{} failed:\n{}",
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// The function runs in the source region (its `AWS_REGION`). The latency alarm arrives from the
+/// replica's region (forwarded by EventBridge, `"region": "us-west-2"`), where its datapoints are;
+/// the failed-operations alarm from the source's. Each page's trend shows its own datapoints,
+/// which exist nowhere else: a function reading its own region would page "no datapoints".
+async fn check_trends_in_each_alarms_region(moto: &MotoServer, port: u16) -> Result<()> {
+    let stack = fresh_stack(moto).await?;
+    let sdk = sdk_config(&moto.endpoint()).await;
+    let names = &stack.names;
+    let rule = (
+        names.source_bucket.as_str(),
+        names.replica_bucket.as_str(),
+        names.rule_id.as_str(),
+    );
+    let now = chrono::Utc::now().timestamp();
+    let latency: Vec<(i64, f64)> = (1..=12)
+        .map(|i| (now - 60 * (13 - i), 100.0 * i as f64))
+        .collect();
+    let failed: Vec<(i64, f64)> = (1..=7).map(|i| (now - 60 * (8 - i), i as f64)).collect();
+    let replica_cloudwatch = cloudwatch_in(&sdk, &names.replica_region);
+    let source_cloudwatch = cloudwatch_in(&sdk, &names.source_region);
+    put_replication_metric(
+        &replica_cloudwatch,
+        rule,
+        "ReplicationLatency",
+        StandardUnit::Seconds,
+        &latency,
+    )
+    .await?;
+    put_replication_metric(
+        &source_cloudwatch,
+        rule,
+        "OperationsFailedReplication",
+        StandardUnit::Count,
+        &failed,
+    )
+    .await?;
+
+    for (fixture, expected) in [
+        (
+            "alarm/metric-alarm.json",
+            "12 points) ReplicationLatency Maximum: last 1200, min 100, max 1200",
+        ),
+        (
+            "alarm/failed-operations-alarm.json",
+            "7 points) OperationsFailedReplication Sum: last 7, min 1, max 7",
+        ),
+    ] {
+        let run = invoke(port, "alarm-events", fixture)?;
+        if !run.success {
+            bail!("{fixture} failed: {}{}", run.stdout, run.stderr);
+        }
+        let pages = stack.drain_pages().await?;
+        if !pages.iter().any(|p| p.message.contains(expected)) {
+            bail!(
+                "{fixture}: no page with {expected:?}: {:?}",
+                pages.iter().map(|p| &p.message).collect::<Vec<_>>()
+            );
+        }
+    }
+    Ok(())
 }

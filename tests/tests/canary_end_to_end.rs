@@ -50,6 +50,7 @@ async fn canary_under_cargo_lambda_watch() {
         vec![source.clone()],
         SimulatorSettings {
             delay: Delay::Fixed(Duration::from_millis(1200)),
+            metrics: Some(sdk.clone()),
             failure_sink: Some(Arc::new(LambdaInvokeSink {
                 port: watch.port,
                 function: "replication-events".into(),

@@ -21,8 +21,7 @@
 //! retry, 10 per timeout): the faults here are few enough to stay well inside it.
 
 use aws_config::{Region, SdkConfig};
-use aws_sdk_cloudwatch::primitives::DateTime as AwsDateTime;
-use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+use aws_sdk_cloudwatch::types::StandardUnit;
 use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
 use replmon_shared::alarm_monitor::{AlarmHandlerError, AlarmMonitor, AlarmSettings};
 use replmon_shared::aws::{CloudWatchMetrics, DynamoDbLedger, S3ObjectStore, SnsNotifier};
@@ -36,6 +35,7 @@ use replmon_shared::event::ReplicationEventKind::{
 use replmon_shared::fakes::{NotificationBuilder, RecordingProbeMetrics};
 use replmon_shared::replication::{HandlerError, MonitorSettings, ReplicationMonitor};
 use replmon_tests::fault_proxy::{CallCounts, Fault, FaultProxy, Rule};
+use replmon_tests::regions::{cloudwatch_in, put_replication_metric};
 use replmon_tests::replication_sim::{Delay, ReplicationSimulator, SimulatorSettings};
 use replmon_tests::{
     build_functions, invoke, repo_root, start_watch, MotoServer, ReceivedPage, Stack, StackNames,
@@ -481,47 +481,24 @@ fn alarm_fixture(name: &str) -> String {
     std::fs::read_to_string(repo_root().join("events/alarm").join(name)).expect("fixture")
 }
 
-/// Ten latency datapoints over the last ten minutes (the alarm's metric), put directly.
+/// Ten latency datapoints over the last ten minutes (the alarm's metric), put directly, in the
+/// replica's region where S3 publishes them.
 async fn put_latency_datapoints(local: &FaultyStack) {
     let direct = replmon_tests::sdk_config(&local.moto.endpoint()).await;
     let names = &local.stack.names;
     let now = chrono::Utc::now().timestamp();
-    let data: Vec<MetricDatum> = (1..=10)
-        .map(|i| {
-            MetricDatum::builder()
-                .metric_name("ReplicationLatency")
-                // In name order: moto matches GetMetricData dimensions by list order.
-                .dimensions(
-                    Dimension::builder()
-                        .name("DestinationBucket")
-                        .value(&names.replica_bucket)
-                        .build(),
-                )
-                .dimensions(
-                    Dimension::builder()
-                        .name("RuleId")
-                        .value(&names.rule_id)
-                        .build(),
-                )
-                .dimensions(
-                    Dimension::builder()
-                        .name("SourceBucket")
-                        .value(&names.source_bucket)
-                        .build(),
-                )
-                .timestamp(AwsDateTime::from_secs(now - 60 * (11 - i)))
-                .value(60.0 * i as f64)
-                .unit(StandardUnit::Seconds)
-                .build()
-        })
+    let points: Vec<(i64, f64)> = (1..=10)
+        .map(|i| (now - 60 * (11 - i), 60.0 * i as f64))
         .collect();
-    aws_sdk_cloudwatch::Client::new(&direct)
-        .put_metric_data()
-        .namespace("AWS/S3")
-        .set_metric_data(Some(data))
-        .send()
-        .await
-        .expect("put metric data");
+    put_replication_metric(
+        &cloudwatch_in(&direct, &names.replica_region),
+        (&names.source_bucket, &names.replica_bucket, &names.rule_id),
+        "ReplicationLatency",
+        StandardUnit::Seconds,
+        &points,
+    )
+    .await
+    .expect("put metric data");
 }
 
 /// The alarm page on a clean stack.

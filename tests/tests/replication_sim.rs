@@ -1,10 +1,12 @@
 //! The replication simulator against a real moto server: fixed delay (not before, then the same
 //! object), pause and resume, injected failures delivered to SQS, baseline objects and delete
-//! markers left alone, concurrent copies, prefix overrides, and the Lambda invoke sink's HTTP.
+//! markers left alone, concurrent copies, prefix overrides, the Lambda invoke sink's HTTP, and
+//! S3's replication metrics published in the regions where S3 publishes them.
 
 use anyhow::{bail, Context, Result};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
+use replmon_tests::regions::{cloudwatch_in, replication_dimensions};
 use replmon_tests::replication_sim::{
     Delay, FailureSink, LambdaInvokeSink, ReplicationSimulator, SimulatorSettings, SqsSink,
 };
@@ -506,5 +508,119 @@ async fn the_lambda_sink_posts_to_the_invoke_endpoint_and_fails_on_errors() -> R
     .deliver(&event)
     .await
     .is_err());
+    Ok(())
+}
+
+/// The datapoints of one replication metric of the stack's rule, read in `region`.
+async fn datapoints(
+    sdk: &aws_config::SdkConfig,
+    region: &str,
+    metric: &str,
+    stat: &str,
+) -> Result<Vec<f64>> {
+    use aws_sdk_cloudwatch::primitives::DateTime as AwsDateTime;
+    use aws_sdk_cloudwatch::types::{Metric, MetricDataQuery, MetricStat};
+    let names = StackNames::default();
+    let now = chrono::Utc::now().timestamp();
+    let query = MetricDataQuery::builder()
+        .id("m")
+        .metric_stat(
+            MetricStat::builder()
+                .metric(
+                    Metric::builder()
+                        .namespace("AWS/S3")
+                        .metric_name(metric)
+                        .set_dimensions(Some(replication_dimensions(
+                            &names.source_bucket,
+                            &names.replica_bucket,
+                            &names.rule_id,
+                        )))
+                        .build(),
+                )
+                .period(60)
+                .stat(stat)
+                .build(),
+        )
+        .build();
+    let out = cloudwatch_in(sdk, region)
+        .get_metric_data()
+        .metric_data_queries(query)
+        .start_time(AwsDateTime::from_secs(now - 600))
+        .end_time(AwsDateTime::from_secs(now + 60))
+        .send()
+        .await?;
+    Ok(out
+        .metric_data_results
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|r| r.values.unwrap_or_default())
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_published_where_s3_publishes_them() -> Result<()> {
+    // Latency and pending in the destination's region, failures in the source's: a monitor that
+    // reads the wrong region finds nothing, here as on AWS.
+    let (_moto, sdk, stack) = local_stack().await?;
+    let (source_region, replica_region) = (&stack.names.source_region, &stack.names.replica_region);
+    assert_ne!(source_region, replica_region);
+    let simulator = ReplicationSimulator::start(
+        stack.s3.clone(),
+        vec![SOURCE.into()],
+        SimulatorSettings {
+            metrics: Some(sdk.clone()),
+            ..settings(Delay::Fixed(Duration::from_millis(300)))
+        },
+    )
+    .await;
+    simulator.fail_matching(SOURCE, "broken/", "DstPutObjectNotPermitted");
+    put(&stack.s3, "fine/a.csv", "a").await?;
+    put(&stack.s3, "fine/b.csv", "bb").await?;
+    put(&stack.s3, "broken/c.csv", "ccc").await?;
+    let start = Instant::now();
+    while simulator.replicated().len() < 2 || simulator.failures().is_empty() {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!(
+                "the simulator did not finish: {:?}",
+                simulator.copy_errors()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    simulator.stop().await;
+    assert!(
+        simulator.copy_errors().is_empty(),
+        "{:?}",
+        simulator.copy_errors()
+    );
+
+    let copies = datapoints(&sdk, replica_region, "ReplicationLatency", "SampleCount").await?;
+    assert_eq!(copies.iter().sum::<f64>(), 2.0, "{copies:?}");
+    let latency = datapoints(&sdk, replica_region, "ReplicationLatency", "Maximum").await?;
+    assert!(
+        latency.iter().all(|s| (0.25..10.0).contains(s)),
+        "{latency:?}"
+    );
+    let pending = datapoints(
+        &sdk,
+        replica_region,
+        "OperationsPendingReplication",
+        "Maximum",
+    )
+    .await?;
+    assert!(pending.iter().any(|n| *n >= 1.0), "{pending:?}");
+    let failed = datapoints(&sdk, source_region, "OperationsFailedReplication", "Sum").await?;
+    assert_eq!(failed.iter().sum::<f64>(), 1.0, "{failed:?}");
+
+    // Nothing where S3 does not publish it.
+    for (region, metric, stat) in [
+        (source_region, "ReplicationLatency", "Maximum"),
+        (source_region, "OperationsPendingReplication", "Maximum"),
+        (source_region, "BytesPendingReplication", "Maximum"),
+        (replica_region, "OperationsFailedReplication", "Sum"),
+    ] {
+        let points = datapoints(&sdk, region, metric, stat).await?;
+        assert!(points.is_empty(), "{metric} in {region}: {points:?}");
+    }
     Ok(())
 }

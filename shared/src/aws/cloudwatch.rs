@@ -1,24 +1,67 @@
-//! Recent datapoints from CloudWatch `GetMetricData` (metric stats and metric-math expressions).
+//! Recent datapoints from CloudWatch `GetMetricData` (metric stats and metric-math expressions),
+//! read in the alarm's own region: S3 publishes `ReplicationLatency` and the pending metrics in
+//! the destination bucket's region, so a monitor in the source region must ask there.
 
 use super::{describe, is_transient};
 use crate::alarm::AlarmMetric;
 use crate::metrics::{MetricsError, MetricsSource, Series};
-use aws_config::SdkConfig;
+use aws_config::{Region, SdkConfig};
 use aws_sdk_cloudwatch::primitives::DateTime as AwsDateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
 use aws_sdk_cloudwatch::Client;
 use chrono::{DateTime, TimeZone, Utc};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// AWS has a few dozen regions; more distinct names than this in one process are not regions
+/// worth a cached client (each would keep a connection pool alive).
+const MAX_CACHED_REGIONS: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct CloudWatchMetrics {
-    client: Client,
+    sdk: SdkConfig,
+    /// The client of the monitor's own region, built at init.
+    home: Client,
+    home_region: Option<String>,
+    /// Clients of other regions, built on first use and kept for the life of the process.
+    elsewhere: Arc<Mutex<HashMap<String, Client>>>,
 }
 
 impl CloudWatchMetrics {
     pub fn new(sdk: &SdkConfig) -> Self {
         CloudWatchMetrics {
-            client: Client::new(sdk),
+            sdk: sdk.clone(),
+            home: Client::new(sdk),
+            home_region: sdk.region().map(|r| r.as_ref().to_owned()),
+            elsewhere: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// The client for `region` (empty: the monitor's own). The name comes from an event, so it
+    /// must look like a region before it picks an endpoint.
+    fn client(&self, region: &str) -> Result<Client, MetricsError> {
+        if region.is_empty() || self.home_region.as_deref() == Some(region) {
+            return Ok(self.home.clone());
+        }
+        if !is_region_name(region) {
+            return Err(MetricsError::Refused(format!(
+                "the alarm's region {:?} is not an AWS region name",
+                region.escape_debug().to_string()
+            )));
+        }
+        let mut clients = self.elsewhere.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(region) {
+            return Ok(client.clone());
+        }
+        // Same credentials, timeouts, retries, HTTP client and endpoint override; other region.
+        let config = aws_sdk_cloudwatch::config::Builder::from(&self.sdk)
+            .region(Region::new(region.to_owned()))
+            .build();
+        let client = Client::from_conf(config);
+        if clients.len() < MAX_CACHED_REGIONS {
+            clients.insert(region.to_owned(), client.clone());
+        }
+        Ok(client)
     }
 
     /// Warm-up during init (see [`super::warm_up`]): one S3 replication metric over the last
@@ -40,7 +83,7 @@ impl CloudWatchMetrics {
                     .build(),
             )
             .build();
-        self.client
+        self.home
             .get_metric_data()
             .metric_data_queries(query)
             .start_time(AwsDateTime::from_secs(now - 60))
@@ -50,6 +93,20 @@ impl CloudWatchMetrics {
             .map(|_| ())
             .map_err(|error| describe(&error))
     }
+}
+
+/// `us-east-1`, `ap-southeast-2`, `us-gov-west-1`, `eu-isoe-west-1`: lower-case words and a
+/// number, joined by hyphens.
+fn is_region_name(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    region.len() <= 32
+        && parts.len() >= 3
+        && parts
+            .last()
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
 }
 
 /// GetMetricData ids must start with a lower-case letter and hold only letters, digits and `_`;
@@ -97,16 +154,17 @@ fn query(metric: &AlarmMetric, index: usize) -> MetricDataQuery {
 impl MetricsSource for CloudWatchMetrics {
     async fn recent(
         &self,
+        region: &str,
         metrics: &[AlarmMetric],
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<Vec<Series>, MetricsError> {
+        let client = self.client(region)?;
         let mut series: Vec<Series> = Vec::new();
         let mut next_token: Option<String> = None;
         // A few pages at most: the window holds a few hundred datapoints per query.
         for _ in 0..5 {
-            let out = self
-                .client
+            let out = client
                 .get_metric_data()
                 .set_metric_data_queries(Some(
                     metrics
@@ -171,5 +229,53 @@ mod tests {
         assert_eq!(query_id(&metric("m1"), 0), "m1");
         assert_eq!(query_id(&metric("5a7e1c0d-3f2b"), 2), "replmon_q2");
         assert_eq!(query_id(&metric(""), 1), "replmon_q1");
+    }
+
+    #[test]
+    fn region_names() {
+        for good in [
+            "us-east-1",
+            "ap-southeast-2",
+            "us-gov-west-1",
+            "eu-isoe-west-1",
+        ] {
+            assert!(is_region_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "us-east",
+            "US-EAST-1",
+            "us-east-1.evil.example",
+            "us--1",
+            "us-east-x",
+            "us-east-1/",
+            "-us-east-1",
+            "us-east-1\n",
+            "a-b-1-",
+        ] {
+            assert!(!is_region_name(bad), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn clients_are_built_once_per_region_and_bad_names_refused() {
+        let sdk = SdkConfig::builder()
+            .region(Region::new("us-east-1"))
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let metrics = CloudWatchMetrics::new(&sdk);
+        assert!(metrics.client("").is_ok());
+        assert!(metrics.client("us-east-1").is_ok());
+        assert_eq!(metrics.elsewhere.lock().map(|c| c.len()).unwrap_or(99), 0);
+        let west = metrics
+            .client("us-west-2")
+            .map(|c| c.config().region().cloned());
+        assert_eq!(west, Ok(Some(Region::new("us-west-2"))));
+        assert!(metrics.client("us-west-2").is_ok());
+        assert_eq!(metrics.elsewhere.lock().map(|c| c.len()).unwrap_or(99), 1);
+        assert!(matches!(
+            metrics.client("evil.example/x"),
+            Err(MetricsError::Refused(_))
+        ));
     }
 }

@@ -15,6 +15,7 @@
 //!                           [--wait-backlog N]   (a workload on the source bucket)
 
 use anyhow::{bail, Context, Result};
+use replmon_tests::regions::{cloudwatch_in, put_replication_metric};
 use replmon_tests::{render_page, sdk_config, Stack, StackNames};
 use std::collections::BTreeMap;
 
@@ -79,36 +80,24 @@ async fn main() -> Result<()> {
             }
         }
         "latency" => {
-            // Datapoints for the demo's latency alarm: rising over the last 30 minutes.
-            use aws_sdk_cloudwatch::primitives::DateTime as AwsDateTime;
-            use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+            // Datapoints for the demo's latency alarm, rising over the last 30 minutes, in the
+            // replica's region: S3 publishes ReplicationLatency where the destination is.
             let names = StackNames::default();
             let now = chrono::Utc::now().timestamp();
-            let dimension =
-                |name: &str, value: &str| Dimension::builder().name(name).value(value).build();
-            let data: Vec<MetricDatum> = (0..30)
-                .map(|i| {
-                    MetricDatum::builder()
-                        .metric_name("ReplicationLatency")
-                        // Name order: moto matches dimensions by list order.
-                        .dimensions(dimension("DestinationBucket", &names.replica_bucket))
-                        .dimensions(dimension("RuleId", &names.rule_id))
-                        .dimensions(dimension("SourceBucket", &names.source_bucket))
-                        .timestamp(AwsDateTime::from_secs(now - 60 * (30 - i)))
-                        .value((20 + i * i * 2) as f64)
-                        .unit(StandardUnit::Seconds)
-                        .build()
-                })
+            let points: Vec<(i64, f64)> = (0..30)
+                .map(|i| (now - 60 * (30 - i), (20 + i * i * 2) as f64))
                 .collect();
-            aws_sdk_cloudwatch::Client::new(&sdk)
-                .put_metric_data()
-                .namespace("AWS/S3")
-                .set_metric_data(Some(data))
-                .send()
-                .await?;
+            put_replication_metric(
+                &cloudwatch_in(&sdk, &names.replica_region),
+                (&names.source_bucket, &names.replica_bucket, &names.rule_id),
+                "ReplicationLatency",
+                aws_sdk_cloudwatch::types::StandardUnit::Seconds,
+                &points,
+            )
+            .await?;
             println!(
-                "put 30 ReplicationLatency datapoints for {} -> {}",
-                names.source_bucket, names.replica_bucket
+                "put 30 ReplicationLatency datapoints for {} -> {} in {} (the replica's region)",
+                names.source_bucket, names.replica_bucket, names.replica_region
             );
         }
         "ledger" => {
@@ -128,6 +117,8 @@ async fn main() -> Result<()> {
             let names = StackNames::default();
             let mut settings = SimulatorSettings {
                 delay: Delay::Fixed(std::time::Duration::from_millis(delay_ms)),
+                // Latency and pending in the replica's region, failures in the source's.
+                metrics: Some(sdk.clone()),
                 ..Default::default()
             };
             let mut mapping = None;
