@@ -80,12 +80,12 @@ async fn main() -> Result<()> {
             }
         }
         "latency" => {
-            // Datapoints for the demo's latency alarm, rising over the last 30 minutes, in the
-            // replica's region: S3 publishes ReplicationLatency where the destination is.
+            // Datapoints for the demo's latency alarm, rising over the last 30 minutes up to now,
+            // in the replica's region: S3 publishes ReplicationLatency where the destination is.
             let names = StackNames::default();
             let now = chrono::Utc::now().timestamp();
             let points: Vec<(i64, f64)> = (0..30)
-                .map(|i| (now - 60 * (30 - i), (20 + i * i * 2) as f64))
+                .map(|i| (now - 60 * (29 - i), (20 + i * i * 2) as f64))
                 .collect();
             put_replication_metric(
                 &cloudwatch_in(&sdk, &names.replica_region),
