@@ -14,6 +14,11 @@
 //!   gives up and hangs up first; the request is then never forwarded, counted as abandoned);
 //! - [`Fault::DropConnection`]: read the request, then close the connection without answering.
 //!
+//! Besides faults, the proxy can answer an S3 call with an error worded exactly as S3 words it
+//! ([`S3Error`], added with [`FaultProxy::reply`]), optionally on one bucket only: errors the local
+//! stack never produces, such as KMS refusing the key of an SSE-KMS bucket (moto does not
+//! evaluate KMS), see [`S3Error::kms_denied`] and the key-state errors beside it.
+//!
 //! Operations are named `service:Operation`:
 //! - JSON protocols by `X-Amz-Target`: `DynamoDB_20120810.PutItem` is `dynamodb:PutItem`,
 //!   `AmazonSQS.ReceiveMessage` is `sqs:ReceiveMessage`;
@@ -44,6 +49,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+
+mod s3_reply;
+use s3_reply::ActiveReply;
+pub use s3_reply::{KmsDenial, Reply, S3Error};
 
 /// What the proxy does instead of forwarding a matching call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +198,8 @@ struct ProxyState {
     rules: Vec<ActiveRule>,
     next_rule: u64,
     counts: BTreeMap<String, CallCounts>,
+    /// Canned S3 errors ([`FaultProxy::reply`]), checked before the fault rules.
+    replies: Vec<ActiveReply>,
 }
 
 #[derive(Clone, Default)]
@@ -291,12 +302,16 @@ impl FaultProxy {
 
     /// Remove one rule.
     pub fn remove(&self, id: RuleId) {
-        self.shared.lock().rules.retain(|active| active.id != id);
+        let mut state = self.shared.lock();
+        state.rules.retain(|active| active.id != id);
+        state.replies.retain(|active| active.id != id);
     }
 
     /// Remove every rule: from now on every call is forwarded.
     pub fn clear(&self) {
-        self.shared.lock().rules.clear();
+        let mut state = self.shared.lock();
+        state.rules.clear();
+        state.replies.clear();
     }
 
     /// Calls of one operation (`service:Operation`) so far.
@@ -368,6 +383,9 @@ async fn handle(
     let (parts, body) = request.into_parts();
     let body = body.collect().await.map_err(ProxyError::Body)?.to_bytes();
     let operation = classify(&parts, &body);
+    if let Some(error) = shared.reply_for(&operation, &parts) {
+        return Ok(error.response(parts.method == Method::HEAD));
+    }
     match shared.decide(&operation) {
         None => Ok(forward(&shared, &operation, upstream, parts, body).await),
         Some(Fault::Slow(delay)) => {

@@ -42,6 +42,7 @@ fn probe(source: &str, destination: &str, key: &str, version: Option<String>) ->
         cleaned: false,
         counted: false,
         cleanup_attempts: 0,
+        kms_refusal: None,
     }
 }
 

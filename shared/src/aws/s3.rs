@@ -2,6 +2,7 @@
 //! region from the same `SdkConfig`), so a destination in a second region is polled there.
 
 use super::{describe, is_transient};
+use crate::canary::kms::KmsRefusal;
 use crate::canary::ports::{
     BucketFacts, BucketRef, DefaultEncryption, ObjectFacts, ObjectStore, ProbeObject, StoreError,
     Versioning,
@@ -130,7 +131,19 @@ fn store_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
     let detail = describe(error);
     let status = error.raw_response().map(|r| r.status().as_u16());
     let code = error.code().unwrap_or_default();
-    if code == "NoSuchBucket" || (status == Some(404) && operation == "HeadBucket") {
+    // KMS refusals come as S3 errors: 403 AccessDenied naming a kms: action, or 400 KMS.* codes
+    // (shapes and sources in crate::canary::kms). HEAD answers carry no message to read; an
+    // answer that may pass (5xx, throttling) stays one.
+    let kms = (!is_transient(error))
+        .then(|| KmsRefusal::from_s3_answer(code, error.message().unwrap_or_default()))
+        .flatten();
+    if let Some(refusal) = kms {
+        StoreError::Kms {
+            operation,
+            bucket,
+            refusal: Box::new(refusal),
+        }
+    } else if code == "NoSuchBucket" || (status == Some(404) && operation == "HeadBucket") {
         StoreError::NoSuchBucket { operation, bucket }
     } else if status == Some(403) || code == "AccessDenied" {
         StoreError::Denied {

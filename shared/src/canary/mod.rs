@@ -12,6 +12,7 @@
 
 pub mod audit;
 pub mod emf;
+pub mod kms;
 pub mod measure;
 pub mod pages;
 pub mod ports;
@@ -457,6 +458,7 @@ where
             cleaned: true,
             counted: false,
             cleanup_attempts: 0,
+            kms_refusal: None,
         }
     }
 
@@ -568,19 +570,11 @@ where
             cleaned: false,
             counted: false,
             cleanup_attempts: 0,
+            kms_refusal: None,
         };
         match put {
             Ok(version) => probe.version_id = version,
-            Err(error) => {
-                // Refused: nothing was written. No answer: it may have been, so clean up.
-                probe.cleaned = !matches!(error, StoreError::Unreachable { .. });
-                probe.resolve(
-                    ProbeStatus::Unverifiable,
-                    put_at,
-                    Some(format!("writing the probe into the source failed: {error}")),
-                );
-                return (probe, None);
-            }
+            Err(error) => return (kms::unwritten(probe, &error, source), None),
         }
         // Recorded before polling, so a run that dies mid-poll leaves the probe to the next run.
         let problem = self

@@ -2,7 +2,7 @@
 
 use super::audit::Finding;
 use super::probe::{OwedPage, ProbeRecord, ProbeStatus, RuleHealth};
-use crate::page::{Page, Urgency};
+use crate::page::{shorten, Page, Urgency};
 use crate::severity::Severity;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use std::fmt::Write as _;
@@ -13,6 +13,32 @@ fn ts(at: DateTime<Utc>) -> String {
 
 fn seconds(ms: u64) -> String {
     format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+/// Text quoted from outside (AWS error messages) on one line: control characters, line and
+/// paragraph separators and bidirectional overrides escaped, at most `max_chars` characters.
+pub fn one_line(text: &str, max_chars: usize) -> String {
+    let hostile = |c: char| {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{feff}'
+            )
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
+    let escaped: String = text
+        .trim()
+        .chars()
+        .map(|c| {
+            if hostile(c) {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    shorten(&escaped, max_chars)
 }
 
 /// Plain words for each bad outcome: what it means and what to do first.
@@ -49,17 +75,24 @@ pub fn incident_page(
     bad_probes_to_page: u32,
 ) -> OwedPage {
     let status = probe.status;
+    // KMS refused the probe write: the page says which key, which permission, where to grant.
+    let kms = probe
+        .kms_refusal
+        .as_ref()
+        .filter(|_| status == ProbeStatus::Unverifiable);
     let what = match status {
         ProbeStatus::Failed => "probe replication FAILED",
         ProbeStatus::Missing => "probe MISSING in replica",
         ProbeStatus::Stalled => "replication STALLED",
         ProbeStatus::Slow => "replication SLOW",
+        _ if kms.is_some() => "cannot write the probe, KMS refused the source bucket's key",
         _ => "cannot verify replication",
     };
     // The subject leads with the verdict and the pair: SNS cuts it at 100 characters.
-    let verdict = match status {
-        ProbeStatus::Unverifiable => "CANNOT VERIFY".to_owned(),
-        other => other.as_str().to_owned(),
+    let verdict = match (status, kms) {
+        (_, Some(refusal)) => refusal.verdict().to_owned(),
+        (ProbeStatus::Unverifiable, None) => "CANNOT VERIFY".to_owned(),
+        (other, None) => other.as_str().to_owned(),
     };
     let severity = status.severity();
     let subject = format!(
@@ -69,7 +102,16 @@ pub fn incident_page(
         probe.destination_bucket,
         probe.rule_id
     );
-    let (meaning, fix) = explain(status);
+    let (meaning, fix) = match kms {
+        Some(refusal) => (
+            refusal.meaning(),
+            refusal.fix(&probe.source_bucket, probe.source_region.as_deref()),
+        ),
+        None => {
+            let (meaning, fix) = explain(status);
+            (meaning.to_owned(), fix.to_owned())
+        }
+    };
     let mut body = String::new();
     let _ = writeln!(body, "S3 replication canary: {what}.\n");
     let _ = writeln!(body, "Source bucket:      {}", probe.source_bucket);
@@ -77,7 +119,11 @@ pub fn incident_page(
     let _ = writeln!(body, "Replication rule:   {}", probe.rule_id);
     let _ = writeln!(body, "Probe outcome:      {}", status.as_str());
     if let Some(detail) = &probe.detail {
-        let _ = writeln!(body, "Detail:             {detail}");
+        // Details quote AWS's answers: one line, control characters escaped.
+        let _ = writeln!(body, "Detail:             {}", one_line(detail, 2000));
+    }
+    for (label, value) in kms.map(|r| r.page_lines()).unwrap_or_default() {
+        let _ = writeln!(body, "{label:<20}{}", one_line(&value, 2000));
     }
     let _ = writeln!(body, "\nWhat it means: {meaning}");
     let _ = writeln!(body, "What to do:    {fix}\n");

@@ -2,6 +2,7 @@
 //! table) and the metrics it emits.
 
 use super::audit::AuditRecord;
+use super::kms::KmsRefusal;
 use super::probe::{ProbeRecord, RuleHealth};
 use super::setup::ReplicationSetup;
 use crate::ledger::LedgerError;
@@ -32,13 +33,31 @@ pub enum StoreError {
         bucket: String,
         detail: String,
     },
-    /// Anything else S3 refused (validation, KMS errors on PUT, ...).
+    /// KMS refused the bucket's key (SSE-KMS), and S3 passed the refusal on: a grant missing
+    /// from the caller's policy or the key policy, or a key disabled, pending deletion or not
+    /// found. A retry does not help until someone changes the grant or the key.
+    #[error("{operation} on bucket {bucket} was refused by KMS: {refusal}")]
+    Kms {
+        operation: &'static str,
+        bucket: String,
+        /// Boxed: it is larger than every other error, and errors travel in every `Result`.
+        refusal: Box<KmsRefusal>,
+    },
+    /// Anything else S3 refused (validation, ...).
     #[error("{operation} on bucket {bucket} failed: {detail}")]
     Refused {
         operation: &'static str,
         bucket: String,
         detail: String,
     },
+}
+
+impl StoreError {
+    /// Whether the same call may succeed later without anyone changing anything (no answer);
+    /// every other error needs a fix first (the next scheduled run tries again anyway).
+    pub fn retryable(&self) -> bool {
+        matches!(self, StoreError::Unreachable { .. })
+    }
 }
 
 /// Default encryption of a bucket, which the probe PUT repeats explicitly (bucket policies often

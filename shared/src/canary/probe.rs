@@ -1,6 +1,7 @@
 //! Probe records (one per probe and destination) and the health of each rule and destination,
 //! which turns probe outcomes into pages only after consecutive bad probes.
 
+use super::kms::KmsRefusal;
 use super::measure::LatencyBounds;
 use crate::severity::Severity;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -110,6 +111,9 @@ pub struct ProbeRecord {
     pub counted: bool,
     #[serde(default)]
     pub cleanup_attempts: u32,
+    /// KMS refused the probe write: which key, which permission, which policy (for the page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_refusal: Option<KmsRefusal>,
 }
 
 impl ProbeRecord {
@@ -294,6 +298,7 @@ mod tests {
             cleaned: true,
             counted: false,
             cleanup_attempts: 0,
+            kms_refusal: None,
         }
     }
 

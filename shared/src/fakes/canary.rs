@@ -238,6 +238,8 @@ struct S3State {
     arrivals: HashMap<String, Arrival>,
     /// Buckets whose every call fails with this error.
     broken: HashMap<String, StoreError>,
+    /// Buckets whose PUTs fail with this error (KMS refusing the bucket's key, ...).
+    refused_puts: HashMap<String, StoreError>,
     /// Buckets where deletes are denied (Object Lock, a bucket policy).
     undeletable: std::collections::HashSet<String>,
     heads: HashMap<String, usize>,
@@ -290,6 +292,15 @@ impl FakeS3 {
         match error {
             Some(error) => state.broken.insert(bucket.into(), error),
             None => state.broken.remove(bucket),
+        };
+    }
+
+    /// Every PUT into this bucket fails with `error` (`None`: works again); other calls work.
+    pub fn refuse_puts(&self, bucket: &str, error: Option<StoreError>) {
+        let mut state = self.lock();
+        match error {
+            Some(error) => state.refused_puts.insert(bucket.into(), error),
+            None => state.refused_puts.remove(bucket),
         };
     }
 
@@ -383,6 +394,9 @@ impl ObjectStore for FakeS3 {
         object: ProbeObject<'_>,
     ) -> Result<Option<String>, StoreError> {
         self.check(bucket.bucket)?;
+        if let Some(error) = self.lock().refused_puts.get(bucket.bucket) {
+            return Err(error.clone());
+        }
         let now = Instant::now();
         let mut state = self.lock();
         state.next_version += 1;

@@ -67,6 +67,7 @@ fn probe(
         cleaned: true,
         counted: true,
         cleanup_attempts: 0,
+        kms_refusal: None,
     }
 }
 
