@@ -66,6 +66,10 @@ impl SqsEventSourceMapping {
         lambda_port: u16,
         function: String,
     ) -> Self {
+        // Lambda's poller acts with the function's role: tagged so the IAM proof evaluates its
+        // calls against that role.
+        let sqs =
+            crate::iam_record::tagged_sqs_client(&sqs, crate::iam_record::EVENT_SOURCE_MAPPING_APP);
         let stopping = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(MappingCounters::default());
         let task = tokio::spawn({

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 pub mod event_source;
 pub mod fault_proxy;
+pub mod iam_record;
 pub mod regions;
 pub mod replication_metrics;
 pub mod replication_sim;
@@ -118,6 +119,8 @@ impl MotoServer {
         if let Some((certificate, key)) = tls {
             command.arg("-c").arg(certificate).arg("-k").arg(key);
         }
+        // The IAM proof's recordings, when the run asks for them (scripts/test).
+        command.envs(iam_record::moto_recorder_env(port)?);
         command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
