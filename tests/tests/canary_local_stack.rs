@@ -16,7 +16,7 @@ use replmon_shared::clock::SystemClock;
 use replmon_shared::fakes::RecordingProbeMetrics;
 use replmon_tests::replication_sim::{Delay, FailureSink, ReplicationSimulator, SimulatorSettings};
 use replmon_tests::{
-    monitor_on_local_stack, sdk_config, AwsMonitor, MotoServer, ReceivedPage, Stack,
+    monitor_on_stack, sdk_config, AwsMonitor, MotoServer, ReceivedPage, Stack, StackNames,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +45,11 @@ fn settings() -> CanarySettings {
 }
 
 async fn local() -> Local {
-    let (moto, stack, monitor) = monitor_on_local_stack().await.expect("local stack");
+    local_with(StackNames::default()).await
+}
+
+async fn local_with(names: StackNames) -> Local {
+    let (moto, stack, monitor) = monitor_on_stack(names).await.expect("local stack");
     let sdk = sdk_config(&moto.endpoint()).await;
     Local {
         store: S3ObjectStore::new(&sdk),
@@ -130,6 +134,38 @@ fn statuses(report: &RunReport) -> Vec<(ProbeStatus, bool)> {
         .collect();
     seen.sort_by_key(|(_, carried)| *carried);
     seen
+}
+
+/// Same-region replication with SSE-KMS on both buckets: the same code path, one region. The
+/// probe arrives, is cleaned up on both sides, and S3's latency metric is where the replica is
+/// (here, the one region).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_region_replication_is_timed_and_its_metrics_are_in_that_region() {
+    let local = local_with(StackNames::default().same_region()).await;
+    let names = local.stack.names.clone();
+    assert_eq!(names.source_region, names.replica_region);
+    let sim = local
+        .simulator(SimulatorSettings {
+            delay: Delay::Fixed(Duration::from_millis(800)),
+            metrics: Some(local.sdk.clone()),
+            ..Default::default()
+        })
+        .await;
+    let report = local.run("run-1").await;
+    assert_eq!(statuses(&report), [(ProbeStatus::Arrived, false)]);
+    sim.stop().await;
+    assert!(sim.copy_errors().is_empty(), "{:?}", sim.copy_errors());
+    assert!(local.keys(&names.source_bucket).await.is_empty());
+    assert!(local.keys(&names.replica_bucket).await.is_empty());
+    let latency = replmon_tests::regions::cloudwatch_in(&local.sdk, &names.replica_region)
+        .list_metrics()
+        .namespace("AWS/S3")
+        .metric_name("ReplicationLatency")
+        .send()
+        .await
+        .expect("list metrics");
+    assert_eq!(latency.metrics().len(), 1, "{latency:?}");
+    assert!(local.pages().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
