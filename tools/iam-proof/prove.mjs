@@ -173,8 +173,7 @@ async function main() {
   console.log(`  authorizations evaluated: ${evaluations.size} distinct (${implied} implied KMS requests), ${noPermission} requests needing no permission`)
   console.log(`  distinct (action, resource) pairs: ${pairs.size}`)
   console.log(`  denied: ${unexpected.length}${expectedDenied.length ? ` (and ${expectedDenied.length} request(s) a test makes on purpose, denied as expected)` : ''}`)
-  const proposed = [...unused.values()].filter((u) => /^proposed_removal/.test(justification(u.role, u.action, u.resource)?.reason ?? ''))
-  console.log(`  granted but unused: ${unused.size} (${unused.size - unjustified.length} justified in ${path.relative(root, opts.justifications)}, ${proposed.length} of them proposed for removal)`)
+  console.log(`  granted but unused: ${unused.size} (${unused.size - unjustified.length} justified in ${path.relative(root, opts.justifications)})`)
   console.log(`  used grants whose removal denies a recorded request: ${loadBearing} of ${used.size}${redundant.length ? `; granted twice (another statement or the resource policy allows it too): ${redundant.join('; ')}` : ''}`)
   const byRole = {}
   for (const { principal, grant } of used.values()) (byRole[principal.key] ??= new Set()).add(grant.action)
