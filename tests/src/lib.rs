@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 pub mod event_source;
 pub mod fault_proxy;
 pub mod iam_record;
+pub mod ledger_snapshot;
 pub mod regions;
 pub mod replication_metrics;
 pub mod replication_sim;
