@@ -31,6 +31,9 @@ impl Delivery {
 pub struct Message {
     /// SQS `messageId` (what `batchItemFailures` names), SNS `MessageId`, or `direct`.
     pub id: String,
+    /// SQS says this is the message's first receive (`ApproximateReceiveCount` 1): no earlier
+    /// attempt at it can have left work undone. `false` when unknown (SNS, direct, no count).
+    pub first_delivery: bool,
     pub notification: Result<S3Notification, ParseError>,
 }
 
@@ -59,8 +62,15 @@ struct RecordWire {
     #[serde(rename = "messageId")]
     message_id: Option<String>,
     body: Option<String>,
+    attributes: Option<SqsAttributesWire>,
     #[serde(rename = "Sns")]
     sns: Option<SnsWire>,
+}
+
+#[derive(Deserialize)]
+struct SqsAttributesWire {
+    #[serde(rename = "ApproximateReceiveCount")]
+    receive_count: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -96,10 +106,15 @@ impl RecordWire {
             Delivery::Sqs => match self.body {
                 Some(body) => Message {
                     id: self.message_id.unwrap_or_default(),
+                    first_delivery: self
+                        .attributes
+                        .and_then(|a| a.receive_count)
+                        .is_some_and(|count| count == "1"),
                     notification: S3Notification::from_json(&body),
                 },
                 None => Message {
                     id: self.message_id.unwrap_or_default(),
+                    first_delivery: false,
                     notification: Err(ParseError::InvalidJson(
                         "SQS record has no string `body`".into(),
                     )),
@@ -111,6 +126,7 @@ impl RecordWire {
                     message: Some(message),
                 }) => Message {
                     id: message_id.unwrap_or_default(),
+                    first_delivery: false,
                     notification: S3Notification::from_json(&message),
                 },
                 Some(SnsWire {
@@ -118,12 +134,14 @@ impl RecordWire {
                     message: None,
                 }) => Message {
                     id: message_id.unwrap_or_default(),
+                    first_delivery: false,
                     notification: Err(ParseError::InvalidJson(
                         "SNS record has no string `Sns.Message`".into(),
                     )),
                 },
                 None => Message {
                     id: String::new(),
+                    first_delivery: false,
                     notification: Err(ParseError::InvalidJson(
                         "SNS record has no `Sns` object".into(),
                     )),
@@ -169,6 +187,7 @@ pub fn open(payload: &str) -> Result<(Delivery, Vec<Message>), EnvelopeError> {
             Delivery::Direct,
             vec![Message {
                 id: "direct".into(),
+                first_delivery: false,
                 notification: S3Notification::from_json(payload),
             }],
         )
@@ -206,6 +225,7 @@ fn sqs_message(record: &str) -> Message {
         Ok(wire) => wire.into_message(Delivery::Sqs),
         Err(error) => Message {
             id: String::new(),
+            first_delivery: false,
             notification: Err(ParseError::InvalidJson(format!("SQS record: {error}"))),
         },
     }
@@ -216,6 +236,7 @@ fn sns_message(record: &str) -> Message {
         Ok(wire) => wire.into_message(Delivery::Sns),
         Err(error) => Message {
             id: String::new(),
+            first_delivery: false,
             notification: Err(ParseError::InvalidJson(format!("SNS record: {error}"))),
         },
     }

@@ -6,15 +6,15 @@ use crate::alarm_monitor::{AlarmStore, BacklogCounter};
 use crate::clock::Clock;
 use crate::event::{EventId, ReplicationEvent, ReplicationEventKind};
 use crate::incident::{Incident, IncidentKey};
-use crate::ledger::ObjectStatus;
 use crate::ledger::{
-    EventCounts, Ledger, LedgerError, ObjectRecord, PageClaim, PageSent, Recorded,
+    Counted, CountsApplied, Effect, IncidentDelta, Ledger, LedgerError, ObjectRecord, PageClaim,
+    PageSent, Recorded, Undo,
 };
 use crate::metrics::{MetricsError, MetricsSource, Series};
 use crate::page::{Notifier, NotifyError, Page};
 use chrono::{DateTime, Duration, Utc};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 mod canary;
@@ -29,9 +29,9 @@ type HeldClaim = (String, DateTime<Utc>);
 
 #[derive(Debug, Default)]
 struct LedgerState {
-    objects: HashMap<ObjectId, ObjectRecord>,
-    members: HashMap<IncidentKey, HashSet<EventId>>,
-    recovered: HashMap<IncidentKey, HashSet<EventId>>,
+    objects: HashMap<ObjectId, (ObjectRecord, u64)>,
+    /// Markers of not-tracked events, per incident.
+    markers: HashMap<IncidentKey, HashSet<EventId>>,
     incidents: HashMap<IncidentKey, (Incident, Option<HeldClaim>)>,
     alarms: HashMap<String, (AlarmRecord, u64)>,
     canary: canary::CanaryState,
@@ -43,10 +43,15 @@ pub struct InMemoryLedger {
     state: Mutex<LedgerState>,
     /// The next N `record_event` calls fail as if DynamoDB were unavailable.
     pub fail_records: AtomicUsize,
+    /// The next N `apply_counts` calls fail.
+    pub fail_counts: AtomicUsize,
     /// The next N `confirm_page` calls fail.
     pub fail_confirms: AtomicUsize,
     /// The next N canary health writes fail.
     pub fail_health: AtomicUsize,
+    /// Items read, as DynamoDB would count them: one per item a get returns, one per item a
+    /// query examines. Writes that return an item on a failed condition read nothing.
+    pub items_read: AtomicU64,
 }
 
 fn take_failure(counter: &AtomicUsize) -> bool {
@@ -62,6 +67,19 @@ fn unavailable(operation: &'static str) -> LedgerError {
     }
 }
 
+/// Source, destination, key and version, NUL-separated.
+fn object_id(source: &str, destination: &str, key: &str, version: Option<&str>) -> ObjectId {
+    let version = version.unwrap_or("\u{1}null");
+    let mut id =
+        String::with_capacity(source.len() + destination.len() + key.len() + version.len() + 3);
+    for part in [source, destination, key] {
+        id.push_str(part);
+        id.push('\0');
+    }
+    id.push_str(version);
+    id
+}
+
 impl InMemoryLedger {
     fn lock(&self) -> std::sync::MutexGuard<'_, LedgerState> {
         // A panic while holding the lock only happens in a failing test; keep the data.
@@ -70,44 +88,58 @@ impl InMemoryLedger {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn read(&self, items: u64) {
+        self.items_read.fetch_add(items, Ordering::Relaxed);
+    }
+
     pub fn objects(&self) -> Vec<ObjectRecord> {
-        let mut objects: Vec<_> = self.lock().objects.values().cloned().collect();
+        let mut objects: Vec<_> = self
+            .lock()
+            .objects
+            .values()
+            .map(|(record, _)| record.clone())
+            .collect();
         objects.sort_by(|a, b| (&a.key, &a.version_id).cmp(&(&b.key, &b.version_id)));
         objects
     }
 
-    /// Incidents with their counts filled in.
+    /// Incidents as stored, with their counters.
     pub fn incidents(&self) -> Vec<Incident> {
-        let state = self.lock();
-        let mut incidents: Vec<_> = state
+        let mut incidents: Vec<_> = self
+            .lock()
             .incidents
             .values()
-            .map(|(incident, _)| {
-                let mut incident = incident.clone();
-                incident.event_count = state
-                    .members
-                    .get(&incident.key)
-                    .map_or(0, |m| m.len() as u64);
-                incident.recovered_count = state
-                    .recovered
-                    .get(&incident.key)
-                    .map_or(0, |m| m.len() as u64);
-                incident
-            })
+            .map(|(incident, _)| incident.clone())
             .collect();
         incidents.sort_by(|a, b| a.key.cmp(&b.key));
         incidents
     }
 
-    /// Distinct events recorded, all incidents together.
+    /// Events and recoveries counted, all incidents together.
     pub fn event_count(&self) -> usize {
-        let state = self.lock();
-        state
-            .members
+        self.lock()
+            .incidents
             .values()
-            .chain(state.recovered.values())
-            .map(HashSet::len)
+            .map(|(i, _)| (i.event_count + i.recovered_count) as usize)
             .sum()
+    }
+
+    /// An incident whose counts were never moved: what a crash between the writes and the
+    /// count update leaves behind is tested against this.
+    pub fn new_incident(key: &IncidentKey, now: DateTime<Utc>) -> Incident {
+        Incident {
+            key: key.clone(),
+            opened_at: now,
+            first_seen: None,
+            last_seen: None,
+            event_count: 0,
+            recovered_count: 0,
+            backlog_count: 0,
+            pages_sent: 0,
+            last_page_at: None,
+            event_count_at_last_page: 0,
+            last_recorded_at: None,
+        }
     }
 }
 
@@ -116,94 +148,149 @@ impl Ledger for InMemoryLedger {
         &self,
         event: &ReplicationEvent,
         incident: &IncidentKey,
-        _expires_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
     ) -> Result<Recorded, LedgerError> {
         if take_failure(&self.fail_records) {
             return Err(unavailable("record_event"));
         }
         let mut state = self.lock();
-        if event.kind != ReplicationEventKind::OperationNotTracked {
-            let version = event.version_id.as_deref().unwrap_or("\u{1}null");
-            let mut id: ObjectId = String::with_capacity(
-                event.source_bucket.len()
-                    + event.destination_bucket.len()
-                    + event.key.len()
-                    + version.len()
-                    + 3,
-            );
-            for part in [&event.source_bucket, &event.destination_bucket, &event.key] {
-                id.push_str(part);
-                id.push('\0');
+        if event.kind == ReplicationEventKind::OperationNotTracked {
+            let markers = match state.markers.get_mut(incident) {
+                Some(set) => set,
+                None => state.markers.entry(incident.clone()).or_default(),
+            };
+            let id = event.id();
+            let new = markers.insert(id);
+            return Ok(Recorded {
+                effect: Effect {
+                    counted: new.then_some(Counted::Event),
+                    backlog: (None, None),
+                    changed: new,
+                },
+                record: None,
+                undo: if new {
+                    Undo::Marker {
+                        incident: incident.clone(),
+                        event_id: id.to_string(),
+                    }
+                } else {
+                    Undo::Nothing
+                },
+            });
+        }
+        let id = object_id(
+            &event.source_bucket,
+            &event.destination_bucket,
+            &event.key,
+            event.version_id.as_deref(),
+        );
+        let stored = state.objects.get(&id);
+        let Some((record, effect)) = ObjectRecord::apply(stored.map(|(r, _)| r), event) else {
+            return Ok(Recorded {
+                effect: Effect {
+                    counted: None,
+                    backlog: (None, None),
+                    changed: false,
+                },
+                record: None,
+                undo: Undo::Nothing,
+            });
+        };
+        let before = stored.cloned();
+        if !effect.changed {
+            return Ok(Recorded {
+                effect,
+                record: Some(record),
+                undo: Undo::Nothing,
+            });
+        }
+        let revision = before.as_ref().map_or(1, |(_, r)| r + 1);
+        state.objects.insert(id, (record.clone(), revision));
+        Ok(Recorded {
+            effect,
+            record: Some(record.clone()),
+            undo: Undo::Object {
+                before,
+                after: (record, revision),
+                expires_at,
+            },
+        })
+    }
+
+    async fn undo(&self, undo: &Undo) -> Result<(), LedgerError> {
+        let mut state = self.lock();
+        match undo {
+            Undo::Nothing => {}
+            Undo::Marker { incident, event_id } => {
+                if let Some(markers) = state.markers.get_mut(incident) {
+                    markers.retain(|id| id.to_string() != *event_id);
+                }
             }
-            id.push_str(version);
-            match state.objects.get_mut(&id) {
-                Some(existing) => existing.merge(event),
-                None => {
-                    if let Some(new) = ObjectRecord::from_event(event) {
-                        state.objects.insert(id, new);
+            Undo::Object { before, after, .. } => {
+                let (record, revision) = after;
+                let id = object_id(
+                    &record.source_bucket,
+                    &record.destination_bucket,
+                    &record.key,
+                    record.version_id.as_deref(),
+                );
+                if state.objects.get(&id).map(|(_, r)| *r) == Some(*revision) {
+                    match before {
+                        Some(previous) => {
+                            state.objects.insert(id, previous.clone());
+                        }
+                        None => {
+                            state.objects.remove(&id);
+                        }
                     }
                 }
             }
         }
-        let members = if event.kind == ReplicationEventKind::OperationReplicatedAfterThreshold {
-            &mut state.recovered
-        } else {
-            &mut state.members
-        };
-        // Clone the key only for a new incident.
-        let set = match members.get_mut(incident) {
-            Some(set) => set,
-            None => members.entry(incident.clone()).or_default(),
-        };
-        let new = set.insert(event.id());
-        Ok(if new {
-            Recorded::New
-        } else {
-            Recorded::Duplicate
-        })
+        Ok(())
     }
 
-    async fn touch_incident(
+    async fn apply_counts(
         &self,
         incident: &IncidentKey,
-        (first, last): (DateTime<Utc>, DateTime<Utc>),
+        delta: &IncidentDelta,
         now: DateTime<Utc>,
         _expires_at: DateTime<Utc>,
-    ) -> Result<Incident, LedgerError> {
+        first_page: Option<&PageClaim>,
+    ) -> Result<CountsApplied, LedgerError> {
+        if take_failure(&self.fail_counts) {
+            return Err(unavailable("apply_counts"));
+        }
         let mut state = self.lock();
-        let (stored, _) = state.incidents.entry(incident.clone()).or_insert_with(|| {
-            (
-                Incident {
-                    key: incident.clone(),
-                    opened_at: now,
-                    first_seen: None,
-                    last_seen: None,
-                    event_count: 0,
-                    recovered_count: 0,
-                    pages_sent: 0,
-                    last_page_at: None,
-                    event_count_at_last_page: 0,
-                    last_recorded_at: None,
-                },
-                None,
-            )
-        });
-        stored.first_seen = Some(stored.first_seen.map_or(first, |t| t.min(first)));
-        stored.last_seen = Some(stored.last_seen.map_or(last, |t| t.max(last)));
-        stored.last_recorded_at = Some(stored.last_recorded_at.map_or(now, |t| t.max(now)));
-        Ok(stored.clone())
+        let created = !state.incidents.contains_key(incident);
+        let (stored, held) = state
+            .incidents
+            .entry(incident.clone())
+            .or_insert_with(|| (Self::new_incident(incident, now), None));
+        stored.event_count += delta.events;
+        stored.recovered_count += delta.recovered;
+        stored.backlog_count += delta.backlog;
+        if let Some((first, last)) = delta.span {
+            stored.first_seen = Some(stored.first_seen.map_or(first, |t| t.min(first)));
+            stored.last_seen = Some(stored.last_seen.map_or(last, |t| t.max(last)));
+            stored.last_recorded_at = Some(stored.last_recorded_at.map_or(now, |t| t.max(now)));
+        }
+        let claimed = match first_page {
+            Some(claim) if created => {
+                *held = Some((claim.token.clone(), claim.at));
+                true
+            }
+            _ => false,
+        };
+        Ok(CountsApplied {
+            incident: stored.clone(),
+            claimed,
+        })
     }
 
     async fn incident(&self, incident: &IncidentKey) -> Result<Option<Incident>, LedgerError> {
-        Ok(self.lock().incidents.get(incident).map(|(i, _)| i.clone()))
-    }
-
-    async fn count_events(&self, incident: &IncidentKey) -> Result<EventCounts, LedgerError> {
-        let state = self.lock();
-        Ok(EventCounts {
-            events: state.members.get(incident).map_or(0, |m| m.len() as u64),
-            recovered: state.recovered.get(incident).map_or(0, |m| m.len() as u64),
-        })
+        let found = self.lock().incidents.get(incident).map(|(i, _)| i.clone());
+        self.read(u64::from(found.is_some()));
+        Ok(found)
     }
 
     async fn claim_page(
@@ -295,15 +382,23 @@ impl BacklogCounter for InMemoryLedger {
         rule_id: Option<&str>,
         destination_bucket: Option<&str>,
     ) -> Result<u64, LedgerError> {
-        Ok(self
-            .lock()
-            .objects
+        // As the DynamoDB adapter: the source's incidents of the destination are read (the rule
+        // is a filter, read all the same) and their backlog counters summed.
+        let state = self.lock();
+        let examined: Vec<&Incident> = state
+            .incidents
             .values()
-            .filter(|o| o.source_bucket == source_bucket)
-            .filter(|o| rule_id.is_none_or(|r| o.rule_id == r))
-            .filter(|o| destination_bucket.is_none_or(|d| o.destination_bucket == d))
-            .filter(|o| matches!(o.status(), ObjectStatus::Failed | ObjectStatus::Late))
-            .count() as u64)
+            .map(|(incident, _)| incident)
+            .filter(|i| i.key.source_bucket == source_bucket)
+            .filter(|i| destination_bucket.is_none_or(|d| i.key.destination_bucket == d))
+            .collect();
+        self.read(examined.len() as u64);
+        let total: i64 = examined
+            .iter()
+            .filter(|i| rule_id.is_none_or(|r| i.key.rule_id == r))
+            .map(|i| i.backlog_count)
+            .sum();
+        Ok(total.max(0) as u64)
     }
 }
 

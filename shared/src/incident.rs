@@ -121,6 +121,9 @@ pub struct Incident {
     pub event_count: u64,
     /// Late objects that have arrived since (`OperationReplicatedAfterThreshold`).
     pub recovered_count: u64,
+    /// Objects whose absence from the replica is counted under this incident now (failed for
+    /// this reason, or late and not arrived); can dip below zero while moves race.
+    pub backlog_count: i64,
     pub pages_sent: u64,
     pub last_page_at: Option<DateTime<Utc>>,
     pub event_count_at_last_page: u64,
@@ -380,6 +383,7 @@ mod tests {
             last_seen: Some(t),
             event_count: 1,
             recovered_count: 0,
+            backlog_count: 0,
             pages_sent: 0,
             last_page_at: None,
             event_count_at_last_page: 0,

@@ -6,7 +6,9 @@
 use crate::replication_sim::{post, url_encode, LAMBDA_INVOKE_TIMEOUT};
 use anyhow::{bail, Context, Result};
 use aws_sdk_sqs::error::DisplayErrorContext;
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, QueueAttributeName};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -119,6 +121,7 @@ async fn poll_once(
         .queue_url(queue_url)
         .max_number_of_messages(10)
         .wait_time_seconds(1)
+        .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
         .send()
         .await
         .map_err(|e| anyhow::anyhow!("{}", DisplayErrorContext(e)))
@@ -134,7 +137,12 @@ async fn poll_once(
                 "messageId": m.message_id.clone().unwrap_or_default(),
                 "receiptHandle": m.receipt_handle.clone().unwrap_or_default(),
                 "body": m.body.clone().unwrap_or_default(),
-                "attributes": {"ApproximateReceiveCount": "1"},
+                // As the poller does: the function tells a redelivery from a first receive by it.
+                "attributes": {"ApproximateReceiveCount": m
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .cloned()},
                 "messageAttributes": {},
                 "md5OfBody": m.md5_of_body.clone().unwrap_or_default(),
                 "eventSource": "aws:sqs",

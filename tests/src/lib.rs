@@ -649,6 +649,12 @@ fn attribute_text(value: &AttributeValue) -> String {
     match value {
         AttributeValue::S(s) | AttributeValue::N(s) => s.clone(),
         AttributeValue::Bool(b) => b.to_string(),
+        // A set in a fixed order (DynamoDB keeps none), comma-separated.
+        AttributeValue::Ss(set) | AttributeValue::Ns(set) => {
+            let mut members = set.clone();
+            members.sort();
+            members.join(",")
+        }
         other => format!("{other:?}"),
     }
 }

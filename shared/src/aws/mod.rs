@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_http_client::tls;
 
 pub use cloudwatch::CloudWatchMetrics;
-pub use dynamodb::DynamoDbLedger;
+pub use dynamodb::{DynamoDbLedger, Migration, MigrationReport};
 pub use s3::S3ObjectStore;
 pub use sns::SnsNotifier;
 pub use warm_up::{warm_up, WarmUpCall};

@@ -2,6 +2,7 @@
 //!
 //!     replmon status  [--json] [--window 24h] [--bucket B]...
 //!     replmon backlog --bucket B [--destination D] [--limit 100] [--after TOKEN | --all] [--json]
+//!     replmon migrate   (once, after upgrading from a release before the one-write ledger)
 //!
 //! The table comes from `--table` or `REPLMON_TABLE`; region and credentials from the usual AWS
 //! chain; `AWS_ENDPOINT_URL` points it at the local stack.
@@ -9,7 +10,7 @@
 use anyhow::{anyhow, bail, Result};
 use aws_sdk_dynamodb::config::ProvideCredentials;
 use clap::{Parser, Subcommand};
-use replmon_shared::aws::{sdk_config, DynamoDbLedger};
+use replmon_shared::aws::{sdk_config, DynamoDbLedger, Migration};
 use replmon_shared::canary::setup::CanarySegment;
 use replmon_shared::config::{AwsSettings, ProcessEnvironment};
 use replmon_shared::ledger::{LedgerError, ObjectRecord};
@@ -74,6 +75,10 @@ enum Command {
     /// List every source bucket and alarm of the table in its catalog (once, for a ledger
     /// written before the catalog existed; scans the table and needs dynamodb:Scan and PutItem).
     CatalogRebuild,
+    /// Convert a ledger written by a release before the one-write ledger (counters on each
+    /// incident, memberships in the object records). Idempotent and resumable: run it right
+    /// after deploying; until it has run, events of old incidents are retried, not counted.
+    Migrate,
 }
 
 fn parse_window(text: &str) -> Result<chrono::Duration, String> {
@@ -198,6 +203,17 @@ async fn run(cli: Cli) -> Result<()> {
                 listed.source_buckets.len(),
                 listed.source_buckets.join(", "),
                 listed.alarms.len()
+            );
+        }
+        Command::Migrate => {
+            let done = Migration { ledger: &ledger }.run().await.map_err(explain)?;
+            println!(
+                "migrated {table}: {} source buckets, {} incidents converted, {} already current, {} memberships ({} of expired objects)",
+                done.source_buckets,
+                done.incidents_migrated,
+                done.incidents_already_current,
+                done.memberships,
+                done.memberships_without_object
             );
         }
     }

@@ -11,7 +11,7 @@ use crate::alarm_monitor::AlarmStore;
 use crate::canary::audit::AuditRecord;
 use crate::canary::probe::{ProbeRecord, RuleHealth};
 use crate::incident::Incident;
-use crate::ledger::{Ledger, LedgerError, ObjectRecord};
+use crate::ledger::{LedgerError, ObjectRecord};
 use crate::status::{BacklogCursor, BacklogPage, LedgerReader};
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -137,17 +137,7 @@ impl LedgerReader for DynamoDbLedger {
                 "read incidents",
             )
             .await?;
-        let incidents = Self::readable(items, incident_from_item);
-        stream::iter(incidents)
-            .map(|mut incident| async move {
-                let counts = self.count_events(&incident.key).await?;
-                incident.event_count = counts.events;
-                incident.recovered_count = counts.recovered;
-                Ok::<_, LedgerError>(incident)
-            })
-            .buffered(FAN_OUT)
-            .try_collect()
-            .await
+        Ok(Self::readable(items, incident_from_item))
     }
 
     async fn backlog_page(

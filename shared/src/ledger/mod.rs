@@ -1,14 +1,18 @@
 //! The ledger port: what the monitor remembers about failed and late objects and their incidents.
 //!
 //! Every operation is idempotent and order-independent, because Lambda and S3 deliver at least once
-//! and out of order: object records merge commutatively ([`ObjectRecord::merge`]), event markers
-//! (incident memberships) make counting exactly-once, incident spans only widen, and pages are
-//! claimed optimistically.
+//! and out of order. The object record is the membership: it lists the incidents it was counted in
+//! ([`ObjectRecord::counted_in`]), so writing it decides whether an event is new, in one
+//! conditional write, and a duplicate costs one failed conditional write. Records merge
+//! commutatively ([`ObjectRecord::merge`]). Incidents keep their counts (events, recoveries, the
+//! objects still missing) as counters, moved once per incident per batch by what the batch's
+//! writes changed, so no page ever enumerates members. Pages are claimed optimistically.
 
 use crate::event::{ReplicationEvent, ReplicationEventKind};
-use crate::incident::{Incident, IncidentKey};
+use crate::incident::{failure_reason_code, Incident, IncidentCause, IncidentKey};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
+use std::collections::BTreeSet;
 use std::future::Future;
 
 /// DynamoDB sort keys hold at most 1,024 bytes and S3 keys up to 1,024: long keys are replaced
@@ -53,6 +57,37 @@ impl ObjectStatus {
     }
 }
 
+/// What an event adds to its incident's counts: an object that failed or was late or not
+/// tracked, or a late object that arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    Event,
+    Recovered,
+}
+
+/// The membership an event gives its object: the incident (cause and rule; source and
+/// destination are the object's own) and whether it counts as an event or a recovery. Stored in
+/// the object record, so a redelivered event finds it there and counts nothing.
+pub fn membership(event: &ReplicationEvent) -> Option<(String, Counted)> {
+    let rule = &event.rule_id;
+    match event.kind {
+        ReplicationEventKind::OperationFailedReplication => Some((
+            format!(
+                "FAILED:{}#{rule}",
+                failure_reason_code(event.failure_reason.as_deref())
+            ),
+            Counted::Event,
+        )),
+        ReplicationEventKind::OperationMissedThreshold => {
+            Some((format!("LATE#{rule}"), Counted::Event))
+        }
+        ReplicationEventKind::OperationReplicatedAfterThreshold => {
+            Some((format!("RECOVERED#{rule}"), Counted::Recovered))
+        }
+        ReplicationEventKind::OperationNotTracked => None,
+    }
+}
+
 /// One failed or late object version for one destination.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ObjectRecord {
@@ -70,6 +105,22 @@ pub struct ObjectRecord {
     pub replication_time_seconds: Option<f64>,
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
+    /// The memberships counted for this object ([`membership`]): a set, so the order and number
+    /// of deliveries cannot change it. Bookkeeping, not part of what `replmon backlog` shows.
+    #[serde(skip)]
+    pub counted_in: BTreeSet<String>,
+}
+
+/// What folding one event into an object record changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effect {
+    /// Counted in its incident for the first time; `None` for a redelivery.
+    pub counted: Option<Counted>,
+    /// The incident the object's absence from the replica is counted under, before and after
+    /// (`None`: not missing, or no record yet). Equal when the backlog did not move.
+    pub backlog: (Option<IncidentCause>, Option<IncidentCause>),
+    /// Whether the record changed at all (a redelivery changes nothing and is not written).
+    pub changed: bool,
 }
 
 impl ObjectRecord {
@@ -93,9 +144,37 @@ impl ObjectRecord {
             replication_time_seconds: None,
             first_seen: event.event_time,
             last_seen: event.event_time,
+            counted_in: BTreeSet::new(),
         };
         record.merge(event);
         Some(record)
+    }
+
+    /// Fold an event into a stored record (`None`: none stored) and say what changed.
+    pub fn apply(
+        stored: Option<&ObjectRecord>,
+        event: &ReplicationEvent,
+    ) -> Option<(Self, Effect)> {
+        let (record, before) = match stored {
+            Some(stored) => {
+                let mut record = stored.clone();
+                record.merge(event);
+                (record, Some(stored))
+            }
+            None => (Self::from_event(event)?, None),
+        };
+        let counted = membership(event).and_then(|(token, counted)| {
+            (!before.is_some_and(|b| b.counted_in.contains(&token))).then_some(counted)
+        });
+        let effect = Effect {
+            counted,
+            backlog: (
+                before.and_then(ObjectRecord::backlog_cause),
+                record.backlog_cause(),
+            ),
+            changed: before != Some(&record),
+        };
+        Some((record, effect))
     }
 
     /// Fold an event in. Commutative and idempotent: the result does not depend on the order or
@@ -105,6 +184,9 @@ impl ObjectRecord {
         self.first_seen = self.first_seen.min(at);
         self.last_seen = self.last_seen.max(at);
         self.size = self.size.or(event.size);
+        if let Some((token, _)) = membership(event) {
+            self.counted_in.insert(token);
+        }
         match event.kind {
             ReplicationEventKind::OperationFailedReplication => {
                 // The earliest failure explains the object; ties broken by the code for determinism.
@@ -131,6 +213,25 @@ impl ObjectRecord {
         }
     }
 
+    /// The memberships a record written before `counted_in` existed stands for, read from its
+    /// timestamps. (Exact for all but objects that failed for two reasons; `replmon migrate`
+    /// writes the exact set from the old membership items.)
+    pub fn derive_counted_in(&mut self) {
+        let rule = &self.rule_id;
+        if self.failed_at.is_some() {
+            self.counted_in.insert(format!(
+                "FAILED:{}#{rule}",
+                failure_reason_code(self.failure_reason.as_deref())
+            ));
+        }
+        if self.late_at.is_some() {
+            self.counted_in.insert(format!("LATE#{rule}"));
+        }
+        if self.replicated_late_at.is_some() {
+            self.counted_in.insert(format!("RECOVERED#{rule}"));
+        }
+    }
+
     /// Derived, so it cannot disagree with the timestamps whatever the arrival order.
     pub fn sort_key(&self) -> String {
         object_sort_key(
@@ -149,6 +250,28 @@ impl ObjectRecord {
             ObjectStatus::Late
         }
     }
+
+    /// The incident the object's absence from the replica is counted under: its failure's, or
+    /// the late incident's while it has not arrived; `None` once it arrived.
+    pub fn backlog_cause(&self) -> Option<IncidentCause> {
+        match self.status() {
+            ObjectStatus::Failed => Some(IncidentCause::Failure(
+                failure_reason_code(self.failure_reason.as_deref()).to_owned(),
+            )),
+            ObjectStatus::Late => Some(IncidentCause::Late),
+            ObjectStatus::ReplicatedLate => None,
+        }
+    }
+
+    /// The incident of this object with another cause.
+    pub fn incident(&self, cause: IncidentCause) -> IncidentKey {
+        IncidentKey {
+            source_bucket: self.source_bucket.clone(),
+            rule_id: self.rule_id.clone(),
+            destination_bucket: self.destination_bucket.clone(),
+            cause,
+        }
+    }
 }
 
 fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -158,12 +281,58 @@ fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
-/// Whether an event was new to the ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
-    New,
-    /// Already recorded by an earlier delivery: nothing changed.
-    Duplicate,
+/// What recording one event did, and how to take it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub effect: Effect,
+    /// The object's record after the write (`None` for events without one: not tracked).
+    pub record: Option<ObjectRecord>,
+    pub undo: Undo,
+}
+
+impl Recorded {
+    pub fn is_new(&self) -> bool {
+        self.effect.counted.is_some()
+    }
+}
+
+/// How to take a write back when the incident counts it moved could not be updated, so that the
+/// retry finds the event new and counts it (otherwise the retry would see a duplicate and the
+/// count would be lost).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Undo {
+    /// Nothing was written.
+    Nothing,
+    /// Restore the object record as it was (`None`: delete it), if nobody wrote since.
+    Object {
+        before: Option<(ObjectRecord, u64)>,
+        after: (ObjectRecord, u64),
+        expires_at: DateTime<Utc>,
+    },
+    /// Delete the marker of a not-tracked event.
+    Marker {
+        incident: IncidentKey,
+        event_id: String,
+    },
+}
+
+/// What one batch moves in one incident's counts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IncidentDelta {
+    pub events: u64,
+    pub recovered: u64,
+    /// Objects now missing under this incident, minus those no longer.
+    pub backlog: i64,
+    /// Event times of the batch's events of this incident (`None`: only backlog moved here).
+    pub span: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+/// The incident after its counts moved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CountsApplied {
+    pub incident: Incident,
+    /// The offered first-page claim was taken with the incident's creation.
+    pub claimed: bool,
 }
 
 /// A claim on the right to send an incident's next page, so that concurrent invocations in a
@@ -217,31 +386,30 @@ pub enum LedgerError {
     /// An item that does not have the layout this version writes.
     #[error("ledger item {item} is unreadable: {detail}")]
     Corrupt { item: String, detail: String },
+    /// The incident was written by a release before the one-write ledger and has no counters
+    /// yet: nothing is counted into it until `replmon migrate` has converted it, and its
+    /// messages come back until then (a retry helps once the migration ran).
+    #[error("incident {incident} is in an earlier release's layout: run `replmon migrate` on the table (its events are retried until then)")]
+    NotMigrated { incident: String },
 }
 
 impl LedgerError {
     pub fn retryable(&self) -> bool {
-        matches!(self, LedgerError::Unavailable { .. })
+        matches!(
+            self,
+            LedgerError::Unavailable { .. } | LedgerError::NotMigrated { .. }
+        )
     }
-}
-
-/// How many distinct events an incident holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EventCounts {
-    /// Failed, late or not-tracked objects.
-    pub events: u64,
-    /// Late objects that arrived since.
-    pub recovered: u64,
 }
 
 /// The ledger of failed and late objects and the incidents they belong to.
 ///
-/// No call needs a transaction: the object record merges commutatively, then a conditional put
-/// of the event's membership in its incident decides whether it is new. Counts are derived from
-/// the memberships, so no counter can drift when a retry follows a crash between two writes.
+/// No call needs a transaction on the hot path: one conditional write per event decides whether
+/// it is new and what it moved, then one update per incident per batch moves the counters. If
+/// that update fails, the batch's writes are undone so that the retry counts them.
 pub trait Ledger: Send + Sync {
-    /// Merge the event into its object record, then add it to its incident. A duplicate delivery
-    /// changes nothing and answers [`Recorded::Duplicate`].
+    /// Fold the event into its object record (or, for a not-tracked event, put its marker in
+    /// its incident) in one conditional write; a duplicate delivery writes nothing.
     fn record_event(
         &self,
         event: &ReplicationEvent,
@@ -249,28 +417,26 @@ pub trait Ledger: Send + Sync {
         expires_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<Recorded, LedgerError>> + Send;
 
-    /// Create the incident if needed, widen its first/last seen to include `[first, last]` (never
-    /// narrows), note that events were recorded for it at `now`, and answer it as it now stands
-    /// (without its counts).
-    fn touch_incident(
+    /// Take a write back (see [`Undo`]); a no-op if someone wrote the item since.
+    fn undo(&self, undo: &Undo) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// Move the incident's counters by `delta`, create it if needed, widen its first/last seen
+    /// (never narrows), note that events were recorded at `now`, and answer it as it now stands.
+    /// `first_page`: a claim to take if this call creates the incident (its first page is due).
+    fn apply_counts(
         &self,
         incident: &IncidentKey,
-        span: (DateTime<Utc>, DateTime<Utc>),
+        delta: &IncidentDelta,
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Incident, LedgerError>> + Send;
+        first_page: Option<&PageClaim>,
+    ) -> impl Future<Output = Result<CountsApplied, LedgerError>> + Send;
 
-    /// The incident as stored now (strongly consistent), without its counts.
+    /// The incident as stored now (strongly consistent), with its counts.
     fn incident(
         &self,
         incident: &IncidentKey,
     ) -> impl Future<Output = Result<Option<Incident>, LedgerError>> + Send;
-
-    /// Count the incident's distinct events (read only when a page may be due).
-    fn count_events(
-        &self,
-        incident: &IncidentKey,
-    ) -> impl Future<Output = Result<EventCounts, LedgerError>> + Send;
 
     /// Take the right to page: `Ok(false)` when someone paged since, or holds a live claim.
     fn claim_page(
@@ -305,26 +471,24 @@ impl<T: Ledger> Ledger for &T {
     ) -> impl Future<Output = Result<Recorded, LedgerError>> + Send {
         (**self).record_event(event, incident, expires_at)
     }
-    fn touch_incident(
+    fn undo(&self, undo: &Undo) -> impl Future<Output = Result<(), LedgerError>> + Send {
+        (**self).undo(undo)
+    }
+    fn apply_counts(
         &self,
         incident: &IncidentKey,
-        span: (DateTime<Utc>, DateTime<Utc>),
+        delta: &IncidentDelta,
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Incident, LedgerError>> + Send {
-        (**self).touch_incident(incident, span, now, expires_at)
+        first_page: Option<&PageClaim>,
+    ) -> impl Future<Output = Result<CountsApplied, LedgerError>> + Send {
+        (**self).apply_counts(incident, delta, now, expires_at, first_page)
     }
     fn incident(
         &self,
         incident: &IncidentKey,
     ) -> impl Future<Output = Result<Option<Incident>, LedgerError>> + Send {
         (**self).incident(incident)
-    }
-    fn count_events(
-        &self,
-        incident: &IncidentKey,
-    ) -> impl Future<Output = Result<EventCounts, LedgerError>> + Send {
-        (**self).count_events(incident)
     }
     fn claim_page(
         &self,
@@ -351,97 +515,4 @@ impl<T: Ledger> Ledger for &T {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(kind: ReplicationEventKind, second: u32, reason: Option<&str>) -> ReplicationEvent {
-        ReplicationEvent {
-            kind,
-            region: None,
-            event_time: DateTime::parse_from_rfc3339(&format!("2026-11-23T03:00:{second:02}Z"))
-                .unwrap()
-                .with_timezone(&Utc),
-            source_bucket: "src".into(),
-            key: "k".into(),
-            version_id: Some("v".into()),
-            size: Some(1),
-            sequencer: None,
-            rule_id: "r".into(),
-            destination_bucket: "dst".into(),
-            destination_arn: "arn:aws:s3:::dst".into(),
-            s3_operation: None,
-            request_time: None,
-            failure_reason: reason.map(str::to_owned),
-            threshold_seconds: Some(900.0),
-            replication_time_seconds: Some(1000.0),
-        }
-    }
-
-    fn fold(events: &[ReplicationEvent]) -> ObjectRecord {
-        let mut record = ObjectRecord::from_event(&events[0]).unwrap();
-        for e in &events[1..] {
-            record.merge(e);
-        }
-        record
-    }
-
-    #[test]
-    fn merge_is_order_independent_and_idempotent() {
-        use ReplicationEventKind::*;
-        let events = [
-            event(OperationMissedThreshold, 10, None),
-            event(OperationReplicatedAfterThreshold, 30, None),
-            event(OperationFailedReplication, 20, Some("B")),
-            event(OperationFailedReplication, 5, Some("A")),
-        ];
-        let reference = fold(&events);
-        assert_eq!(reference.status(), ObjectStatus::Failed);
-        assert_eq!(reference.failure_reason.as_deref(), Some("A"));
-        assert_eq!(
-            reference.first_seen.to_rfc3339(),
-            "2026-11-23T03:00:05+00:00"
-        );
-        assert_eq!(
-            reference.last_seen.to_rfc3339(),
-            "2026-11-23T03:00:30+00:00"
-        );
-        // Every permutation, and every event twice, gives the same record.
-        let mut order = [0usize, 1, 2, 3];
-        for _ in 0..24 {
-            let permuted: Vec<_> = order
-                .iter()
-                .flat_map(|&i| [events[i].clone(), events[i].clone()])
-                .collect();
-            assert_eq!(fold(&permuted), reference);
-            next_permutation(&mut order);
-        }
-    }
-
-    #[test]
-    fn late_then_replicated_in_either_order() {
-        use ReplicationEventKind::*;
-        let late = event(OperationMissedThreshold, 10, None);
-        let done = event(OperationReplicatedAfterThreshold, 30, None);
-        assert_eq!(
-            fold(std::slice::from_ref(&late)).status(),
-            ObjectStatus::Late
-        );
-        assert_eq!(
-            fold(&[late.clone(), done.clone()]).status(),
-            ObjectStatus::ReplicatedLate
-        );
-        assert_eq!(fold(&[done, late]).status(), ObjectStatus::ReplicatedLate);
-        assert!(ObjectRecord::from_event(&event(OperationNotTracked, 1, None)).is_none());
-    }
-
-    fn next_permutation(v: &mut [usize]) {
-        let n = v.len();
-        let Some(i) = (0..n - 1).rev().find(|&i| v[i] < v[i + 1]) else {
-            v.reverse();
-            return;
-        };
-        let j = (i + 1..n).rev().find(|&j| v[j] > v[i]).unwrap();
-        v.swap(i, j);
-        v[i + 1..].reverse();
-    }
-}
+mod tests;

@@ -1,0 +1,794 @@
+//! The replication ledger: object records (the memberships), incidents with their counters, page
+//! claims, and the backlog counts alarm pages read.
+//!
+//! Hot path, per event: one conditional put of the object record; a duplicate is one failed
+//! conditional put that answers the stored record in the same request. Per incident per batch:
+//! one update that adds to the counters and widens the span; an incident new to this process is
+//! created, its first page claimed and its source catalogued in one transaction instead.
+
+use super::{
+    corrupt, get_n, get_s, get_time, n, s, sdk_error, ts, DynamoDbLedger, Item, CATALOG_PARTITION,
+    MAX_WRITE_ATTEMPTS,
+};
+use crate::alarm_monitor::BacklogCounter;
+use crate::event::{ReplicationEvent, ReplicationEventKind};
+use crate::incident::{Incident, IncidentCause, IncidentKey};
+use crate::ledger::{
+    object_sort_key, Counted, CountsApplied, Effect, IncidentDelta, Ledger, LedgerError,
+    ObjectRecord, PageClaim, PageSent, Recorded, Undo,
+};
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
+};
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration as StdDuration;
+
+/// Incidents created by this release carry it; an incident without it was written by an earlier
+/// release and gets its counts from `replmon migrate`.
+pub(super) const LEDGER_SCHEMA: u64 = 2;
+
+/// At most this many incidents are remembered as existing per process.
+const KNOWN_INCIDENTS: usize = 10_000;
+
+impl DynamoDbLedger {
+    fn knows(&self, cache_key: &str) -> bool {
+        self.known_incidents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(cache_key)
+    }
+
+    fn learn(&self, cache_key: String) {
+        let mut known = self
+            .known_incidents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if known.len() >= KNOWN_INCIDENTS {
+            known.clear();
+        }
+        known.insert(cache_key);
+    }
+
+    /// The incident's attributes that never change, as update clauses and values.
+    fn incident_identity(
+        incident: &IncidentKey,
+    ) -> (&'static str, Vec<(&'static str, AttributeValue)>) {
+        let reason = match &incident.cause {
+            IncidentCause::Failure(reason) => reason.clone(),
+            _ => "-".to_owned(),
+        };
+        (
+            "entity = :entity, source_bucket = :src, destination_bucket = :dst, rule_id = :rule, \
+             #cause = :cause, kind = :kind, severity = :severity, reason = :reason, #state = :open",
+            vec![
+                (":entity", s("incident")),
+                (":src", s(incident.source_bucket.clone())),
+                (":dst", s(incident.destination_bucket.clone())),
+                (":rule", s(incident.rule_id.clone())),
+                (":cause", s(incident.cause.code())),
+                (":kind", s(incident.cause.kind())),
+                (":severity", s(incident.cause.severity().as_str())),
+                (":reason", s(reason)),
+                (":open", s("OPEN")),
+            ],
+        )
+    }
+
+    /// Create the incident with its first counts (and claim its first page) in one transaction
+    /// with its source's catalog entry. `Ok(None)`: it exists already.
+    async fn create_incident(
+        &self,
+        incident: &IncidentKey,
+        delta: &IncidentDelta,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        first_page: Option<&PageClaim>,
+    ) -> Result<Option<Incident>, LedgerError> {
+        let (pk, sk) = incident_key(incident);
+        let (identity, mut values) = Self::incident_identity(incident);
+        let mut update = format!(
+            "SET {identity}, opened_at = :now, pages_sent = :zero, event_count = :events, \
+             recovered_count = :recovered, backlog_count = :backlog, ledger_schema = :schema, \
+             expires_at = :exp"
+        );
+        values.extend([
+            (":now", s(ts(now))),
+            (":zero", n(0)),
+            (":events", n(delta.events)),
+            (":recovered", n(delta.recovered)),
+            (":backlog", n(delta.backlog)),
+            (":schema", n(LEDGER_SCHEMA)),
+            (":exp", n(expires_at.timestamp())),
+        ]);
+        if let Some((first, last)) = delta.span {
+            update.push_str(", first_seen = :first, last_seen = :last, last_recorded_at = :now");
+            values.extend([(":first", s(ts(first))), (":last", s(ts(last)))]);
+        }
+        if let Some(claim) = first_page {
+            update.push_str(", page_claim = :token, page_claim_at = :at");
+            values.extend([(":token", s(claim.token.clone())), (":at", s(ts(claim.at)))]);
+        }
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .update_expression(update)
+            .condition_expression("attribute_not_exists(pk)")
+            .expression_attribute_names("#cause", "cause")
+            .expression_attribute_names("#state", "state")
+            .set_expression_attribute_values(Some(
+                values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            ))
+            .build()
+            .map_err(|e| LedgerError::Refused {
+                operation: "create incident",
+                detail: e.to_string(),
+            })?;
+        let catalog = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s(CATALOG_PARTITION))
+            .item("sk", s(format!("SOURCE#{}", incident.source_bucket)))
+            .item("entity", s("catalog"))
+            .item("source_bucket", s(incident.source_bucket.clone()))
+            .item(
+                "expires_at",
+                n((expires_at + chrono::Duration::days(1)).timestamp()),
+            )
+            .build()
+            .map_err(|e| LedgerError::Refused {
+                operation: "create incident",
+                detail: e.to_string(),
+            })?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .transact_items(TransactWriteItem::builder().put(catalog).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(error) => {
+                let exists = error
+                    .as_service_error()
+                    .and_then(|e| match e {
+                        TransactWriteItemsError::TransactionCanceledException(c) => Some(c),
+                        _ => None,
+                    })
+                    .is_some_and(|canceled| {
+                        canceled
+                            .cancellation_reasons()
+                            .first()
+                            .is_some_and(|r| r.code() == Some("ConditionalCheckFailed"))
+                    });
+                if exists {
+                    return Ok(None);
+                }
+                return Err(sdk_error("create incident", &error));
+            }
+        }
+        let mut created = crate::incident::Incident {
+            key: incident.clone(),
+            opened_at: now,
+            first_seen: delta.span.map(|(first, _)| first),
+            last_seen: delta.span.map(|(_, last)| last),
+            event_count: delta.events,
+            recovered_count: delta.recovered,
+            backlog_count: delta.backlog,
+            pages_sent: 0,
+            last_page_at: None,
+            event_count_at_last_page: 0,
+            last_recorded_at: None,
+        };
+        if delta.span.is_some() {
+            created.last_recorded_at = Some(now);
+        }
+        Ok(Some(created))
+    }
+
+    /// Add the batch's counts to an incident and widen its span: one update, unless the batch
+    /// is older than the span (out-of-order delivery), then one more per concurrent change.
+    async fn update_counts(
+        &self,
+        incident: &IncidentKey,
+        delta: &IncidentDelta,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Incident, LedgerError> {
+        let (pk, sk) = incident_key(incident);
+        // The stored span when the optimistic form's condition failed.
+        let mut stored: Option<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = None;
+        for attempt in 0..MAX_WRITE_ATTEMPTS {
+            let (identity, mut values) = Self::incident_identity(incident);
+            let mut update = format!(
+                "SET {identity}, opened_at = if_not_exists(opened_at, :now), \
+                 pages_sent = if_not_exists(pages_sent, :zero), expires_at = :exp, \
+                 ledger_schema = if_not_exists(ledger_schema, :schema)"
+            );
+            values.extend([
+                (":now", s(ts(now))),
+                (":zero", n(0)),
+                (":exp", n(expires_at.timestamp())),
+                (":events", n(delta.events)),
+                (":recovered", n(delta.recovered)),
+                (":backlog", n(delta.backlog)),
+                (":schema", n(LEDGER_SCHEMA)),
+            ]);
+            // Never count into an incident of the earlier layout: its counts come from the
+            // migration, which would add its members to whatever is here.
+            let current = "(attribute_not_exists(pk) OR attribute_exists(ledger_schema))";
+            let mut condition = current.to_owned();
+            if let Some((first, last)) = delta.span {
+                update.push_str(", last_recorded_at = :now");
+                match &stored {
+                    None => {
+                        // The usual case: the batch is within or after the stored span.
+                        update.push_str(
+                            ", first_seen = if_not_exists(first_seen, :first), last_seen = :last",
+                        );
+                        condition.push_str(
+                            " AND (attribute_not_exists(pk) OR ((attribute_not_exists(first_seen) OR first_seen <= :first) \
+                             AND (attribute_not_exists(last_seen) OR last_seen <= :last)))",
+                        );
+                        values.extend([(":first", s(ts(first))), (":last", s(ts(last)))]);
+                    }
+                    Some((old_first, old_last)) => {
+                        let new_first = old_first.map_or(first, |t| t.min(first));
+                        let new_last = old_last.map_or(last, |t| t.max(last));
+                        update.push_str(", first_seen = :first, last_seen = :last");
+                        values.extend([(":first", s(ts(new_first))), (":last", s(ts(new_last)))]);
+                        let mut guard = Vec::new();
+                        for (name, old, placeholder) in [
+                            ("first_seen", old_first, ":old_first"),
+                            ("last_seen", old_last, ":old_last"),
+                        ] {
+                            match old {
+                                Some(t) => {
+                                    guard.push(format!("{name} = {placeholder}"));
+                                    values.push((placeholder, s(ts(*t))));
+                                }
+                                None => guard.push(format!("attribute_not_exists({name})")),
+                            }
+                        }
+                        condition = format!("{current} AND {}", guard.join(" AND "));
+                    }
+                }
+            }
+            update.push_str(
+                " ADD event_count :events, recovered_count :recovered, backlog_count :backlog",
+            );
+            let request = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(pk.clone()))
+                .key("sk", s(sk.clone()))
+                .update_expression(update)
+                .condition_expression(condition)
+                .expression_attribute_names("#cause", "cause")
+                .expression_attribute_names("#state", "state")
+                .set_expression_attribute_values(Some(
+                    values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                ))
+                .return_values(ReturnValue::AllNew)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                );
+            match request.send().await {
+                Ok(out) => return incident_from_item(&out.attributes.unwrap_or_default()),
+                Err(error) => match error.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                        let old = failed.item().cloned().unwrap_or_default();
+                        if !old.is_empty() && !old.contains_key("ledger_schema") {
+                            return Err(LedgerError::NotMigrated {
+                                incident: incident.id(),
+                            });
+                        }
+                        stored = Some((get_time(&old, "first_seen"), get_time(&old, "last_seen")));
+                        if attempt > 0 {
+                            tokio::time::sleep(StdDuration::from_millis(
+                                5 * 2u64.pow(attempt.min(6)),
+                            ))
+                            .await;
+                        }
+                    }
+                    _ => return Err(sdk_error("update incident counts", &error)),
+                },
+            }
+        }
+        Err(LedgerError::Unavailable {
+            operation: "update incident counts",
+            detail: format!("its span still changing after {MAX_WRITE_ATTEMPTS} attempts"),
+        })
+    }
+
+    /// The marker of a not-tracked event (such events have no object record).
+    async fn record_marker(
+        &self,
+        event: &ReplicationEvent,
+        incident: &IncidentKey,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Recorded, LedgerError> {
+        let event_id = event.id().to_string();
+        let mut item: Item = [
+            ("pk", s(marker_partition(incident))),
+            ("sk", s(event_id.clone())),
+            ("entity", s("member")),
+            ("event_name", s(event.kind.as_str())),
+            ("key", s(event.key.clone())),
+            ("event_time", s(ts(event.event_time))),
+            ("expires_at", n(expires_at.timestamp())),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        if let Some(version) = &event.version_id {
+            item.insert("version_id".to_owned(), s(version.clone()));
+        }
+        let new = self
+            .put_revised(item, None, "record not-tracked event")
+            .await?;
+        Ok(Recorded {
+            effect: Effect {
+                counted: new.then_some(Counted::Event),
+                backlog: (None, None),
+                changed: new,
+            },
+            record: None,
+            undo: if new {
+                Undo::Marker {
+                    incident: incident.clone(),
+                    event_id,
+                }
+            } else {
+                Undo::Nothing
+            },
+        })
+    }
+}
+
+impl Ledger for DynamoDbLedger {
+    async fn record_event(
+        &self,
+        event: &ReplicationEvent,
+        incident: &IncidentKey,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Recorded, LedgerError> {
+        if event.kind == ReplicationEventKind::OperationNotTracked {
+            return self.record_marker(event, incident, expires_at).await;
+        }
+        // Most events concern an object the ledger has not seen: put it if absent. If it exists,
+        // the failed put answers the stored record, which is merged and written back guarded by
+        // its revision (a redelivery changes nothing and writes nothing more).
+        let mut stored: Option<(ObjectRecord, u64)> = None;
+        for attempt in 0..MAX_WRITE_ATTEMPTS {
+            let Some((record, effect)) =
+                ObjectRecord::apply(stored.as_ref().map(|(r, _)| r), event)
+            else {
+                break;
+            };
+            if !effect.changed {
+                return Ok(Recorded {
+                    effect,
+                    record: Some(record),
+                    undo: Undo::Nothing,
+                });
+            }
+            let revision = stored.as_ref().map_or(1, |(_, r)| r + 1);
+            let request = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(object_item(&record, revision, expires_at)))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                );
+            let request = match &stored {
+                Some((_, r)) => request
+                    .condition_expression("revision = :rev")
+                    .expression_attribute_values(":rev", n(*r)),
+                None => request.condition_expression("attribute_not_exists(pk)"),
+            };
+            match request.send().await {
+                Ok(_) => {
+                    return Ok(Recorded {
+                        effect,
+                        record: Some(record.clone()),
+                        undo: Undo::Object {
+                            before: stored,
+                            after: (record, revision),
+                            expires_at,
+                        },
+                    })
+                }
+                Err(error) => match error.as_service_error() {
+                    Some(PutItemError::ConditionalCheckFailedException(failed)) => {
+                        if attempt > 0 {
+                            tracing::debug!(attempt, key = %record.key, "object record changed under us; merging again");
+                            tokio::time::sleep(StdDuration::from_millis(
+                                5 * 2u64.pow(attempt.min(6)),
+                            ))
+                            .await;
+                        }
+                        stored = failed.item().map(object_from_item).transpose()?;
+                    }
+                    _ => return Err(sdk_error("write object", &error)),
+                },
+            }
+        }
+        Err(LedgerError::Unavailable {
+            operation: "write object",
+            detail: format!("still conflicting after {MAX_WRITE_ATTEMPTS} attempts"),
+        })
+    }
+
+    async fn undo(&self, undo: &Undo) -> Result<(), LedgerError> {
+        match undo {
+            Undo::Nothing => Ok(()),
+            Undo::Marker { incident, event_id } => self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", s(marker_partition(incident)))
+                .key("sk", s(event_id.clone()))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| sdk_error("take back a not-tracked marker", &e)),
+            Undo::Object {
+                before,
+                after: (record, revision),
+                expires_at,
+            } => {
+                let (pk, sk) = object_key(record);
+                let result = match before {
+                    None => self
+                        .client
+                        .delete_item()
+                        .table_name(&self.table)
+                        .key("pk", s(pk))
+                        .key("sk", s(sk))
+                        .condition_expression("revision = :rev")
+                        .expression_attribute_values(":rev", n(*revision))
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| {
+                            (
+                                e.code() == Some("ConditionalCheckFailedException"),
+                                sdk_error("take back an object record", &e),
+                            )
+                        }),
+                    Some((previous, previous_revision)) => self
+                        .client
+                        .put_item()
+                        .table_name(&self.table)
+                        .set_item(Some(object_item(previous, *previous_revision, *expires_at)))
+                        .condition_expression("revision = :rev")
+                        .expression_attribute_values(":rev", n(*revision))
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| {
+                            (
+                                e.code() == Some("ConditionalCheckFailedException"),
+                                sdk_error("take back an object record", &e),
+                            )
+                        }),
+                };
+                match result {
+                    Ok(()) => Ok(()),
+                    // Someone wrote the record since: their write stands, and so does ours in it.
+                    Err((true, _)) => Ok(()),
+                    Err((false, error)) => Err(error),
+                }
+            }
+        }
+    }
+
+    async fn apply_counts(
+        &self,
+        incident: &IncidentKey,
+        delta: &IncidentDelta,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        first_page: Option<&PageClaim>,
+    ) -> Result<CountsApplied, LedgerError> {
+        let (pk, sk) = incident_key(incident);
+        let cache_key = format!("{pk}\n{sk}");
+        if !self.knows(&cache_key) {
+            let created = self
+                .create_incident(incident, delta, now, expires_at, first_page)
+                .await?;
+            self.learn(cache_key);
+            if let Some(incident) = created {
+                return Ok(CountsApplied {
+                    incident,
+                    claimed: first_page.is_some(),
+                });
+            }
+        }
+        let incident = self.update_counts(incident, delta, now, expires_at).await?;
+        Ok(CountsApplied {
+            incident,
+            claimed: false,
+        })
+    }
+
+    async fn incident(&self, incident: &IncidentKey) -> Result<Option<Incident>, LedgerError> {
+        let (pk, sk) = incident_key(incident);
+        self.get(pk, sk, "read incident")
+            .await?
+            .map(|item| incident_from_item(&item))
+            .transpose()
+    }
+
+    async fn claim_page(
+        &self,
+        incident: &IncidentKey,
+        claim: &PageClaim,
+    ) -> Result<bool, LedgerError> {
+        self.conditional_update(
+            incident,
+            "SET page_claim = :token, page_claim_at = :at",
+            "pages_sent = :expected AND (attribute_not_exists(page_claim) OR page_claim_at < :cutoff)",
+            vec![
+                (":token", s(claim.token.clone())),
+                (":at", s(ts(claim.at))),
+                (":expected", n(claim.expected_pages_sent)),
+                (":cutoff", s(ts(claim.lease_cutoff()))),
+            ],
+            "claim page",
+        )
+        .await
+    }
+
+    async fn confirm_page(
+        &self,
+        incident: &IncidentKey,
+        claim: &PageClaim,
+        sent: PageSent,
+    ) -> Result<(), LedgerError> {
+        let confirmed = self
+            .conditional_update(
+                incident,
+                "SET pages_sent = pages_sent + :one, last_page_at = :at, event_count_at_last_page = :count, \
+                 first_page_at = if_not_exists(first_page_at, :at) REMOVE page_claim, page_claim_at",
+                "page_claim = :token",
+                vec![
+                    (":one", n(1)),
+                    (":at", s(ts(sent.at))),
+                    (":count", n(sent.event_count)),
+                    (":token", s(claim.token.clone())),
+                ],
+                "confirm page",
+            )
+            .await?;
+        if !confirmed {
+            tracing::warn!(incident = %incident.id(), "page sent after its claim expired; another page may follow");
+        }
+        Ok(())
+    }
+
+    async fn release_page(
+        &self,
+        incident: &IncidentKey,
+        claim: &PageClaim,
+    ) -> Result<(), LedgerError> {
+        self.conditional_update(
+            incident,
+            "REMOVE page_claim, page_claim_at",
+            "page_claim = :token",
+            vec![(":token", s(claim.token.clone()))],
+            "release page claim",
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// Summed from the incidents' backlog counters: one item read per incident of the source (and
+/// destination), however many objects are missing.
+impl BacklogCounter for DynamoDbLedger {
+    async fn count_backlog(
+        &self,
+        source_bucket: &str,
+        rule_id: Option<&str>,
+        destination_bucket: Option<&str>,
+    ) -> Result<u64, LedgerError> {
+        let mut total = 0i64;
+        let mut start: Option<Item> = None;
+        loop {
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(format!("INCIDENT#{source_bucket}")))
+                .expression_attribute_values(
+                    ":prefix",
+                    s(match destination_bucket {
+                        Some(destination) => format!("REPLICATION#{destination}#"),
+                        None => "REPLICATION#".to_owned(),
+                    }),
+                )
+                .projection_expression("backlog_count, rule_id")
+                .set_exclusive_start_key(start.take());
+            if let Some(rule) = rule_id {
+                request = request
+                    .filter_expression("rule_id = :rule")
+                    .expression_attribute_values(":rule", s(rule));
+            }
+            let out = request
+                .send()
+                .await
+                .map_err(|e| sdk_error("count backlog", &e))?;
+            total += out
+                .items()
+                .iter()
+                .map(|item| get_n::<i64>(item, "backlog_count").unwrap_or(0))
+                .sum::<i64>();
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(total.max(0) as u64),
+            }
+        }
+    }
+}
+
+pub fn object_key(record: &ObjectRecord) -> (String, String) {
+    object_key_of(
+        &record.source_bucket,
+        &record.destination_bucket,
+        &record.key,
+        record.version_id.as_deref(),
+    )
+}
+
+/// The object item's key for a source, destination, S3 key and version.
+pub fn object_key_of(
+    source_bucket: &str,
+    destination_bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+) -> (String, String) {
+    (
+        format!("OBJECT#{source_bucket}"),
+        object_sort_key(destination_bucket, key, version_id),
+    )
+}
+
+pub fn incident_key(key: &IncidentKey) -> (String, String) {
+    (format!("INCIDENT#{}", key.source_bucket), key.id())
+}
+
+/// Where the markers of an incident's not-tracked events are (and, in a table written before
+/// the one-write ledger, every incident's memberships).
+pub(super) fn marker_partition(key: &IncidentKey) -> String {
+    format!("MEMBERS#{}#{}", key.source_bucket, key.id())
+}
+
+fn object_item(record: &ObjectRecord, revision: u64, expires_at: DateTime<Utc>) -> Item {
+    let (pk, sk) = object_key(record);
+    let mut item: Item = [
+        ("pk", s(pk)),
+        ("sk", s(sk)),
+        ("entity", s("object")),
+        ("source_bucket", s(record.source_bucket.clone())),
+        ("destination_bucket", s(record.destination_bucket.clone())),
+        ("key", s(record.key.clone())),
+        ("rule_id", s(record.rule_id.clone())),
+        ("status", s(record.status().as_str())),
+        ("first_seen", s(ts(record.first_seen))),
+        ("last_seen", s(ts(record.last_seen))),
+        ("revision", n(revision)),
+        ("expires_at", n(expires_at.timestamp())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let optional = [
+        ("version_id", record.version_id.clone().map(s)),
+        ("size", record.size.map(n)),
+        ("failure_reason", record.failure_reason.clone().map(s)),
+        ("failed_at", record.failed_at.map(|t| s(ts(t)))),
+        ("late_at", record.late_at.map(|t| s(ts(t)))),
+        (
+            "replicated_late_at",
+            record.replicated_late_at.map(|t| s(ts(t))),
+        ),
+        ("threshold_seconds", record.threshold_seconds.map(n)),
+        (
+            "replication_time_seconds",
+            record.replication_time_seconds.map(n),
+        ),
+        (
+            "counted_in",
+            (!record.counted_in.is_empty())
+                .then(|| AttributeValue::Ss(record.counted_in.iter().cloned().collect())),
+        ),
+    ];
+    for (name, value) in optional {
+        if let Some(value) = value {
+            item.insert(name.to_owned(), value);
+        }
+    }
+    item
+}
+
+/// Read an object item back, with its revision. A record written before `counted_in` existed
+/// gets the memberships its timestamps stand for.
+pub fn object_from_item(
+    item: &HashMap<String, AttributeValue>,
+) -> Result<(ObjectRecord, u64), LedgerError> {
+    let required = |name: &str| {
+        get_s(item, name)
+            .map(str::to_owned)
+            .ok_or_else(|| corrupt(item, &format!("no `{name}`")))
+    };
+    let required_time = |name: &str| {
+        get_time(item, name).ok_or_else(|| corrupt(item, &format!("no valid `{name}`")))
+    };
+    let counted_in: Option<BTreeSet<String>> = item
+        .get("counted_in")
+        .and_then(|v| v.as_ss().ok())
+        .map(|set| set.iter().cloned().collect());
+    let mut record = ObjectRecord {
+        source_bucket: required("source_bucket")?,
+        destination_bucket: required("destination_bucket")?,
+        key: required("key")?,
+        version_id: get_s(item, "version_id").map(str::to_owned),
+        rule_id: required("rule_id")?,
+        size: get_n(item, "size"),
+        failure_reason: get_s(item, "failure_reason").map(str::to_owned),
+        failed_at: get_time(item, "failed_at"),
+        late_at: get_time(item, "late_at"),
+        replicated_late_at: get_time(item, "replicated_late_at"),
+        threshold_seconds: get_n(item, "threshold_seconds"),
+        replication_time_seconds: get_n(item, "replication_time_seconds"),
+        first_seen: required_time("first_seen")?,
+        last_seen: required_time("last_seen")?,
+        counted_in: counted_in.clone().unwrap_or_default(),
+    };
+    if counted_in.is_none() {
+        record.derive_counted_in();
+    }
+    let revision = get_n(item, "revision").ok_or_else(|| corrupt(item, "no `revision`"))?;
+    Ok((record, revision))
+}
+
+/// Read an incident item back.
+pub fn incident_from_item(item: &HashMap<String, AttributeValue>) -> Result<Incident, LedgerError> {
+    let text = |name: &str| {
+        get_s(item, name)
+            .map(str::to_owned)
+            .ok_or_else(|| corrupt(item, &format!("no `{name}`")))
+    };
+    let cause =
+        IncidentCause::parse(&text("cause")?).ok_or_else(|| corrupt(item, "unknown `cause`"))?;
+    Ok(Incident {
+        key: IncidentKey {
+            source_bucket: text("source_bucket")?,
+            rule_id: text("rule_id")?,
+            destination_bucket: text("destination_bucket")?,
+            cause,
+        },
+        opened_at: get_time(item, "opened_at")
+            .ok_or_else(|| corrupt(item, "no valid `opened_at`"))?,
+        first_seen: get_time(item, "first_seen"),
+        last_seen: get_time(item, "last_seen"),
+        event_count: get_n(item, "event_count").unwrap_or(0),
+        recovered_count: get_n(item, "recovered_count").unwrap_or(0),
+        backlog_count: get_n(item, "backlog_count").unwrap_or(0),
+        pages_sent: get_n(item, "pages_sent").unwrap_or(0),
+        last_page_at: get_time(item, "last_page_at"),
+        event_count_at_last_page: get_n(item, "event_count_at_last_page").unwrap_or(0),
+        last_recorded_at: get_time(item, "last_recorded_at"),
+    })
+}

@@ -1,0 +1,447 @@
+//! The replication-events handler: S3 replication notifications in, ledger records and pages out.
+//!
+//! Generic over the ledger, notifier and clock ports, so the same code runs against DynamoDB and
+//! SNS in Lambda and against in-memory fakes in unit tests and the benchmark.
+
+use crate::clock::Clock;
+use crate::envelope::{self, Delivery, EnvelopeError, Message};
+use crate::event::{NotificationRecord, ReplicationEvent, ReplicationEventKind, S3Notification};
+use crate::incident::{IncidentCause, IncidentKey};
+use crate::ledger::{Ledger, LedgerError, PageClaim, PageSent};
+use batch::{BatchPlan, IncidentBatch};
+
+mod batch;
+use crate::page::{Notifier, NotifyError};
+use chrono::{DateTime, Duration, Utc};
+use futures::stream::{self, StreamExt};
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Tunables of the replication-events function (see the README's configuration table).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorSettings {
+    /// At most one summary page per incident per window while failures continue.
+    pub summary_window: Duration,
+    /// How many affected keys a page lists.
+    pub sample_keys: usize,
+    /// How long ledger items live after their last update (DynamoDB TTL).
+    pub ledger_ttl: Duration,
+    /// How long a page claim blocks other invocations if its holder dies before publishing.
+    pub page_lease: Duration,
+    /// Ledger writes in flight at once within one invocation.
+    pub concurrency: usize,
+}
+
+impl Default for MonitorSettings {
+    fn default() -> Self {
+        MonitorSettings {
+            summary_window: Duration::minutes(15),
+            sample_keys: 10,
+            ledger_ttl: Duration::days(90),
+            page_lease: Duration::seconds(60),
+            concurrency: 16,
+        }
+    }
+}
+
+/// What one invocation did; logged, and returned to direct and SNS invokers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct InvocationReport {
+    pub messages: usize,
+    pub replication_events: usize,
+    pub recorded: usize,
+    pub duplicates: usize,
+    /// Test events, non-replication events and unknown replication event names.
+    pub acknowledged: usize,
+    pub pages: usize,
+    pub notices: usize,
+    /// Ids of messages that must be retried (bad input or a failed write/publish).
+    pub failed_messages: Vec<String>,
+    /// One line per failure, for the error returned to Lambda.
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error(transparent)]
+    Unrecognised(#[from] EnvelopeError),
+    /// The invocation must fail so Lambda (direct) or SNS retries it; everything is idempotent.
+    #[error("{failed} of {total} messages not processed, retry needed: {first_error}")]
+    Incomplete {
+        failed: usize,
+        total: usize,
+        first_error: String,
+    },
+}
+
+/// Why an incident's page step failed.
+#[derive(Debug, thiserror::Error)]
+enum SettleError {
+    #[error("another invocation is sending this incident's page; retry to confirm it went out")]
+    ClaimHeld,
+    /// The incident's counts did not move: the batch's writes are taken back for the retry.
+    #[error("{0}")]
+    Counts(LedgerError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
+}
+
+pub struct ReplicationMonitor<L, N, C> {
+    ledger: L,
+    notifier: N,
+    clock: C,
+    settings: MonitorSettings,
+}
+
+enum Settled {
+    Quiet,
+    Paged { notice: bool },
+}
+
+impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
+    pub fn new(ledger: L, notifier: N, clock: C, settings: MonitorSettings) -> Self {
+        ReplicationMonitor {
+            ledger,
+            notifier,
+            clock,
+            settings,
+        }
+    }
+
+    /// The Lambda entry point: any supported payload (as JSON text) in, the response Lambda
+    /// expects out.
+    pub async fn handle(&self, payload: &str) -> Result<Value, HandlerError> {
+        let (delivery, messages) = envelope::open(payload).inspect_err(|e| {
+            tracing::error!(error = %e, "rejected invocation payload");
+        })?;
+        let total = messages.len();
+        let report = self.process(messages).await;
+        tracing::info!(
+            delivery = delivery.as_str(),
+            messages = report.messages,
+            replication_events = report.replication_events,
+            recorded = report.recorded,
+            duplicates = report.duplicates,
+            acknowledged = report.acknowledged,
+            pages = report.pages,
+            notices = report.notices,
+            failed = report.failed_messages.len(),
+            "invocation processed"
+        );
+        match delivery {
+            Delivery::Sqs => Ok(json!({
+                "batchItemFailures": report
+                    .failed_messages
+                    .iter()
+                    .map(|id| json!({ "itemIdentifier": id }))
+                    .collect::<Vec<_>>()
+            })),
+            Delivery::Direct | Delivery::Sns if report.failed_messages.is_empty() => {
+                Ok(serde_json::to_value(&report).unwrap_or(Value::Null))
+            }
+            Delivery::Direct | Delivery::Sns => Err(HandlerError::Incomplete {
+                failed: report.failed_messages.len(),
+                total,
+                first_error: report.errors.first().cloned().unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// [`Self::handle`] for an already parsed payload.
+    pub async fn handle_value(&self, payload: &Value) -> Result<Value, HandlerError> {
+        self.handle(&payload.to_string()).await
+    }
+
+    /// Record every message's events, then settle each touched incident (page when due).
+    /// A message is reported failed when it is unreadable or any of its writes or pages failed;
+    /// everything it did is idempotent, so its retry completes the work without doubling it.
+    pub async fn process(&self, messages: Vec<Message>) -> InvocationReport {
+        let mut report = InvocationReport {
+            messages: messages.len(),
+            ..Default::default()
+        };
+        let mut failed: BTreeSet<usize> = BTreeSet::new();
+        let mut events: Vec<(usize, ReplicationEvent)> = Vec::new();
+
+        let mut ids = Vec::with_capacity(messages.len());
+        let mut first_delivery = Vec::with_capacity(messages.len());
+        for (index, message) in messages.into_iter().enumerate() {
+            ids.push(message.id);
+            first_delivery.push(message.first_delivery);
+            let message_id = &ids[index];
+            match message.notification {
+                Err(error) => {
+                    tracing::error!(%message_id, %error, "unreadable message; it will be retried and then dead-lettered");
+                    report.errors.push(format!("message {message_id}: {error}"));
+                    failed.insert(index);
+                }
+                Ok(S3Notification::TestEvent { bucket }) => {
+                    tracing::info!(%message_id, bucket = bucket.as_deref().unwrap_or(""), "s3:TestEvent acknowledged");
+                    report.acknowledged += 1;
+                }
+                Ok(S3Notification::Records(records)) => {
+                    for record in records {
+                        match record {
+                            NotificationRecord::Replication(event) => {
+                                events.push((index, *event));
+                            }
+                            NotificationRecord::UnknownReplication { event_name } => {
+                                tracing::warn!(%message_id, event_name, "replication event type unknown to this version; acknowledged, not recorded");
+                                report.acknowledged += 1;
+                            }
+                            NotificationRecord::Other { event_name } => {
+                                tracing::info!(%message_id, event_name, "not a replication event; acknowledged");
+                                report.acknowledged += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        report.replication_events = events.len();
+
+        // One incident key per group, built once: events of a storm share a handful of keys.
+        let mut group_of: FxHashMap<(&str, &str, &str, Option<&str>, u8), usize> =
+            FxHashMap::default();
+        let mut keys: Vec<IncidentKey> = Vec::new();
+        let event_groups: Vec<usize> = events
+            .iter()
+            .map(|(_, event)| {
+                let cause = match event.kind {
+                    ReplicationEventKind::OperationFailedReplication => 0,
+                    ReplicationEventKind::OperationNotTracked => 2,
+                    _ => 1,
+                };
+                let borrowed = (
+                    event.source_bucket.as_str(),
+                    event.rule_id.as_str(),
+                    event.destination_bucket.as_str(),
+                    // As IncidentKey::for_event: no reason and an empty one are the same incident.
+                    if cause == 0 {
+                        event.failure_reason.as_deref().filter(|r| !r.is_empty())
+                    } else {
+                        None
+                    },
+                    cause,
+                );
+                *group_of.entry(borrowed).or_insert_with(|| {
+                    keys.push(IncidentKey::for_event(event));
+                    keys.len() - 1
+                })
+            })
+            .collect();
+
+        let now = self.clock.now();
+        let expires_at = now + self.settings.ledger_ttl;
+        let keys = &keys;
+        let outcomes: Vec<_> = stream::iter(events.iter().zip(&event_groups))
+            .map(|((index, event), &group)| async move {
+                let outcome = self
+                    .ledger
+                    .record_event(event, &keys[group], expires_at)
+                    .await;
+                (*index, event, group, outcome)
+            })
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .collect()
+            .await;
+
+        let mut plan = BatchPlan::default();
+        for (index, event, group, outcome) in outcomes {
+            match outcome {
+                Ok(recorded) => {
+                    if recorded.is_new() {
+                        report.recorded += 1;
+                    } else {
+                        report.duplicates += 1;
+                    }
+                    plan.add(
+                        index,
+                        first_delivery[index],
+                        event,
+                        &keys[group],
+                        recorded,
+                        self.settings.sample_keys,
+                    );
+                }
+                Err(error) => {
+                    tracing::error!(message_id = %ids[index], key = %event.key, %error, retryable = error.retryable(), "recording a replication event failed");
+                    report
+                        .errors
+                        .push(format!("message {}: {error}", ids[index]));
+                    failed.insert(index);
+                }
+            }
+        }
+
+        let settled: Vec<_> = stream::iter(plan.incidents.iter().enumerate())
+            .map(|(position, (key, batch))| async move {
+                (position, key, batch, self.settle(key, batch).await)
+            })
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .collect()
+            .await;
+        let mut uncounted: BTreeSet<usize> = BTreeSet::new();
+        for (position, key, batch, result) in settled {
+            match result {
+                Ok(Settled::Quiet) => {}
+                Ok(Settled::Paged { notice: false }) => report.pages += 1,
+                Ok(Settled::Paged { notice: true }) => report.notices += 1,
+                Err(error) => {
+                    tracing::error!(incident = %key.id(), source_bucket = %key.source_bucket, %error, "settling an incident failed; its messages will be retried");
+                    report
+                        .errors
+                        .push(format!("incident {}: {error}", key.id()));
+                    failed.extend(batch.messages.iter().copied());
+                    if matches!(error, SettleError::Counts(_)) {
+                        uncounted.insert(position);
+                    }
+                }
+            }
+        }
+        // Counts that did not move: take their writes back, so that the retry counts them.
+        for undo in plan.undos_for(&uncounted) {
+            if let Err(error) = self.ledger.undo(undo).await {
+                tracing::error!(%error, "could not take back a write whose incident count failed; the retry will not count it");
+            }
+        }
+
+        report.failed_messages = failed.into_iter().map(|i| ids[i].clone()).collect();
+        report
+    }
+
+    /// Move the incident's counts and send its page if one is due.
+    async fn settle(
+        &self,
+        key: &IncidentKey,
+        batch: &IncidentBatch,
+    ) -> Result<Settled, SettleError> {
+        let now = self.clock.now();
+        let mut offered = None;
+        let incident = if batch.moves_counts() {
+            let first_page = (batch.delta.events > 0).then(|| PageClaim {
+                token: claim_token(now),
+                at: now,
+                expected_pages_sent: 0,
+                lease: self.settings.page_lease,
+            });
+            let applied = self
+                .ledger
+                .apply_counts(
+                    key,
+                    &batch.delta,
+                    now,
+                    now + self.settings.ledger_ttl,
+                    first_page.as_ref(),
+                )
+                .await
+                .map_err(SettleError::Counts)?;
+            if applied.claimed {
+                offered = first_page;
+            }
+            applied.incident
+        } else if batch.paging_events > 0 && batch.redelivered {
+            // Nothing new, but an earlier attempt at these messages may have left its page
+            // unsent (a failed publish): this retry sends it. A first delivery of a duplicate
+            // needs no look: the message that recorded the events first owns their page.
+            match self.ledger.incident(key).await? {
+                Some(incident) => incident,
+                None => return Ok(Settled::Quiet),
+            }
+        } else {
+            return Ok(Settled::Quiet);
+        };
+        if batch.paging_events == 0 {
+            return Ok(Settled::Quiet);
+        }
+        let claim = match offered {
+            Some(claim) => claim,
+            None => {
+                if !incident.may_be_due(now, self.settings.summary_window) {
+                    return Ok(Settled::Quiet);
+                }
+                let claim = PageClaim {
+                    token: claim_token(now),
+                    at: now,
+                    expected_pages_sent: incident.pages_sent,
+                    lease: self.settings.page_lease,
+                };
+                if !self.ledger.claim_page(key, &claim).await? {
+                    // Someone paged since we read the incident: nothing to do. Or someone holds
+                    // a live claim and is paging right now; if that holder died, acknowledging
+                    // here would lose the page, so the messages go back for retry and find the
+                    // outcome (or an expired lease) next time.
+                    let paged_since = self
+                        .ledger
+                        .incident(key)
+                        .await?
+                        .is_some_and(|current| current.pages_sent > claim.expected_pages_sent);
+                    if paged_since {
+                        return Ok(Settled::Quiet);
+                    }
+                    return Err(SettleError::ClaimHeld);
+                }
+                claim
+            }
+        };
+        let Some(due) = incident.page_due(now, self.settings.summary_window) else {
+            // Nothing new was counted since the last page.
+            self.release(key, &claim).await;
+            return Ok(Settled::Quiet);
+        };
+        let samples: Vec<_> = batch.samples.iter().cloned().collect();
+        let page = incident.page(due, &samples, self.settings.summary_window);
+        if let Err(error) = self.notifier.publish(&page).await {
+            self.release(key, &claim).await;
+            return Err(error.into());
+        }
+        let sent = PageSent {
+            at: now,
+            event_count: incident.event_count,
+        };
+        // The page is out. Failing its messages now would only get them retried, and the retry
+        // would page again once this claim's lease ran out: a second page for the same incident.
+        // So a failed confirmation is logged and the messages are acknowledged; the unconfirmed
+        // claim keeps other invocations from paging until its lease ends.
+        if let Err(error) = self.ledger.confirm_page(key, &claim, sent).await {
+            tracing::error!(incident = %key.id(), source_bucket = %key.source_bucket, %error, "page sent but not recorded in the ledger; its messages are acknowledged so that no retry pages again");
+        }
+        tracing::info!(
+            incident = %key.id(),
+            source_bucket = %key.source_bucket,
+            cause = %key.cause.code(),
+            objects = incident.event_count,
+            page_type = ?due,
+            subject = page.subject(),
+            "page sent"
+        );
+        Ok(Settled::Paged {
+            notice: key.cause == IncidentCause::NotTracked,
+        })
+    }
+
+    async fn release(&self, key: &IncidentKey, claim: &PageClaim) {
+        if let Err(error) = self.ledger.release_page(key, claim).await {
+            tracing::warn!(%error, incident = %key.id(), "could not release the page claim; it expires with its lease");
+        }
+    }
+}
+
+/// Unique per claim: time, process and a counter (no randomness needed).
+fn claim_token(now: DateTime<Utc>) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        now.timestamp_micros(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+#[cfg(test)]
+mod tests;

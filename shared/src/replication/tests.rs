@@ -1,0 +1,346 @@
+//! The handler against the in-memory ports.
+use super::*;
+use crate::event::ReplicationEventKind::*;
+use crate::fakes::{InMemoryLedger, ManualClock, NotificationBuilder, RecordingNotifier};
+use crate::ledger::ObjectStatus;
+use crate::page::Urgency;
+use std::sync::atomic::Ordering;
+
+type Monitor<'a> = ReplicationMonitor<&'a InMemoryLedger, &'a RecordingNotifier, &'a ManualClock>;
+
+struct World {
+    ledger: InMemoryLedger,
+    notifier: RecordingNotifier,
+    clock: ManualClock,
+}
+
+impl World {
+    fn new() -> Self {
+        World {
+            ledger: InMemoryLedger::default(),
+            notifier: RecordingNotifier::default(),
+            clock: ManualClock::new(Utc::now()),
+        }
+    }
+    fn monitor(&self) -> Monitor<'_> {
+        ReplicationMonitor::new(
+            &self.ledger,
+            &self.notifier,
+            &self.clock,
+            MonitorSettings::default(),
+        )
+    }
+}
+
+fn builder() -> NotificationBuilder {
+    NotificationBuilder::new("src", "dst", "rule-1")
+}
+
+fn failure_bodies(count: usize, reasons: &[(&str, &str)]) -> Vec<String> {
+    (0..count)
+        .map(|i| {
+            let (rule, reason) = reasons[i % reasons.len()];
+            let mut b = builder();
+            b.rule_id = rule.to_owned();
+            NotificationBuilder::notification(vec![b.record(
+                OperationFailedReplication,
+                &format!("data/file {i}.bin"),
+                &format!("v{i}"),
+                Some(reason),
+            )])
+        })
+        .collect()
+}
+
+fn failed_ids(response: &Value) -> Vec<String> {
+    response["batchItemFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn storm_pages_once_per_incident_and_records_every_object() {
+    let world = World::new();
+    let monitor = world.monitor();
+    let reasons = [
+        ("rule-1", "DstPutObjectNotPermitted"),
+        ("rule-1", "DstKmsKeyNotFound"),
+        ("rule-2", "DstPutObjectNotPermitted"),
+    ];
+    let bodies = failure_bodies(1000, &reasons);
+    for chunk in bodies.chunks(10) {
+        let response = monitor
+            .handle_value(&NotificationBuilder::sqs_event(chunk))
+            .await
+            .unwrap();
+        assert!(failed_ids(&response).is_empty());
+    }
+    assert_eq!(world.notifier.pages().len(), 3);
+    assert_eq!(world.ledger.objects().len(), 1000);
+    assert!(world
+        .ledger
+        .objects()
+        .iter()
+        .all(|o| o.status() == ObjectStatus::Failed));
+    let counts: Vec<u64> = world
+        .ledger
+        .incidents()
+        .iter()
+        .map(|i| i.event_count)
+        .collect();
+    assert_eq!(counts.iter().sum::<u64>(), 1000);
+}
+
+#[tokio::test]
+async fn duplicates_and_reordering_change_nothing() {
+    let once = World::new();
+    let thrice = World::new();
+    let b = builder();
+    let bodies: Vec<String> = vec![
+        NotificationBuilder::notification(vec![b.record(
+            OperationMissedThreshold,
+            "a b",
+            "v1",
+            None,
+        )]),
+        NotificationBuilder::notification(vec![b.record(
+            OperationReplicatedAfterThreshold,
+            "a b",
+            "v1",
+            None,
+        )]),
+        NotificationBuilder::notification(vec![b.record(
+            OperationFailedReplication,
+            "c",
+            "v2",
+            Some("AssumeRoleNotPermitted"),
+        )]),
+        NotificationBuilder::notification(vec![b.record(OperationNotTracked, "d", "v3", None)]),
+    ];
+    once.monitor()
+        .handle_value(&NotificationBuilder::sqs_event(&bodies))
+        .await
+        .unwrap();
+    let mut reversed = bodies.clone();
+    reversed.reverse();
+    for batch in [&reversed, &bodies, &reversed] {
+        for body in batch.iter() {
+            thrice
+                .monitor()
+                .handle_value(&NotificationBuilder::sqs_event(std::slice::from_ref(body)))
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(once.ledger.objects(), thrice.ledger.objects());
+    let strip = |w: &World| {
+        w.ledger
+            .incidents()
+            .into_iter()
+            .map(|mut i| {
+                i.opened_at = Utc::now();
+                i.last_page_at = None;
+                (
+                    i.key.clone(),
+                    i.event_count,
+                    i.recovered_count,
+                    i.pages_sent,
+                    i.first_seen,
+                    i.last_seen,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&once), strip(&thrice));
+    let subjects = |w: &World| {
+        let mut s: Vec<_> = w
+            .notifier
+            .pages()
+            .iter()
+            .map(|p| p.subject().to_owned())
+            .collect();
+        s.sort();
+        s
+    };
+    assert_eq!(subjects(&once), subjects(&thrice));
+    let objects = once.ledger.objects();
+    assert_eq!(objects.len(), 2);
+    assert_eq!(objects[0].key, "a b");
+    assert_eq!(objects[0].status(), ObjectStatus::ReplicatedLate);
+    // Late page, failure page, and a not-tracked notice.
+    let pages = once.notifier.pages();
+    assert_eq!(pages.len(), 3);
+    assert_eq!(
+        pages
+            .iter()
+            .filter(|p| p.urgency == Urgency::Notice)
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn summary_pages_at_most_once_per_window_while_failures_continue() {
+    let world = World::new();
+    let monitor = world.monitor();
+    let bodies = failure_bodies(30, &[("rule-1", "DstBucketNotFound")]);
+    monitor
+        .handle_value(&NotificationBuilder::sqs_event(&bodies[0..10]))
+        .await
+        .unwrap();
+    world.clock.advance(Duration::minutes(5));
+    monitor
+        .handle_value(&NotificationBuilder::sqs_event(&bodies[10..20]))
+        .await
+        .unwrap();
+    assert_eq!(world.notifier.pages().len(), 1);
+    world.clock.advance(Duration::minutes(10));
+    monitor
+        .handle_value(&NotificationBuilder::sqs_event(&bodies[20..25]))
+        .await
+        .unwrap();
+    let pages = world.notifier.pages();
+    assert_eq!(pages.len(), 2);
+    assert!(
+        pages[1].subject().contains("still failing"),
+        "{}",
+        pages[1].subject()
+    );
+    assert!(
+        pages[1].body().contains("25 objects so far"),
+        "{}",
+        pages[1].body()
+    );
+    // Within the next window: counted, not paged.
+    world.clock.advance(Duration::minutes(1));
+    monitor
+        .handle_value(&NotificationBuilder::sqs_event(&bodies[25..30]))
+        .await
+        .unwrap();
+    assert_eq!(world.notifier.pages().len(), 2);
+    assert_eq!(world.ledger.incidents()[0].event_count, 30);
+}
+
+#[tokio::test]
+async fn failed_publish_is_retried_through_the_batch_and_pages_once() {
+    let world = World::new();
+    let monitor = world.monitor();
+    let event =
+        NotificationBuilder::sqs_event(&failure_bodies(3, &[("rule-1", "DstBucketUnversioned")]));
+    world.notifier.fail_publishes.store(1, Ordering::SeqCst);
+    let response = monitor.handle_value(&event).await.unwrap();
+    assert_eq!(failed_ids(&response), ["msg-0", "msg-1", "msg-2"]);
+    assert!(world.notifier.pages().is_empty());
+    let response = monitor.handle_value(&event).await.unwrap();
+    assert!(failed_ids(&response).is_empty());
+    assert_eq!(world.notifier.pages().len(), 1);
+    assert_eq!(world.ledger.incidents()[0].event_count, 3);
+    monitor.handle_value(&event).await.unwrap();
+    assert_eq!(world.notifier.pages().len(), 1);
+}
+
+#[tokio::test]
+async fn page_sent_but_not_confirmed_acknowledges_its_messages() {
+    let world = World::new();
+    let monitor = world.monitor();
+    let event =
+        NotificationBuilder::sqs_event(&failure_bodies(2, &[("rule-1", "DstBucketNotFound")]));
+    world.ledger.fail_confirms.store(1, Ordering::SeqCst);
+    let response = monitor.handle_value(&event).await.unwrap();
+    // Failing them would make their retry page again once the claim's lease ran out.
+    assert!(failed_ids(&response).is_empty());
+    assert_eq!(world.notifier.pages().len(), 1);
+}
+
+#[tokio::test]
+async fn live_foreign_claim_sends_messages_back_until_it_expires() {
+    let world = World::new();
+    let monitor = world.monitor();
+    let event =
+        NotificationBuilder::sqs_event(&failure_bodies(1, &[("rule-1", "DstBucketNotFound")]));
+    // A first delivery records the event but its page publish fails...
+    world.notifier.fail_publishes.store(1, Ordering::SeqCst);
+    monitor.handle_value(&event).await.unwrap();
+    // ...and another invocation claims the page and dies before publishing.
+    let key = world.ledger.incidents()[0].key.clone();
+    let foreign = PageClaim {
+        token: "dead-invocation".into(),
+        at: world.clock.now(),
+        expected_pages_sent: 0,
+        lease: Duration::seconds(60),
+    };
+    assert!(world.ledger.claim_page(&key, &foreign).await.unwrap());
+    // The retry must not be acknowledged while the claim is live, or the page is lost.
+    let response = monitor.handle_value(&event).await.unwrap();
+    assert_eq!(failed_ids(&response), ["msg-0"]);
+    world.clock.advance(Duration::seconds(61));
+    let response = monitor.handle_value(&event).await.unwrap();
+    assert!(failed_ids(&response).is_empty());
+    assert_eq!(world.notifier.pages().len(), 1);
+}
+
+#[tokio::test]
+async fn failed_write_fails_only_its_message() {
+    let world = World::new();
+    let monitor = world.monitor();
+    let mut bodies = failure_bodies(2, &[("rule-1", "DstBucketNotFound")]);
+    bodies.push("{\"Records\": [".into());
+    world.ledger.fail_records.store(1, Ordering::SeqCst);
+    let response = monitor
+        .handle_value(&NotificationBuilder::sqs_event(&bodies))
+        .await
+        .unwrap();
+    let failed = failed_ids(&response);
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(failed.contains(&"msg-2".to_owned()));
+    assert_eq!(world.ledger.objects().len(), 1);
+    // The retry of the failed messages records the rest; the malformed one keeps failing (to the DLQ).
+    let retry: Vec<String> = failed
+        .iter()
+        .map(|id| bodies[id[4..].parse::<usize>().unwrap()].clone())
+        .collect();
+    monitor
+        .handle_value(&NotificationBuilder::sqs_event(&retry))
+        .await
+        .unwrap();
+    assert_eq!(world.ledger.objects().len(), 2);
+    assert_eq!(world.notifier.pages().len(), 1);
+}
+
+#[tokio::test]
+async fn direct_and_sns_failures_fail_the_invocation() {
+    let world = World::new();
+    let monitor = world.monitor();
+    let body = failure_bodies(1, &[("rule-1", "DstBucketNotFound")]).remove(0);
+    let direct: Value = serde_json::from_str(&body).unwrap();
+    world.ledger.fail_records.store(1, Ordering::SeqCst);
+    let error = monitor.handle_value(&direct).await.unwrap_err();
+    assert!(error.to_string().contains("retry"), "{error}");
+    assert!(monitor.handle_value(&direct).await.is_ok());
+    let sns = serde_json::json!({"Records": [{"EventSource": "aws:sns", "Sns": {"MessageId": "m1", "Message": "{\"Records\": [" }}]});
+    assert!(monitor.handle_value(&sns).await.is_err());
+    assert!(monitor
+        .handle_value(&serde_json::json!({"unexpected": true}))
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn test_events_and_other_events_are_acknowledged_quietly() {
+    let world = World::new();
+    let monitor = world.monitor();
+    let test_event =
+        serde_json::json!({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": "src"})
+            .to_string();
+    let put = serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put", "eventTime": "2026-11-23T03:00:00Z", "s3": {"bucket": {"name": "src"}, "object": {"key": "k"}}}]}).to_string();
+    let response = monitor
+        .handle_value(&NotificationBuilder::sqs_event(&[test_event, put]))
+        .await
+        .unwrap();
+    assert!(failed_ids(&response).is_empty());
+    assert!(world.notifier.pages().is_empty());
+    assert_eq!(world.ledger.event_count(), 0);
+}
