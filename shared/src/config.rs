@@ -115,6 +115,7 @@ impl ReplicationEventsConfig {
                     3600,
                 )? as i64),
                 concurrency: number(env, "REPLMON_WRITE_CONCURRENCY", 16, 1, 256)? as usize,
+                ..MonitorSettings::default()
             },
             aws: AwsSettings::from_env(env)?,
         })

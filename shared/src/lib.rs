@@ -1,6 +1,27 @@
 //! The S3 replication monitor's library: event parsing, the failure-reason catalog, incidents and
 //! pages as plain domain code over small ports (ledger, notifier, clock), plus the AWS adapters
 //! (feature `aws`) and in-memory fakes (feature `fakes`).
+//!
+//! Layers, from the outside in:
+//!
+//! ```text
+//! functions/*/main.rs   config parsed once, SDK clients built once, run(service_fn(handler))
+//!        |
+//! envelope              direct / SNS / SQS payloads -> messages + the response Lambda needs
+//!        |
+//! replication/          S3 replication events -> ledger writes, incident counters, pages
+//! alarm_monitor, alarm  CloudWatch alarm changes -> alarm incidents, trend, backlog count
+//! canary/               probes under each rule, their timing, the set-up audit
+//! status/               what `replmon status` and `backlog` report
+//!        |  ports (traits): ledger::Ledger, alarm_monitor::{AlarmStore, BacklogCounter},
+//!        |  page::Notifier, clock::Clock, canary::ports, status::LedgerReader
+//!        |
+//! aws/                  adapters: dynamodb/ (one file per port), sns, s3, cloudwatch
+//! fakes/                in-memory adapters for unit tests and benchmarks (count reads too)
+//! ```
+//!
+//! A new event source gets a folder beside `replication/`, parses only message bodies, and
+//! writes through the ports; its adapters go under `aws/`, its fakes under `fakes/`.
 
 pub mod alarm;
 pub mod alarm_monitor;

@@ -10,9 +10,10 @@ use replmon_shared::fakes::NotificationBuilder;
 use replmon_shared::incident::Incident;
 use replmon_shared::status::LedgerReader;
 use replmon_tests::ledger_snapshot::{load, scan};
-use replmon_tests::{monitor_on_local_stack, sdk_config, MotoServer, Stack};
+use replmon_tests::{build_replmon, monitor_on_local_stack, sdk_config, MotoServer, Stack};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::process::Command;
 
 const SOURCE: &str = "replmon-demo-source";
 const REPLICA: &str = "replmon-demo-replica";
@@ -102,13 +103,27 @@ fn failed_ids(response: &Value) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_counts_what_the_old_release_counted_once_and_then_counts_on() {
-    let (_moto, stack, monitor, ledger, snapshot) = loaded().await;
-    let report = Migration { ledger: &ledger }.run().await.expect("migrated");
-    assert_eq!(report.source_buckets, 1);
-    assert_eq!(report.incidents_migrated, 5);
-    assert_eq!(report.incidents_already_current, 0);
+    let (moto, stack, monitor, ledger, snapshot) = loaded().await;
+    // As an operator runs it, with the command line.
+    let out = Command::new(build_replmon())
+        .arg("migrate")
+        .env_clear()
+        .envs(stack.function_env(&moto.endpoint()))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("running replmon migrate");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // 19 old memberships of failures, lateness and the not-tracked event, and 2 recoveries.
-    assert_eq!(report.memberships, 21);
+    assert!(
+        printed
+            .contains("1 source buckets, 5 incidents converted, 0 already current, 21 memberships"),
+        "{printed}"
+    );
     assert_counts_as_written(&ledger, &snapshot).await;
 
     // Again, as after an interruption: nothing changes.

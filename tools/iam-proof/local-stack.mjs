@@ -126,7 +126,8 @@ export const callers = {
   'replmon-alarm-events': { stack: 'monitor', function: 'AlarmEventsFunction' },
   'replmon-canary': { stack: 'monitor', function: 'CanaryFunction' },
   // README, "replmon: the command line": read access to the table (Query, GetItem), and for
-  // `catalog-rebuild` (its help text) Scan and PutItem. An operator's role of the same account.
+  // `catalog-rebuild` (its help text) Scan and PutItem, for `migrate` UpdateItem. An operator's
+  // role of the same account.
   'replmon-cli': {
     principal: `arn:aws:iam::${ACCOUNT}:role/replmon-operator`,
     policies: [
@@ -136,7 +137,8 @@ export const callers = {
           Version: '2012-10-17',
           Statement: [
             { Sid: 'ReadTheLedger', Effect: 'Allow', Action: ['dynamodb:Query', 'dynamodb:GetItem'], Resource: `arn:aws:dynamodb:${REGION}:${ACCOUNT}:table/${TABLE}` },
-            { Sid: 'CatalogRebuild', Effect: 'Allow', Action: ['dynamodb:Scan', 'dynamodb:PutItem'], Resource: `arn:aws:dynamodb:${REGION}:${ACCOUNT}:table/${TABLE}` }
+            { Sid: 'CatalogRebuild', Effect: 'Allow', Action: ['dynamodb:Scan', 'dynamodb:PutItem'], Resource: `arn:aws:dynamodb:${REGION}:${ACCOUNT}:table/${TABLE}` },
+            { Sid: 'Migrate', Effect: 'Allow', Action: ['dynamodb:UpdateItem'], Resource: `arn:aws:dynamodb:${REGION}:${ACCOUNT}:table/${TABLE}` }
           ]
         }
       }

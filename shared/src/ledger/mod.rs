@@ -300,6 +300,8 @@ impl Recorded {
 /// retry finds the event new and counts it (otherwise the retry would see a duplicate and the
 /// count would be lost).
 #[derive(Debug, Clone, PartialEq)]
+// Most writes carry an object undo; boxing it would add an allocation per write for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Undo {
     /// Nothing was written.
     Nothing,

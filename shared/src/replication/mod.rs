@@ -33,7 +33,13 @@ pub struct MonitorSettings {
     pub page_lease: Duration,
     /// Ledger writes in flight at once within one invocation.
     pub concurrency: usize,
+    /// How many times (50 ms, doubling) to wait for another invocation's live page claim to be
+    /// confirmed before sending the messages back for retry.
+    pub claim_waits: u32,
 }
+
+/// The first wait for another invocation's page claim.
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl Default for MonitorSettings {
     fn default() -> Self {
@@ -43,6 +49,7 @@ impl Default for MonitorSettings {
             ledger_ttl: Duration::days(90),
             page_lease: Duration::seconds(60),
             concurrency: 16,
+            claim_waits: 4,
         }
     }
 }
@@ -359,34 +366,42 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         if batch.paging_events == 0 {
             return Ok(Settled::Quiet);
         }
+        let mut incident = incident;
         let claim = match offered {
             Some(claim) => claim,
             None => {
-                if !incident.may_be_due(now, self.settings.summary_window) {
-                    return Ok(Settled::Quiet);
-                }
-                let claim = PageClaim {
-                    token: claim_token(now),
-                    at: now,
-                    expected_pages_sent: incident.pages_sent,
-                    lease: self.settings.page_lease,
-                };
-                if !self.ledger.claim_page(key, &claim).await? {
-                    // Someone paged since we read the incident: nothing to do. Or someone holds
-                    // a live claim and is paging right now; if that holder died, acknowledging
-                    // here would lose the page, so the messages go back for retry and find the
-                    // outcome (or an expired lease) next time.
-                    let paged_since = self
-                        .ledger
-                        .incident(key)
-                        .await?
-                        .is_some_and(|current| current.pages_sent > claim.expected_pages_sent);
-                    if paged_since {
+                let mut waited = 0;
+                loop {
+                    if !incident.may_be_due(now, self.settings.summary_window) {
                         return Ok(Settled::Quiet);
                     }
-                    return Err(SettleError::ClaimHeld);
+                    let claim = PageClaim {
+                        token: claim_token(now),
+                        at: now,
+                        expected_pages_sent: incident.pages_sent,
+                        lease: self.settings.page_lease,
+                    };
+                    if self.ledger.claim_page(key, &claim).await? {
+                        break claim;
+                    }
+                    // Someone paged since we read the incident: nothing to do. Or someone holds
+                    // a live claim and is paging right now: give it a moment to confirm (a
+                    // publish takes milliseconds). If it died, acknowledging here would lose the
+                    // page, so after the wait the messages go back for retry and find the
+                    // outcome (or an expired lease) next time.
+                    let Some(current) = self.ledger.incident(key).await? else {
+                        return Ok(Settled::Quiet);
+                    };
+                    if current.pages_sent > claim.expected_pages_sent {
+                        return Ok(Settled::Quiet);
+                    }
+                    if waited >= self.settings.claim_waits {
+                        return Err(SettleError::ClaimHeld);
+                    }
+                    tokio::time::sleep(CLAIM_WAIT * 2u32.pow(waited)).await;
+                    waited += 1;
+                    incident = current;
                 }
-                claim
             }
         };
         let Some(due) = incident.page_due(now, self.settings.summary_window) else {

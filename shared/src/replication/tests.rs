@@ -344,3 +344,93 @@ async fn test_events_and_other_events_are_acknowledged_quietly() {
     assert!(world.notifier.pages().is_empty());
     assert_eq!(world.ledger.event_count(), 0);
 }
+
+/// A failure storm of a million object versions in one incident: recording it reads nothing,
+/// and the summary page and the alarm page's backlog count read a handful of items, as they
+/// would for ten objects (the fake counts reads as DynamoDB does).
+#[tokio::test]
+async fn million_object_incident_pages_and_summarises_with_constant_reads() {
+    use crate::alarm_monitor::BacklogCounter;
+    use crate::envelope::Message;
+    use crate::event::{NotificationRecord, ReplicationEvent, S3Notification};
+
+    const OBJECTS: usize = 1_000_000;
+    const PER_MESSAGE: usize = 100;
+    let world = World::new();
+    let monitor = world.monitor();
+    let start = world.clock.now();
+    let event = |i: usize| ReplicationEvent {
+        kind: OperationFailedReplication,
+        region: Some("us-east-1".into()),
+        event_time: start,
+        source_bucket: "src".into(),
+        key: format!("data/{i:07}.bin"),
+        version_id: Some("v1".into()),
+        size: Some(1024),
+        sequencer: None,
+        rule_id: "rule-1".into(),
+        destination_bucket: "dst".into(),
+        destination_arn: "arn:aws:s3:::dst".into(),
+        s3_operation: Some("OBJECT_PUT".into()),
+        request_time: None,
+        failure_reason: Some("DstPutObjectNotPermitted".into()),
+        threshold_seconds: None,
+        replication_time_seconds: None,
+    };
+    let message = |first: usize, count: usize| Message {
+        id: format!("m{first}"),
+        first_delivery: true,
+        notification: Ok(S3Notification::Records(
+            (first..first + count)
+                .map(|i| NotificationRecord::Replication(Box::new(event(i))))
+                .collect(),
+        )),
+    };
+    // Batches of ten messages, as SQS delivers them.
+    for batch in (0..OBJECTS).step_by(PER_MESSAGE * 10) {
+        let messages = (batch..batch + PER_MESSAGE * 10)
+            .step_by(PER_MESSAGE)
+            .map(|first| message(first, PER_MESSAGE))
+            .collect();
+        let report = monitor.process(messages).await;
+        assert!(report.failed_messages.is_empty(), "{:?}", report.errors);
+    }
+    let storm_reads = world.ledger.items_read.load(Ordering::Relaxed);
+    let incident = world.ledger.incidents().remove(0);
+    assert_eq!(incident.event_count, OBJECTS as u64);
+    assert_eq!(incident.backlog_count, OBJECTS as i64);
+    assert_eq!(world.notifier.pages().len(), 1, "the first page");
+    assert_eq!(storm_reads, 0, "recording and the first page read nothing");
+
+    // One more failure after the summary window: the summary page.
+    world.clock.advance(Duration::minutes(16));
+    world.ledger.items_read.store(0, Ordering::Relaxed);
+    let report = monitor.process(vec![message(OBJECTS, 1)]).await;
+    assert!(report.failed_messages.is_empty(), "{:?}", report.errors);
+    let summary_reads = world.ledger.items_read.load(Ordering::Relaxed);
+    let pages = world.notifier.pages();
+    assert_eq!(pages.len(), 2);
+    assert!(
+        pages[1].subject().contains("1000001 objects"),
+        "{}",
+        pages[1].subject()
+    );
+    assert!(
+        summary_reads <= 10,
+        "summary page read {summary_reads} items"
+    );
+
+    // The alarm page's backlog count.
+    world.ledger.items_read.store(0, Ordering::Relaxed);
+    let backlog = world
+        .ledger
+        .count_backlog("src", Some("rule-1"), Some("dst"))
+        .await
+        .expect("counted");
+    assert_eq!(backlog, OBJECTS as u64 + 1);
+    let backlog_reads = world.ledger.items_read.load(Ordering::Relaxed);
+    assert!(
+        backlog_reads <= 10,
+        "backlog count read {backlog_reads} items"
+    );
+}

@@ -27,6 +27,7 @@ pub(super) type Item = HashMap<String, AttributeValue>;
 
 mod alarm;
 mod canary;
+mod incident_counts;
 mod migrate;
 mod replication;
 mod status;
