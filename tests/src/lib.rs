@@ -115,8 +115,14 @@ impl MotoServer {
 
     fn start_with(tls: Option<(&Path, &Path)>) -> Result<Self> {
         let port = free_port()?;
-        let mut command = Command::new(venv_bin("moto_server")?);
-        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        // moto_server, with each DynamoDB request made atomic as on AWS (tests/moto_server.py).
+        let mut command = Command::new(venv_bin("python")?);
+        command.arg(repo_root().join("tests/moto_server.py")).args([
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ]);
         if let Some((certificate, key)) = tls {
             command.arg("-c").arg(certificate).arg("-k").arg(key);
         }

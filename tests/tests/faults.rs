@@ -346,8 +346,9 @@ async fn replication_persistent_faults_fail_batch_items_and_the_redelivery_pages
     let cases = [
         // Nothing can be recorded: every message goes back.
         Rule::always("dynamodb:PutItem", Fault::InternalError),
-        // Recorded, but no incident can be brought up to date.
-        Rule::always("dynamodb:UpdateItem", Fault::ServiceUnavailable),
+        // Recorded, but no incident can be brought up to date (a new incident is created, with
+        // its counts and first page claim, in one transaction): the writes are taken back.
+        Rule::always("dynamodb:TransactWriteItems", Fault::ServiceUnavailable),
         // Recorded and claimed, but no page goes out (the claim is given back).
         Rule::always("sns:Publish", Fault::Throttling),
         Rule::always("sns:Publish", Fault::DropConnection),
@@ -451,11 +452,11 @@ async fn replication_page_sent_but_not_confirmed_is_acknowledged_so_no_retry_pag
             "v1",
             Some("DstBucketNotFound"),
         )])]);
-    // A new incident's UpdateItems: bring it up to date, claim its page, then (after the
-    // publish) confirm the page. The ledger fails from the confirmation on.
+    // A new incident is created with its first page claimed in one transaction; after the
+    // publish, its first UpdateItem confirms the page. The ledger fails from the confirmation on.
     local
         .proxy
-        .inject(Rule::always("dynamodb:UpdateItem", Fault::InternalError).after(2));
+        .inject(Rule::always("dynamodb:UpdateItem", Fault::InternalError));
     let response = monitor.handle_value(&batch).await.expect("handled");
     // The page went out: the message is acknowledged, or its retry would page a second time
     // once the claim's lease ran out.

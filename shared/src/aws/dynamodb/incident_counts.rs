@@ -69,7 +69,7 @@ impl DynamoDbLedger {
     }
 
     /// Create the incident with its first counts (and claim its first page) in one transaction
-    /// with its source's catalog entry. `Ok(None)`: it exists already.
+    /// with its source's catalog entry. `Ok(None)`: it exists already, or is being created.
     pub(super) async fn create_incident(
         &self,
         incident: &IncidentKey,
@@ -143,6 +143,8 @@ impl DynamoDbLedger {
         match result {
             Ok(_) => {}
             Err(error) => {
+                // It exists already, or another invocation is creating it right now (a
+                // transaction conflict): either way the single-item update counts into it.
                 let exists = error
                     .as_service_error()
                     .and_then(|e| match e {
@@ -153,7 +155,12 @@ impl DynamoDbLedger {
                         canceled
                             .cancellation_reasons()
                             .first()
-                            .is_some_and(|r| r.code() == Some("ConditionalCheckFailed"))
+                            .is_some_and(|r| {
+                                matches!(
+                                    r.code(),
+                                    Some("ConditionalCheckFailed" | "TransactionConflict")
+                                )
+                            })
                     });
                 if exists {
                     return Ok(None);
