@@ -434,3 +434,32 @@ async fn million_object_incident_pages_and_summarises_with_constant_reads() {
         "backlog count read {backlog_reads} items"
     );
 }
+
+/// A duplicate on its first SQS receive (S3 sent the notification twice) costs its failed write
+/// and nothing else; a redelivered message looks at its incident in case its page is owed.
+#[tokio::test]
+async fn first_receive_duplicates_read_nothing_redeliveries_look_once() {
+    let world = World::new();
+    let monitor = world.monitor();
+    let body = failure_bodies(1, &[("rule-1", "DstPutObjectNotPermitted")]).remove(0);
+    let message = |first_delivery: bool| {
+        let (_, mut messages) =
+            envelope::open(&NotificationBuilder::sqs_event(&[body.clone()]).to_string())
+                .expect("an SQS event");
+        messages[0].first_delivery = first_delivery;
+        messages
+    };
+    let report = monitor.process(message(true)).await;
+    assert_eq!((report.recorded, report.pages), (1, 1));
+    let reads = || world.ledger.items_read.load(Ordering::Relaxed);
+    assert_eq!(reads(), 0);
+
+    let report = monitor.process(message(true)).await;
+    assert_eq!((report.duplicates, report.pages), (1, 0));
+    assert_eq!(reads(), 0, "a first-receive duplicate reads nothing");
+
+    let report = monitor.process(message(false)).await;
+    assert_eq!((report.duplicates, report.pages), (1, 0));
+    assert_eq!(reads(), 1, "a redelivery reads its incident once");
+    assert_eq!(world.notifier.pages().len(), 1);
+}
