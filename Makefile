@@ -1,5 +1,5 @@
 # The two commands of the README, plus the benchmarks.
-.PHONY: demo test bench bench-canary bench-startup setup
+.PHONY: demo test bench bench-canary bench-startup bench-ledger setup
 
 demo:
 	bash scripts/demo
@@ -20,6 +20,13 @@ bench-startup:
 	cargo build --release -p replication-events -p alarm-events -p canary
 	cargo run -p replmon-tests --bin startup-bench -- --starts 20 --warm 5 --tls
 	cargo run -p replmon-tests --bin startup-bench -- --starts 20 --warm 5 --tls --set REPLMON_WARM_UP=true
+
+# AWS requests per event and DynamoDB items read per page, through the counting fault proxy,
+# for N = 1,000 and 10,000 failed objects, beside the Python peer (BENCHMARKS.md).
+bench-ledger:
+	bash scripts/setup
+	cargo build --release -p replication-events -p alarm-events
+	cargo run --release -p replmon-tests --bin ledger-bench -- --objects 1000,10000 --peer-objects 1000,10000
 
 setup:
 	bash scripts/setup

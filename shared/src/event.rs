@@ -3,7 +3,7 @@
 //! `aws_lambda_events` drops `replicationEventData`, so the wire shapes are our own. Parsing is
 //! per record: one bad record yields a [`ParseError`] naming the record and the field, never a panic.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use percent_encoding::percent_decode_str;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
@@ -353,9 +353,11 @@ fn build_event(
     })
 }
 
+/// To the millisecond, as S3 writes times and the ledger stores them: a finer time would make
+/// every redelivery look like a change to its record and cost writes.
 fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
+        .map(|t| t.with_timezone(&Utc).trunc_subsecs(3))
         .map_err(|e| format!("`{text}` is not an RFC 3339 time ({e})"))
 }
 

@@ -33,7 +33,9 @@
 //! letting the first K matching calls through ([`Rule::after`]). Rules are added and cleared while
 //! a test runs; the first live rule that matches a call decides it. The proxy counts every call
 //! per operation ([`CallCounts`]: seen, faulted, forwarded, abandoned) so tests can assert that
-//! retries happened.
+//! retries happened, and the DynamoDB items each read operation made the table read
+//! ([`CallCounts::items_read`], see [`dynamodb_items_read`]) so benchmarks can show what a
+//! request costs.
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -149,6 +151,9 @@ pub struct CallCounts {
     pub forwarded: u32,
     /// Slow calls whose client hung up before the delay ended: never forwarded.
     pub abandoned: u32,
+    /// DynamoDB items read by the successful answers (see [`dynamodb_items_read`]); 0 for writes
+    /// and for other services.
+    pub items_read: u32,
 }
 
 /// A call's operation, as the proxy classified it.
@@ -424,7 +429,14 @@ async fn forward(
         .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     let request = Request::from_parts(parts, Full::new(body));
     match send_upstream(upstream, request).await {
-        Ok(response) => response,
+        Ok((parts, body)) => {
+            if operation.service == "dynamodb" && parts.status.is_success() {
+                if let Some(items) = dynamodb_items_read(&operation.operation, &body) {
+                    shared.count(operation, |counts| counts.items_read += items);
+                }
+            }
+            Response::from_parts(parts, Full::new(body))
+        }
         Err(error) => {
             let mut response = Response::new(Full::new(Bytes::from(format!(
                 "fault proxy: upstream {upstream} failed: {error:#}"
@@ -438,7 +450,7 @@ async fn forward(
 async fn send_upstream(
     upstream: SocketAddr,
     request: Request<Full<Bytes>>,
-) -> Result<Response<Full<Bytes>>> {
+) -> Result<(hyper::http::response::Parts, Bytes)> {
     let stream = TcpStream::connect(upstream).await?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -453,7 +465,47 @@ async fn send_upstream(
             .headers
             .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
-    Ok(Response::from_parts(parts, Full::new(body)))
+    Ok((parts, body))
+}
+
+/// The items a successful DynamoDB answer says the table read and returned: `GetItem` 1 when the
+/// answer has an `Item`; `Query` and `Scan` their `ScannedCount` (items read before any filter);
+/// `BatchGetItem` the items of its `Responses`; `TransactGetItems` the entries with an `Item`.
+/// `None` for the other operations: what a write returns (`ReturnValues`, the old item of a failed
+/// condition) is not a read.
+pub fn dynamodb_items_read(operation: &str, body: &[u8]) -> Option<u32> {
+    let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let count = |value: &serde_json::Value| value.as_array().map_or(0, Vec::len) as u32;
+    let has_item = |value: &serde_json::Value| {
+        value
+            .get("Item")
+            .and_then(serde_json::Value::as_object)
+            .is_some()
+    };
+    match operation {
+        "GetItem" => Some(u32::from(has_item(&answer))),
+        "Query" | "Scan" => Some(
+            answer
+                .get("ScannedCount")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0) as u32,
+        ),
+        "BatchGetItem" => Some(
+            answer
+                .get("Responses")
+                .and_then(serde_json::Value::as_object)
+                .map_or(0, |tables| tables.values().map(count).sum()),
+        ),
+        "TransactGetItems" => Some(
+            answer
+                .get("Responses")
+                .and_then(serde_json::Value::as_array)
+                .map_or(0, |entries| {
+                    entries.iter().filter(|e| has_item(e)).count() as u32
+                }),
+        ),
+        _ => None,
+    }
 }
 
 /// Name the call's operation from its target header, form body or S3 path shape.
@@ -747,5 +799,36 @@ mod tests {
         );
         let counts = shared.lock().counts["dynamodb:UpdateItem"];
         assert_eq!((counts.calls, counts.faulted), (5, 2));
+    }
+
+    #[test]
+    fn dynamodb_reads_count_the_items_the_table_read_and_writes_none() {
+        let read = |operation: &str, body: &str| dynamodb_items_read(operation, body.as_bytes());
+        assert_eq!(read("GetItem", r#"{"Item": {"pk": {"S": "a"}}}"#), Some(1));
+        assert_eq!(read("GetItem", "{}"), Some(0));
+        assert_eq!(
+            read("Query", r#"{"Count": 1, "ScannedCount": 7, "Items": [{}]}"#),
+            Some(7)
+        );
+        assert_eq!(read("Scan", r#"{"Count": 0, "ScannedCount": 0}"#), Some(0));
+        assert_eq!(
+            read(
+                "BatchGetItem",
+                r#"{"Responses": {"t": [{}, {}], "u": [{}]}, "UnprocessedKeys": {}}"#
+            ),
+            Some(3)
+        );
+        assert_eq!(
+            read(
+                "TransactGetItems",
+                r#"{"Responses": [{"Item": {}}, {}, {"Item": {"pk": {"S": "a"}}}]}"#
+            ),
+            Some(2)
+        );
+        assert_eq!(
+            read("UpdateItem", r#"{"Attributes": {"pk": {"S": "a"}}}"#),
+            None
+        );
+        assert_eq!(read("PutItem", "{}"), None);
     }
 }

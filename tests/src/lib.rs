@@ -29,6 +29,7 @@ pub mod ledger_snapshot;
 pub mod regions;
 pub mod replication_metrics;
 pub mod replication_sim;
+pub mod runtime_api;
 
 pub use regions::REPLICA_REGION;
 

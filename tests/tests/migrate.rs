@@ -79,7 +79,7 @@ async fn assert_counts_as_written(ledger: &DynamoDbLedger, snapshot: &Value) {
             "{id}"
         );
         assert_eq!(
-            u64::from(incident.pages_sent),
+            incident.pages_sent,
             old["pages_sent"].as_u64().expect("n"),
             "{id}"
         );

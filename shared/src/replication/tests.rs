@@ -443,9 +443,10 @@ async fn first_receive_duplicates_read_nothing_redeliveries_look_once() {
     let monitor = world.monitor();
     let body = failure_bodies(1, &[("rule-1", "DstPutObjectNotPermitted")]).remove(0);
     let message = |first_delivery: bool| {
-        let (_, mut messages) =
-            envelope::open(&NotificationBuilder::sqs_event(&[body.clone()]).to_string())
-                .expect("an SQS event");
+        let (_, mut messages) = envelope::open(
+            &NotificationBuilder::sqs_event(std::slice::from_ref(&body)).to_string(),
+        )
+        .expect("an SQS event");
         messages[0].first_delivery = first_delivery;
         messages
     };

@@ -1,10 +1,10 @@
 //! `startup-bench`: cold start, first and warm invocations, and peak memory of each function's
 //! release binary (a benchmark, not a test: it reports figures).
 //!
-//! The harness plays the Lambda Runtime API on loopback (`GET /invocation/next`, `POST
-//! /invocation/<id>/response`), starts the release `bootstrap` of each function as Lambda does
-//! (the `AWS_LAMBDA_*` variables, credentials in the environment, the function's own settings)
-//! against the local AWS stack, and measures, for every start:
+//! The harness (`replmon_tests::runtime_api`) plays the Lambda Runtime API on loopback (`GET
+//! /invocation/next`, `POST /invocation/<id>/response`), starts the release `bootstrap` of each
+//! function as Lambda does (the `AWS_LAMBDA_*` variables, credentials in the environment, the
+//! function's own settings) against the local AWS stack, and measures, for every start:
 //! - init: from just before the process is spawned to its first `GET /next` (everything the
 //!   function does before it can take an event: configuration, SDK clients, pre-warming);
 //! - first invocation: from handing over the first event to its response (its AWS calls included);
@@ -25,17 +25,14 @@
 
 use anyhow::{bail, Context, Result};
 use replmon_tests::replication_sim::{ReplicationSimulator, SimulatorSettings};
+use replmon_tests::runtime_api::{peak_rss_kb, LambdaProcess};
 use replmon_tests::{numeric_option, repo_root, sdk_config, MotoServer, Stack, StackNames};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, oneshot};
+use std::time::Duration;
+use tokio::process::Command;
 
-const NEXT: &str = "/2018-06-01/runtime/invocation/next";
 const SQS_FIXTURE: &str = include_str!("../../../events/sqs/failed.json");
 const ALARM_FIXTURE: &str = include_str!("../../../events/alarm/metric-alarm.json");
 const ALARM_NAME: &str = "replmon-demo-source-replication-latency";
@@ -128,116 +125,6 @@ fn failed_objects_batch(start: usize, n: usize, objects: usize) -> Result<String
     Ok(json!({ "Records": records }).to_string())
 }
 
-/// One request the function made to the Runtime API, and when it was fully read.
-struct RuntimeRequest {
-    method: String,
-    path: String,
-    body: Vec<u8>,
-    at: Instant,
-}
-
-type Exchange = (RuntimeRequest, oneshot::Sender<Vec<u8>>);
-
-/// Read one HTTP/1.1 request (Content-Length or chunked body) from `buffer` + `stream`.
-async fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<RuntimeRequest> {
-    let head_end = loop {
-        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end;
-        }
-        read_more(stream, buffer).await?;
-    };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
-    buffer.drain(..head_end + 4);
-    let mut lines = head.split("\r\n");
-    let mut request_line = lines.next().unwrap_or_default().split(' ');
-    let method = request_line.next().unwrap_or_default().to_owned();
-    let path = request_line.next().unwrap_or_default().to_owned();
-    let mut length = 0usize;
-    let mut chunked = false;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            length = value.parse().context("bad Content-Length")?;
-        } else if name.eq_ignore_ascii_case("transfer-encoding") && value.contains("chunked") {
-            chunked = true;
-        }
-    }
-    let body = if chunked {
-        let mut body = Vec::new();
-        loop {
-            let line_end = loop {
-                if let Some(end) = buffer.windows(2).position(|w| w == b"\r\n") {
-                    break end;
-                }
-                read_more(stream, buffer).await?;
-            };
-            let size_text = String::from_utf8_lossy(&buffer[..line_end]).into_owned();
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-                .context("bad chunk size")?;
-            buffer.drain(..line_end + 2);
-            while buffer.len() < size + 2 {
-                read_more(stream, buffer).await?;
-            }
-            body.extend_from_slice(&buffer[..size]);
-            buffer.drain(..size + 2);
-            if size == 0 {
-                break body;
-            }
-        }
-    } else {
-        while buffer.len() < length {
-            read_more(stream, buffer).await?;
-        }
-        buffer.drain(..length).collect()
-    };
-    Ok(RuntimeRequest {
-        method,
-        path,
-        body,
-        at: Instant::now(),
-    })
-}
-
-async fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<()> {
-    let mut chunk = [0u8; 16 * 1024];
-    let read = stream.read(&mut chunk).await?;
-    if read == 0 {
-        bail!("connection closed");
-    }
-    buffer.extend_from_slice(&chunk[..read]);
-    Ok(())
-}
-
-/// Serve one connection: every request goes to the driver, which decides the answer.
-async fn serve_connection(mut stream: TcpStream, exchanges: mpsc::Sender<Exchange>) {
-    let _ = stream.set_nodelay(true);
-    let mut buffer = Vec::new();
-    while let Ok(request) = read_request(&mut stream, &mut buffer).await {
-        let (answer, response) = oneshot::channel();
-        if exchanges.send((request, answer)).await.is_err() {
-            return;
-        }
-        let Ok(bytes) = response.await else { return };
-        if stream.write_all(&bytes).await.is_err() {
-            return;
-        }
-    }
-}
-
-fn http_response(status: &str, headers: &[(&str, String)], body: &[u8]) -> Vec<u8> {
-    let mut head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n", body.len());
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
-}
-
 /// The figures of one start.
 struct Sample {
     init: Duration,
@@ -257,112 +144,46 @@ struct Bench {
 
 impl Bench {
     async fn start_once(&self, function: Function, start: usize) -> Result<Sample> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let address = listener.local_addr()?;
-        let (exchanges, mut requests) = mpsc::channel::<Exchange>(4);
-        let acceptor = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve_connection(stream, exchanges.clone()));
-            }
-        });
         let log = std::fs::File::create(self.logs.join(format!("{}.log", function.name())))?;
         let binary = function.binary(&self.binaries);
         let mut command = Command::new(&binary);
         command
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
-            .env("AWS_LAMBDA_FUNCTION_NAME", function.name())
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-            .env(
-                "AWS_LAMBDA_LOG_GROUP_NAME",
-                format!("/aws/lambda/{}", function.name()),
-            )
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", format!("bench/{start}"))
-            .env("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023")
-            .env("LAMBDA_TASK_ROOT", "/var/task")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true);
-        let spawned_at = Instant::now();
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let result = self
-            .drive(function, start, spawned_at, &mut child, &mut requests)
-            .await;
-        let _ = child.kill().await;
-        acceptor.abort();
-        result.with_context(|| format!("{} start {start}", function.name()))
+            .stderr(log);
+        let process = LambdaProcess::start(command, function.name(), &format!("bench/{start}"))
+            .await
+            .with_context(|| format!("starting {}", binary.display()))
+            .with_context(|| format!("{} start {start}", function.name()))?;
+        self.drive(function, start, process)
+            .await
+            .with_context(|| format!("{} start {start}", function.name()))
     }
 
     async fn drive(
         &self,
         function: Function,
         start: usize,
-        spawned_at: Instant,
-        child: &mut Child,
-        requests: &mut mpsc::Receiver<Exchange>,
+        mut process: LambdaProcess,
     ) -> Result<Sample> {
-        let (request, mut answer) = next(requests).await?;
-        if request.method != "GET" || request.path != NEXT {
-            bail!(
-                "expected GET next, got {} {}: {}",
-                request.method,
-                request.path,
-                String::from_utf8_lossy(&request.body)
-            );
-        }
-        let init = request.at - spawned_at;
+        let init = process.init;
         let mut durations = Vec::new();
         for n in 0..=self.warm {
             let request_id = format!("bench-{start}-{n}");
-            let deadline = chrono::Utc::now().timestamp_millis() + 900_000;
             let event = function.event(start, n, self.objects)?;
-            let headers = [
-                ("Content-Type", "application/json".to_owned()),
-                ("Lambda-Runtime-Aws-Request-Id", request_id.clone()),
-                ("Lambda-Runtime-Deadline-Ms", deadline.to_string()),
-                (
-                    "Lambda-Runtime-Invoked-Function-Arn",
-                    format!(
-                        "arn:aws:lambda:us-east-1:123456789012:function:{}",
-                        function.name()
-                    ),
-                ),
-                (
-                    "Lambda-Runtime-Trace-Id",
-                    "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=0".to_owned(),
-                ),
-            ];
-            let sent_at = Instant::now();
-            let _ = answer.send(http_response("200 OK", &headers, event.as_bytes()));
-            let (request, reply) = next(requests).await?;
-            let elapsed = request.at - sent_at;
-            let expected = format!("/2018-06-01/runtime/invocation/{request_id}/response");
-            if request.path != expected {
-                bail!(
-                    "invocation {n}: {} {}: {}",
-                    request.method,
-                    request.path,
-                    String::from_utf8_lossy(&request.body)
-                );
-            }
-            function
-                .check(&request.body)
+            let invocation = process
+                .invoke(&request_id, event.as_bytes())
+                .await
                 .with_context(|| format!("invocation {n}"))?;
-            durations.push(elapsed);
-            let _ = reply.send(http_response("202 Accepted", &[], b"{\"status\":\"OK\"}"));
-            let (request, waiting) = next(requests).await?;
-            if request.path != NEXT {
-                bail!("expected GET next, got {}", request.path);
-            }
-            answer = waiting;
+            function
+                .check(&invocation.response)
+                .with_context(|| format!("invocation {n}"))?;
+            durations.push(invocation.elapsed);
         }
-        let peak_rss_kb = peak_rss_kb(child.id().context("the function exited")?)?;
-        drop(answer);
+        let peak_rss_kb = peak_rss_kb(process.pid().context("the function exited")?)?;
+        process.stop().await;
         Ok(Sample {
             init,
             first: durations[0],
@@ -370,24 +191,6 @@ impl Bench {
             peak_rss_kb,
         })
     }
-}
-
-/// The function's next request to the Runtime API.
-async fn next(requests: &mut mpsc::Receiver<Exchange>) -> Result<Exchange> {
-    tokio::time::timeout(Duration::from_secs(60), requests.recv())
-        .await
-        .context("no request from the function within 60 s")?
-        .context("runtime API closed")
-}
-
-/// `VmHWM` (peak resident set) of a running process, in KiB.
-fn peak_rss_kb(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmHWM in /proc/<pid>/status")
 }
 
 fn median(values: &mut [f64]) -> f64 {

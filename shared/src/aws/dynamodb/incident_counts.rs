@@ -152,15 +152,12 @@ impl DynamoDbLedger {
                         _ => None,
                     })
                     .is_some_and(|canceled| {
-                        canceled
-                            .cancellation_reasons()
-                            .first()
-                            .is_some_and(|r| {
-                                matches!(
-                                    r.code(),
-                                    Some("ConditionalCheckFailed" | "TransactionConflict")
-                                )
-                            })
+                        canceled.cancellation_reasons().first().is_some_and(|r| {
+                            matches!(
+                                r.code(),
+                                Some("ConditionalCheckFailed" | "TransactionConflict")
+                            )
+                        })
                     });
                 if exists {
                     return Ok(None);
