@@ -289,6 +289,22 @@ impl Ledger for InMemoryLedger {
         })
     }
 
+    async fn open_incident(
+        &self,
+        incident: &IncidentKey,
+        delta: &IncidentDelta,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        first_page: &PageClaim,
+    ) -> Result<Option<CountsApplied>, LedgerError> {
+        if self.lock().incidents.contains_key(incident) {
+            return Ok(None);
+        }
+        self.apply_counts(incident, delta, now, expires_at, Some(first_page))
+            .await
+            .map(Some)
+    }
+
     async fn incident(&self, incident: &IncidentKey) -> Result<Option<Incident>, LedgerError> {
         let found = self.lock().incidents.get(incident).map(|(i, _)| i.clone());
         self.read(u64::from(found.is_some()));

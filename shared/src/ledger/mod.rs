@@ -434,6 +434,17 @@ pub trait Ledger: Send + Sync {
         first_page: Option<&PageClaim>,
     ) -> impl Future<Output = Result<CountsApplied, LedgerError>> + Send;
 
+    /// Create the incident with these counts (and the first page claim) only if it does not
+    /// exist; `None` if it does. For counts an earlier attempt wrote but never applied.
+    fn open_incident(
+        &self,
+        incident: &IncidentKey,
+        delta: &IncidentDelta,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        first_page: &PageClaim,
+    ) -> impl Future<Output = Result<Option<CountsApplied>, LedgerError>> + Send;
+
     /// The incident as stored now (strongly consistent), with its counts.
     fn incident(
         &self,
@@ -485,6 +496,16 @@ impl<T: Ledger> Ledger for &T {
         first_page: Option<&PageClaim>,
     ) -> impl Future<Output = Result<CountsApplied, LedgerError>> + Send {
         (**self).apply_counts(incident, delta, now, expires_at, first_page)
+    }
+    fn open_incident(
+        &self,
+        incident: &IncidentKey,
+        delta: &IncidentDelta,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        first_page: &PageClaim,
+    ) -> impl Future<Output = Result<Option<CountsApplied>, LedgerError>> + Send {
+        (**self).open_incident(incident, delta, now, expires_at, first_page)
     }
     fn incident(
         &self,

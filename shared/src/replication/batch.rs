@@ -4,7 +4,7 @@
 
 use crate::event::{ReplicationEvent, ReplicationEventKind};
 use crate::incident::{IncidentKey, SampleObject};
-use crate::ledger::{Counted, IncidentDelta, Recorded, Undo};
+use crate::ledger::{membership, Counted, IncidentDelta, Recorded, Undo};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeSet;
 
@@ -20,6 +20,10 @@ pub(super) struct IncidentBatch {
     pub samples: BTreeSet<SampleObject>,
     /// Messages that fail if this incident's counts or page fail.
     pub messages: BTreeSet<usize>,
+    /// What redelivered duplicates show counted in their objects (memberships, backlog): if
+    /// the incident does not exist, the attempt that wrote them died before counting them.
+    pub replay: IncidentDelta,
+    replayed: BTreeSet<(String, Option<String>)>,
 }
 
 impl IncidentBatch {
@@ -80,6 +84,29 @@ impl BatchPlan {
                 });
             }
             keep_sample(&mut batch.samples, event, sample_keys);
+        }
+        if !first_delivery && effect.counted.is_none() && !effect.changed {
+            if let (Some(record), Some((token, counted))) = (&record, membership(event)) {
+                let object = (record.key.clone(), record.version_id.clone());
+                if record.counted_in.contains(&token) && !batch.replayed.contains(&object) {
+                    match counted {
+                        Counted::Event => batch.replay.events += 1,
+                        Counted::Recovered => batch.replay.recovered += 1,
+                    }
+                    if record
+                        .backlog_cause()
+                        .is_some_and(|c| &record.incident(c) == key)
+                    {
+                        batch.replay.backlog += 1;
+                    }
+                    let at = event.event_time;
+                    batch.replay.span = Some(match batch.replay.span {
+                        Some((first, last)) => (first.min(at), last.max(at)),
+                        None => (at, at),
+                    });
+                    batch.replayed.insert(object);
+                }
+            }
         }
         if let (Some(record), (before, after)) = (&record, &effect.backlog) {
             if before != after {

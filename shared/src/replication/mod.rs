@@ -311,8 +311,9 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
                 }
             }
         }
-        // Counts that did not move: take their writes back, so that the retry counts them.
-        for undo in plan.undos_for(&uncounted) {
+        // Counts that did not move: take their writes back, so that the retry counts them. Last
+        // write first: each undo is guarded by the revision the next one restores.
+        for undo in plan.undos_for(&uncounted).into_iter().rev() {
             if let Err(error) = self.ledger.undo(undo).await {
                 tracing::error!(%error, "could not take back a write whose incident count failed; the retry will not count it");
             }
@@ -358,6 +359,38 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
             // needs no look: the message that recorded the events first owns their page.
             match self.ledger.incident(key).await? {
                 Some(incident) => incident,
+                // These events are in their objects but the incident was never created: the
+                // attempt that wrote them died before counting them (a timeout, say). Count what
+                // the objects show, once: only if the incident still does not exist.
+                None if batch.replay.events > 0 => {
+                    let first_page = PageClaim {
+                        token: claim_token(now),
+                        at: now,
+                        expected_pages_sent: 0,
+                        lease: self.settings.page_lease,
+                    };
+                    let opened = self
+                        .ledger
+                        .open_incident(
+                            key,
+                            &batch.replay,
+                            now,
+                            now + self.settings.ledger_ttl,
+                            &first_page,
+                        )
+                        .await
+                        .map_err(SettleError::Counts)?;
+                    match opened {
+                        Some(applied) => {
+                            offered = Some(first_page);
+                            applied.incident
+                        }
+                        None => match self.ledger.incident(key).await? {
+                            Some(incident) => incident,
+                            None => return Ok(Settled::Quiet),
+                        },
+                    }
+                }
                 None => return Ok(Settled::Quiet),
             }
         } else {

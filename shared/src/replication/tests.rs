@@ -464,3 +464,83 @@ async fn first_receive_duplicates_read_nothing_redeliveries_look_once() {
     assert_eq!(reads(), 1, "a redelivery reads its incident once");
     assert_eq!(world.notifier.pages().len(), 1);
 }
+
+/// An attempt that wrote its events and died before counting them (a Lambda timeout): the
+/// redelivered message finds the events in their objects and no incident, counts them once and
+/// sends the first page; a first receive of the same events (another message) does not.
+#[tokio::test]
+async fn events_written_by_an_attempt_that_died_are_counted_and_paged_on_redelivery() {
+    let world = World::new();
+    let monitor = world.monitor();
+    let body = failure_bodies(1, &[("rule-1", "DstPutObjectNotPermitted")]).remove(0);
+    let message = |first_delivery: bool| {
+        let (_, mut messages) = envelope::open(
+            &NotificationBuilder::sqs_event(std::slice::from_ref(&body)).to_string(),
+        )
+        .expect("an SQS event");
+        messages[0].first_delivery = first_delivery;
+        messages
+    };
+    // The dead attempt: its write, and nothing after it.
+    let Ok(S3Notification::Records(records)) = &message(true)[0].notification else {
+        panic!("a notification");
+    };
+    let NotificationRecord::Replication(event) = &records[0] else {
+        panic!("a replication event");
+    };
+    let key = IncidentKey::for_event(event);
+    let written = world
+        .ledger
+        .record_event(event, &key, world.clock.now() + Duration::days(1))
+        .await
+        .expect("written");
+    assert!(written.is_new());
+
+    let report = monitor.process(message(true)).await;
+    assert_eq!((report.duplicates, report.pages), (1, 0));
+    assert!(world.ledger.incidents().is_empty());
+
+    for _ in 0..2 {
+        let report = monitor.process(message(false)).await;
+        assert!(report.failed_messages.is_empty(), "{:?}", report.errors);
+    }
+    let incidents = world.ledger.incidents();
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(
+        (incidents[0].event_count, incidents[0].backlog_count),
+        (1, 1)
+    );
+    assert_eq!(world.notifier.pages().len(), 1);
+}
+
+/// Two writes of one object in one batch (late, then arrived), whose incident's count update
+/// fails: both are taken back, last first, so the retry counts each once.
+#[tokio::test]
+async fn writes_taken_back_after_a_failed_count_are_counted_by_the_retry() {
+    let world = World::new();
+    let monitor = world.monitor();
+    let b = builder();
+    let bodies: Vec<String> = [OperationMissedThreshold, OperationReplicatedAfterThreshold]
+        .into_iter()
+        .map(|kind| {
+            NotificationBuilder::notification(vec![b.record(kind, "big/video.mp4", "v9", None)])
+        })
+        .collect();
+    let event = NotificationBuilder::sqs_event(&bodies);
+    world.ledger.fail_counts.store(1, Ordering::SeqCst);
+    let response = monitor.handle_value(&event).await.expect("handled");
+    assert_eq!(failed_ids(&response).len(), 2, "{response}");
+    assert!(world.ledger.objects().is_empty(), "both writes taken back");
+
+    let response = monitor.handle_value(&event).await.expect("handled");
+    assert!(failed_ids(&response).is_empty(), "{response}");
+    let incident = world.ledger.incidents().remove(0);
+    assert_eq!(
+        (
+            incident.event_count,
+            incident.recovered_count,
+            incident.backlog_count
+        ),
+        (1, 1, 0)
+    );
+}

@@ -143,8 +143,9 @@ impl DynamoDbLedger {
         match result {
             Ok(_) => {}
             Err(error) => {
-                // It exists already, or another invocation is creating it right now (a
-                // transaction conflict): either way the single-item update counts into it.
+                // It exists already, or another invocation is creating it (or another incident
+                // of the same source) right now: the single-item update counts into it, and
+                // creates it if it is still missing.
                 let exists = error
                     .as_service_error()
                     .and_then(|e| match e {
@@ -152,7 +153,9 @@ impl DynamoDbLedger {
                         _ => None,
                     })
                     .is_some_and(|canceled| {
-                        canceled.cancellation_reasons().first().is_some_and(|r| {
+                        // The incident's own reason, or a conflict on the catalog entry that
+                        // another incident of the source is writing at the same moment.
+                        canceled.cancellation_reasons().iter().any(|r| {
                             matches!(
                                 r.code(),
                                 Some("ConditionalCheckFailed" | "TransactionConflict")

@@ -11,7 +11,8 @@
 //! events' writes are taken back and their messages retried, so the migration's counts are the
 //! whole truth when it runs and nothing is counted twice.
 //!
-//! Resumable: run it again after an interruption; migrated incidents are skipped.
+//! Resumable: run it again after an interruption; migrated incidents are skipped. It scans the
+//! table once first to complete the catalog (as `replmon catalog-rebuild`).
 
 use super::replication::{incident_from_item, object_from_item, LEDGER_SCHEMA};
 use super::{get_n, get_s, n, s, sdk_error, DynamoDbLedger, Item};
@@ -41,6 +42,9 @@ impl Migration<'_> {
     pub async fn run(&self) -> Result<MigrationReport, LedgerError> {
         let ledger = self.ledger;
         let mut report = MigrationReport::default();
+        // The release before wrote its catalog best effort: list every source first, so that no
+        // old incident is left out (and refusing counts) because its source was not catalogued.
+        ledger.rebuild_catalog().await?;
         for source in ledger.catalogued_sources().await? {
             report.source_buckets += 1;
             let incidents = ledger
@@ -143,9 +147,12 @@ impl Migration<'_> {
                 .table_name(&ledger.table)
                 .key("pk", s(format!("OBJECT#{}", incident.source_bucket)))
                 .key("sk", s(sk))
-                .update_expression("ADD counted_in :token")
+                // A new revision: a writer holding the record as it was cannot put it back
+                // without the membership.
+                .update_expression("ADD counted_in :token, revision :one")
                 .condition_expression("attribute_exists(pk)")
                 .expression_attribute_values(":token", AttributeValue::Ss(vec![token.clone()]))
+                .expression_attribute_values(":one", n(1))
                 .send()
                 .await;
             match marked {

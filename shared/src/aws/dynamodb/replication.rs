@@ -241,6 +241,23 @@ impl Ledger for DynamoDbLedger {
         })
     }
 
+    async fn open_incident(
+        &self,
+        incident: &IncidentKey,
+        delta: &IncidentDelta,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        first_page: &PageClaim,
+    ) -> Result<Option<CountsApplied>, LedgerError> {
+        Ok(self
+            .create_incident(incident, delta, now, expires_at, Some(first_page))
+            .await?
+            .map(|incident| CountsApplied {
+                incident,
+                claimed: true,
+            }))
+    }
+
     async fn incident(&self, incident: &IncidentKey) -> Result<Option<Incident>, LedgerError> {
         let (pk, sk) = incident_key(incident);
         self.get(pk, sk, "read incident")
