@@ -7,8 +7,8 @@ use crate::clock::Clock;
 use crate::event::{EventId, ReplicationEvent, ReplicationEventKind};
 use crate::incident::{Incident, IncidentKey};
 use crate::ledger::{
-    Counted, CountsApplied, Effect, IncidentDelta, Ledger, LedgerError, ObjectRecord, PageClaim,
-    PageSent, Recorded, Undo,
+    CountsApplied, Effect, IncidentDelta, Ledger, LedgerError, ObjectRecord, PageClaim, PageSent,
+    Recorded, Undo,
 };
 use crate::metrics::{MetricsError, MetricsSource, Series};
 use crate::page::{Notifier, NotifyError, Page};
@@ -163,22 +163,7 @@ impl Ledger for InMemoryLedger {
             };
             let id = event.id();
             let new = markers.insert(id);
-            return Ok(Recorded {
-                effect: Effect {
-                    counted: new.then_some(Counted::Event),
-                    backlog: (None, None),
-                    changed: new,
-                },
-                record: None,
-                undo: if new {
-                    Undo::Marker {
-                        incident: incident.clone(),
-                        event_id: id.to_string(),
-                    }
-                } else {
-                    Undo::Nothing
-                },
-            });
+            return Ok(Recorded::marker(new, incident, id.to_string()));
         }
         let id = object_id(
             &event.source_bucket,

@@ -294,6 +294,26 @@ impl Recorded {
     pub fn is_new(&self) -> bool {
         self.effect.counted.is_some()
     }
+
+    /// A not-tracked event's marker: counted once, when it was new; no object record.
+    pub fn marker(new: bool, incident: &IncidentKey, event_id: String) -> Recorded {
+        Recorded {
+            effect: Effect {
+                counted: new.then_some(Counted::Event),
+                backlog: (None, None),
+                changed: new,
+            },
+            record: None,
+            undo: if new {
+                Undo::Marker {
+                    incident: incident.clone(),
+                    event_id,
+                }
+            } else {
+                Undo::Nothing
+            },
+        }
+    }
 }
 
 /// How to take a write back when the incident counts it moved could not be updated, so that the

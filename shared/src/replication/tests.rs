@@ -52,6 +52,15 @@ fn failure_bodies(count: usize, reasons: &[(&str, &str)]) -> Vec<String> {
         .collect()
 }
 
+/// One SQS message with this body, as the envelope reads it, on its first receive or not.
+fn sqs_message(body: &str, first_delivery: bool) -> Vec<Message> {
+    let (_, mut messages) =
+        envelope::open(&NotificationBuilder::sqs_event(&[body.to_owned()]).to_string())
+            .expect("an SQS event");
+    messages[0].first_delivery = first_delivery;
+    messages
+}
+
 fn failed_ids(response: &Value) -> Vec<String> {
     response["batchItemFailures"]
         .as_array()
@@ -442,14 +451,7 @@ async fn first_receive_duplicates_read_nothing_redeliveries_look_once() {
     let world = World::new();
     let monitor = world.monitor();
     let body = failure_bodies(1, &[("rule-1", "DstPutObjectNotPermitted")]).remove(0);
-    let message = |first_delivery: bool| {
-        let (_, mut messages) = envelope::open(
-            &NotificationBuilder::sqs_event(std::slice::from_ref(&body)).to_string(),
-        )
-        .expect("an SQS event");
-        messages[0].first_delivery = first_delivery;
-        messages
-    };
+    let message = |first_delivery: bool| sqs_message(&body, first_delivery);
     let report = monitor.process(message(true)).await;
     assert_eq!((report.recorded, report.pages), (1, 1));
     let reads = || world.ledger.items_read.load(Ordering::Relaxed);
@@ -473,14 +475,7 @@ async fn events_written_by_an_attempt_that_died_are_counted_and_paged_on_redeliv
     let world = World::new();
     let monitor = world.monitor();
     let body = failure_bodies(1, &[("rule-1", "DstPutObjectNotPermitted")]).remove(0);
-    let message = |first_delivery: bool| {
-        let (_, mut messages) = envelope::open(
-            &NotificationBuilder::sqs_event(std::slice::from_ref(&body)).to_string(),
-        )
-        .expect("an SQS event");
-        messages[0].first_delivery = first_delivery;
-        messages
-    };
+    let message = |first_delivery: bool| sqs_message(&body, first_delivery);
     // The dead attempt: its write, and nothing after it.
     let Ok(S3Notification::Records(records)) = &message(true)[0].notification else {
         panic!("a notification");

@@ -15,7 +15,8 @@
 //! table once first to complete the catalog (as `replmon catalog-rebuild`).
 
 use super::replication::{incident_from_item, object_from_item, LEDGER_SCHEMA};
-use super::{get_n, get_s, n, s, sdk_error, DynamoDbLedger, Item};
+use super::status::PartitionQuery;
+use super::{get_n, get_s, n, s, sdk_error, DynamoDbLedger};
 use crate::event::ReplicationEventKind;
 use crate::incident::{IncidentCause, IncidentKey};
 use crate::ledger::{object_sort_key, LedgerError};
@@ -44,11 +45,13 @@ impl Migration<'_> {
         let mut report = MigrationReport::default();
         // The release before wrote its catalog best effort: list every source first, so that no
         // old incident is left out (and refusing counts) because its source was not catalogued.
-        ledger.rebuild_catalog().await?;
-        for source in ledger.catalogued_sources().await? {
+        for source in ledger.rebuild_catalog().await?.source_buckets {
             report.source_buckets += 1;
             let incidents = ledger
-                .partition_items(format!("INCIDENT#{source}"), "read incidents to migrate")
+                .query_all(
+                    whole(format!("INCIDENT#{source}")),
+                    "read incidents to migrate",
+                )
                 .await?;
             let mut old: Vec<(IncidentKey, u64, u64)> = Vec::new();
             for item in &incidents {
@@ -114,7 +117,7 @@ impl Migration<'_> {
     ) -> Result<(u64, u64), LedgerError> {
         let ledger = self.ledger;
         let members = ledger
-            .partition_items(partition.to_owned(), "read memberships to migrate")
+            .query_all(whole(partition.to_owned()), "read memberships to migrate")
             .await?;
         let token = match (&incident.cause, kind) {
             (_, "RECOVERED") => Some(format!("RECOVERED#{}", incident.rule_id)),
@@ -176,7 +179,7 @@ impl Migration<'_> {
     ) -> Result<BTreeMap<String, i64>, LedgerError> {
         let objects = self
             .ledger
-            .partition_items(format!("OBJECT#{source}"), "read objects to migrate")
+            .query_all(whole(format!("OBJECT#{source}")), "read objects to migrate")
             .await?;
         let mut backlog = BTreeMap::new();
         for item in &objects {
@@ -197,46 +200,11 @@ fn recovered_partition(key: &IncidentKey) -> String {
     format!("RECOVERED#{}#{}", key.source_bucket, key.id())
 }
 
-impl DynamoDbLedger {
-    /// Source buckets listed in the catalog.
-    async fn catalogued_sources(&self) -> Result<Vec<String>, LedgerError> {
-        Ok(self
-            .partition_items(super::CATALOG_PARTITION.to_owned(), "read the catalog")
-            .await?
-            .iter()
-            .filter_map(|item| {
-                get_s(item, "sk")?
-                    .strip_prefix("SOURCE#")
-                    .map(str::to_owned)
-            })
-            .collect())
-    }
-
-    /// Every item of a partition (strongly consistent, paginated).
-    async fn partition_items(
-        &self,
-        pk: String,
-        operation: &'static str,
-    ) -> Result<Vec<Item>, LedgerError> {
-        let mut items = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error(operation, &e))?;
-            items.extend(out.items.unwrap_or_default());
-            match out.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(items),
-            }
-        }
+/// A whole partition, strongly consistent: the migration reads what it just wrote.
+fn whole(pk: String) -> PartitionQuery {
+    PartitionQuery {
+        pk,
+        sort: None,
+        consistent: true,
     }
 }

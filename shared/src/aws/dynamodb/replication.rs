@@ -13,8 +13,8 @@ use crate::alarm_monitor::BacklogCounter;
 use crate::event::{ReplicationEvent, ReplicationEventKind};
 use crate::incident::{Incident, IncidentCause, IncidentKey};
 use crate::ledger::{
-    object_sort_key, Counted, CountsApplied, Effect, IncidentDelta, Ledger, LedgerError,
-    ObjectRecord, PageClaim, PageSent, Recorded, Undo,
+    object_sort_key, CountsApplied, IncidentDelta, Ledger, LedgerError, ObjectRecord, PageClaim,
+    PageSent, Recorded, Undo,
 };
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
@@ -54,22 +54,7 @@ impl DynamoDbLedger {
         let new = self
             .put_revised(item, None, "record not-tracked event")
             .await?;
-        Ok(Recorded {
-            effect: Effect {
-                counted: new.then_some(Counted::Event),
-                backlog: (None, None),
-                changed: new,
-            },
-            record: None,
-            undo: if new {
-                Undo::Marker {
-                    incident: incident.clone(),
-                    event_id,
-                }
-            } else {
-                Undo::Nothing
-            },
-        })
+        Ok(Recorded::marker(new, incident, event_id))
     }
 }
 

@@ -20,15 +20,17 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 const FAN_OUT: usize = 8;
 
 /// One partition's key condition: the partition and, optionally, a condition on `sk`.
-struct PartitionQuery {
-    pk: String,
+pub(super) struct PartitionQuery {
+    pub pk: String,
     /// `begins_with(sk, :v)` or `sk >= :v`, with its value.
-    sort: Option<(&'static str, String)>,
+    pub sort: Option<(&'static str, String)>,
+    /// A strongly consistent read (reports read eventually consistent, at half the cost).
+    pub consistent: bool,
 }
 
 impl DynamoDbLedger {
     /// Every item of a partition matching the query, page after page.
-    async fn query_all(
+    pub(super) async fn query_all(
         &self,
         query: PartitionQuery,
         operation: &'static str,
@@ -66,6 +68,9 @@ impl DynamoDbLedger {
                 .expression_attribute_values(":sk", s(value.clone())),
             None => request.key_condition_expression("pk = :pk"),
         };
+        if query.consistent {
+            request = request.consistent_read(true);
+        }
         if let Some(filter) = filter {
             request = request.filter_expression(filter);
         }
@@ -97,6 +102,7 @@ impl DynamoDbLedger {
                 PartitionQuery {
                     pk: CATALOG_PARTITION.to_owned(),
                     sort: Some(("begins_with(sk, :sk)", prefix.to_owned())),
+                    consistent: false,
                 },
                 "read catalog",
             )
@@ -133,6 +139,7 @@ impl LedgerReader for DynamoDbLedger {
                 PartitionQuery {
                     pk: format!("INCIDENT#{source_bucket}"),
                     sort: None,
+                    consistent: false,
                 },
                 "read incidents",
             )
@@ -151,6 +158,7 @@ impl LedgerReader for DynamoDbLedger {
         let query = PartitionQuery {
             pk: pk.clone(),
             sort: destination_bucket.map(|d| ("begins_with(sk, :sk)", format!("{d}#"))),
+            consistent: false,
         };
         let limit = limit.max(1);
         let mut objects: Vec<(String, ObjectRecord)> = Vec::new();
@@ -214,6 +222,7 @@ impl LedgerReader for DynamoDbLedger {
                 PartitionQuery {
                     pk: format!("PROBE#{source_bucket}"),
                     sort: Some(("sk >= :sk", ts(since))),
+                    consistent: false,
                 },
                 "read probes",
             )
@@ -227,6 +236,7 @@ impl LedgerReader for DynamoDbLedger {
                 PartitionQuery {
                     pk: format!("CANARY#{source_bucket}"),
                     sort: Some(("begins_with(sk, :sk)", "HEALTH#".to_owned())),
+                    consistent: false,
                 },
                 "read canary health",
             )
