@@ -4,11 +4,11 @@
 use crate::alarm::{AlarmMetric, AlarmRecord};
 use crate::alarm_monitor::{AlarmStore, BacklogCounter};
 use crate::clock::Clock;
-use crate::event::{EventId, ReplicationEvent, ReplicationEventKind};
+use crate::event::EventId;
 use crate::incident::{Incident, IncidentKey};
 use crate::ledger::{
-    CountsApplied, Effect, IncidentDelta, Ledger, LedgerError, ObjectRecord, PageClaim, PageSent,
-    Recorded, Undo,
+    Commit, CommitOutcome, IncidentMode, Ledger, LedgerError, ObjectRecord, PageClaim, PageSent,
+    StoredIncident, Verdict, Write,
 };
 use crate::metrics::{MetricsError, MetricsSource, Series};
 use crate::page::{Notifier, NotifyError, Page};
@@ -35,6 +35,8 @@ struct LedgerState {
     /// Markers of not-tracked events, per incident.
     markers: HashMap<IncidentKey, HashSet<EventId>>,
     incidents: HashMap<IncidentKey, (Incident, Option<HeldClaim>)>,
+    /// Tokens of the commits applied (DynamoDB remembers them ten minutes).
+    tokens: HashSet<String>,
     alarms: HashMap<String, (AlarmRecord, u64)>,
     canary: canary::CanaryState,
 }
@@ -43,10 +45,14 @@ struct LedgerState {
 #[derive(Debug, Default)]
 pub struct InMemoryLedger {
     state: Mutex<LedgerState>,
-    /// The next N `record_event` calls fail as if DynamoDB were unavailable.
+    /// The next N canary record writes fail as if DynamoDB were unavailable.
     pub fail_records: AtomicUsize,
-    /// The next N `apply_counts` calls fail.
-    pub fail_counts: AtomicUsize,
+    /// The next N commits fail as if DynamoDB were unavailable (nothing applied).
+    pub fail_commits: AtomicUsize,
+    /// The next N commits are applied, then fail as if the answer were lost on the way back.
+    pub lose_commits: AtomicUsize,
+    /// The next N commits meet another transaction on one of their items (nothing applied).
+    pub busy_commits: AtomicUsize,
     /// The next N `confirm_page` calls fail.
     pub fail_confirms: AtomicUsize,
     /// The next N canary health writes fail.
@@ -125,169 +131,144 @@ impl InMemoryLedger {
             .map(|(i, _)| (i.event_count + i.recovered_count) as usize)
             .sum()
     }
+}
 
-    /// An incident whose counts were never moved: what a crash between the writes and the
-    /// count update leaves behind is tested against this.
-    pub fn new_incident(key: &IncidentKey, now: DateTime<Utc>) -> Incident {
-        Incident {
-            key: key.clone(),
-            opened_at: now,
-            first_seen: None,
-            last_seen: None,
-            event_count: 0,
-            recovered_count: 0,
-            backlog_count: 0,
-            pages_sent: 0,
-            last_page_at: None,
-            event_count_at_last_page: 0,
-            last_recorded_at: None,
+impl LedgerState {
+    /// What a commit's write finds: whether its condition holds, and if not, what is stored.
+    fn verdict(&self, write: &Write) -> Verdict {
+        match write {
+            Write::Object { record, expected } => {
+                let stored = self.objects.get(&record_id(record));
+                if stored.map(|(_, revision)| *revision) == *expected {
+                    Verdict::Held
+                } else {
+                    Verdict::Object(stored.cloned())
+                }
+            }
+            Write::Marker { incident, event } => {
+                if self
+                    .markers
+                    .get(incident)
+                    .is_some_and(|ids| ids.contains(&event.id()))
+                {
+                    Verdict::MarkerExists
+                } else {
+                    Verdict::Held
+                }
+            }
+            Write::Incident { key, delta, mode } => {
+                let stored = self.incidents.get(key).map(|(incident, _)| incident);
+                let holds = match (mode, stored) {
+                    (IncidentMode::Create { .. }, stored) => stored.is_none(),
+                    (IncidentMode::Add { .. }, None) => false,
+                    (
+                        IncidentMode::Add {
+                            lower_first,
+                            raise_last,
+                        },
+                        Some(stored),
+                    ) => delta.span.is_none_or(|(first, last)| {
+                        // As the DynamoDB adapter's conditions: each guess about the span holds.
+                        let first_ok = stored.first_seen.is_none_or(|theirs| {
+                            if *lower_first {
+                                theirs >= first
+                            } else {
+                                theirs <= first
+                            }
+                        });
+                        let last_ok = stored.last_seen.is_none_or(|theirs| {
+                            if *raise_last {
+                                theirs <= last
+                            } else {
+                                theirs >= last
+                            }
+                        });
+                        first_ok && last_ok
+                    }),
+                };
+                if holds {
+                    Verdict::Held
+                } else {
+                    Verdict::Incident(stored.map(|incident| StoredIncident {
+                        incident: incident.clone(),
+                        migrated: true,
+                    }))
+                }
+            }
+        }
+    }
+
+    /// Apply a write whose condition held.
+    fn apply(&mut self, write: &Write, now: DateTime<Utc>) {
+        match write {
+            Write::Object { record, expected } => {
+                let revision = expected.map_or(1, |r| r + 1);
+                self.objects
+                    .insert(record_id(record), (record.clone(), revision));
+            }
+            Write::Marker { incident, event } => {
+                self.markers
+                    .entry(incident.clone())
+                    .or_default()
+                    .insert(event.id());
+            }
+            Write::Incident { key, delta, mode } => match mode {
+                IncidentMode::Create { first_page } => {
+                    let held = first_page.as_ref().map(|c| (c.token.clone(), c.at));
+                    self.incidents
+                        .insert(key.clone(), (delta.opened(key, now), held));
+                }
+                IncidentMode::Add { .. } => {
+                    if let Some((incident, _)) = self.incidents.get_mut(key) {
+                        *incident = delta.added_to(incident, now);
+                    }
+                }
+            },
         }
     }
 }
 
+fn record_id(record: &ObjectRecord) -> ObjectId {
+    object_id(
+        &record.source_bucket,
+        &record.destination_bucket,
+        &record.key,
+        record.version_id.as_deref(),
+    )
+}
+
 impl Ledger for InMemoryLedger {
-    async fn record_event(
-        &self,
-        event: &ReplicationEvent,
-        incident: &IncidentKey,
-        expires_at: DateTime<Utc>,
-    ) -> Result<Recorded, LedgerError> {
-        if take_failure(&self.fail_records) {
-            return Err(unavailable("record_event"));
+    async fn commit(&self, commit: &Commit) -> Result<CommitOutcome, LedgerError> {
+        if take_failure(&self.fail_commits) {
+            return Err(unavailable("commit"));
         }
-        let mut state = self.lock();
-        if event.kind == ReplicationEventKind::OperationNotTracked {
-            let markers = match state.markers.get_mut(incident) {
-                Some(set) => set,
-                None => state.markers.entry(incident.clone()).or_default(),
-            };
-            let id = event.id();
-            let new = markers.insert(id);
-            return Ok(Recorded::marker(new, incident, id.to_string()));
-        }
-        let id = object_id(
-            &event.source_bucket,
-            &event.destination_bucket,
-            &event.key,
-            event.version_id.as_deref(),
-        );
-        let stored = state.objects.get(&id);
-        let Some((record, effect)) = ObjectRecord::apply(stored.map(|(r, _)| r), event) else {
-            return Ok(Recorded {
-                effect: Effect {
-                    counted: None,
-                    backlog: (None, None),
-                    changed: false,
-                },
-                record: None,
-                undo: Undo::Nothing,
-            });
-        };
-        let before = stored.cloned();
-        if !effect.changed {
-            return Ok(Recorded {
-                effect,
-                record: Some(record),
-                undo: Undo::Nothing,
+        if take_failure(&self.busy_commits) {
+            return Ok(CommitOutcome::Cancelled {
+                verdicts: vec![Verdict::Held; commit.writes.len()],
+                busy: true,
             });
         }
-        let revision = before.as_ref().map_or(1, |(_, r)| r + 1);
-        state.objects.insert(id, (record.clone(), revision));
-        Ok(Recorded {
-            effect,
-            record: Some(record.clone()),
-            undo: Undo::Object {
-                before,
-                after: (record, revision),
-                expires_at,
-            },
-        })
-    }
-
-    async fn undo(&self, undo: &Undo) -> Result<(), LedgerError> {
         let mut state = self.lock();
-        match undo {
-            Undo::Nothing => {}
-            Undo::Marker { incident, event_id } => {
-                if let Some(markers) = state.markers.get_mut(incident) {
-                    markers.retain(|id| id.to_string() != *event_id);
-                }
-            }
-            Undo::Object { before, after, .. } => {
-                let (record, revision) = after;
-                let id = object_id(
-                    &record.source_bucket,
-                    &record.destination_bucket,
-                    &record.key,
-                    record.version_id.as_deref(),
-                );
-                if state.objects.get(&id).map(|(_, r)| *r) == Some(*revision) {
-                    match before {
-                        Some(previous) => {
-                            state.objects.insert(id, previous.clone());
-                        }
-                        None => {
-                            state.objects.remove(&id);
-                        }
-                    }
-                }
-            }
+        // A token seen before is answered as DynamoDB does: done, nothing applied again.
+        if state.tokens.contains(&commit.token) {
+            return Ok(CommitOutcome::Committed);
         }
-        Ok(())
-    }
-
-    async fn apply_counts(
-        &self,
-        incident: &IncidentKey,
-        delta: &IncidentDelta,
-        now: DateTime<Utc>,
-        _expires_at: DateTime<Utc>,
-        first_page: Option<&PageClaim>,
-    ) -> Result<CountsApplied, LedgerError> {
-        if take_failure(&self.fail_counts) {
-            return Err(unavailable("apply_counts"));
+        let verdicts: Vec<Verdict> = commit.writes.iter().map(|w| state.verdict(w)).collect();
+        if verdicts.iter().any(|v| *v != Verdict::Held) {
+            return Ok(CommitOutcome::Cancelled {
+                verdicts,
+                busy: false,
+            });
         }
-        let mut state = self.lock();
-        let created = !state.incidents.contains_key(incident);
-        let (stored, held) = state
-            .incidents
-            .entry(incident.clone())
-            .or_insert_with(|| (Self::new_incident(incident, now), None));
-        stored.event_count += delta.events;
-        stored.recovered_count += delta.recovered;
-        stored.backlog_count += delta.backlog;
-        if let Some((first, last)) = delta.span {
-            stored.first_seen = Some(stored.first_seen.map_or(first, |t| t.min(first)));
-            stored.last_seen = Some(stored.last_seen.map_or(last, |t| t.max(last)));
-            stored.last_recorded_at = Some(stored.last_recorded_at.map_or(now, |t| t.max(now)));
+        for write in &commit.writes {
+            state.apply(write, commit.now);
         }
-        let claimed = match first_page {
-            Some(claim) if created => {
-                *held = Some((claim.token.clone(), claim.at));
-                true
-            }
-            _ => false,
-        };
-        Ok(CountsApplied {
-            incident: stored.clone(),
-            claimed,
-        })
-    }
-
-    async fn open_incident(
-        &self,
-        incident: &IncidentKey,
-        delta: &IncidentDelta,
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-        first_page: &PageClaim,
-    ) -> Result<Option<CountsApplied>, LedgerError> {
-        if self.lock().incidents.contains_key(incident) {
-            return Ok(None);
+        state.tokens.insert(commit.token.clone());
+        // The ambiguous failure: applied, but the answer is lost on the way back.
+        if take_failure(&self.lose_commits) {
+            return Err(unavailable("commit"));
         }
-        self.apply_counts(incident, delta, now, expires_at, Some(first_page))
-            .await
-            .map(Some)
+        Ok(CommitOutcome::Committed)
     }
 
     async fn incident(&self, incident: &IncidentKey) -> Result<Option<Incident>, LedgerError> {
@@ -300,19 +281,19 @@ impl Ledger for InMemoryLedger {
         &self,
         incident: &IncidentKey,
         claim: &PageClaim,
-    ) -> Result<bool, LedgerError> {
+    ) -> Result<Option<Incident>, LedgerError> {
         let mut state = self.lock();
         let Some((stored, held)) = state.incidents.get_mut(incident) else {
-            return Ok(false);
+            return Ok(None);
         };
         let free = held
             .as_ref()
             .is_none_or(|(_, at)| *at < claim.lease_cutoff());
         if stored.pages_sent != claim.expected_pages_sent || !free {
-            return Ok(false);
+            return Ok(None);
         }
         *held = Some((claim.token.clone(), claim.at));
-        Ok(true)
+        Ok(Some(stored.clone()))
     }
 
     async fn confirm_page(

@@ -12,7 +12,13 @@
 //!   `ProvisionedThroughputExceededException` (the same as `Throttling` for other services);
 //! - [`Fault::Slow`]: wait before forwarding (longer than the SDK's attempt timeout, the client
 //!   gives up and hangs up first; the request is then never forwarded, counted as abandoned);
-//! - [`Fault::DropConnection`]: read the request, then close the connection without answering.
+//! - [`Fault::DropConnection`]: read the request, then close the connection without answering;
+//! - [`Fault::LoseResponse`]: forward the request (it takes effect upstream), then close the
+//!   connection without answering: the ambiguous failure, the write happened and the client never
+//!   learns it did;
+//! - [`Fault::TransactionConflict`]: DynamoDB `TransactWriteItems` only (a rule with it matches no
+//!   other call): 400 `TransactionCanceledException` with a `TransactionConflict` cancellation
+//!   reason per item, what DynamoDB answers when another transaction holds one of the items.
 //!
 //! Besides faults, the proxy can answer an S3 call with an error worded exactly as S3 words it
 //! ([`S3Error`], added with [`FaultProxy::reply`]), optionally on one bucket only: errors the local
@@ -73,10 +79,37 @@ pub enum Fault {
     Slow(Duration),
     /// Close the connection without answering.
     DropConnection,
+    /// Forward the call (it takes effect upstream), then close the connection without answering:
+    /// the client cannot tell whether the call happened.
+    LoseResponse,
+    /// DynamoDB `TransactWriteItems` only (a rule with this fault matches no other call): not
+    /// forwarded, answered 400 `TransactionCanceledException` with one `TransactionConflict`
+    /// cancellation reason per item of the request, as DynamoDB answers when another transaction
+    /// holds one of the items.
+    TransactionConflict,
 }
 
 impl Fault {
-    /// Every kind, with `slow` as the delay of [`Fault::Slow`].
+    /// Whether the fault can happen to the call: a transaction conflict only to a DynamoDB
+    /// `TransactWriteItems`, every other fault to any call.
+    fn applies_to(self, operation: &Operation) -> bool {
+        match self {
+            Fault::TransactionConflict => {
+                operation.service == "dynamodb" && operation.operation == "TransactWriteItems"
+            }
+            Fault::InternalError
+            | Fault::ServiceUnavailable
+            | Fault::Throttling
+            | Fault::ThroughputExceeded
+            | Fault::Slow(_)
+            | Fault::DropConnection
+            | Fault::LoseResponse => true,
+        }
+    }
+
+    /// The kinds any call can meet, with `slow` as the delay of [`Fault::Slow`]: every kind but
+    /// [`Fault::LoseResponse`] (its call takes effect though the client sees a failure) and
+    /// [`Fault::TransactionConflict`] (DynamoDB transactions only).
     pub fn every_kind(slow: Duration) -> [Fault; 6] {
         [
             Fault::InternalError,
@@ -127,12 +160,13 @@ impl Rule {
     }
 
     fn matches(&self, operation: &Operation) -> bool {
-        self.operation == "*"
+        let named = self.operation == "*"
             || self.operation == operation.name()
             || self
                 .operation
                 .strip_suffix(":*")
-                .is_some_and(|service| service == operation.service)
+                .is_some_and(|service| service == operation.service);
+        named && self.fault.applies_to(operation)
     }
 }
 
@@ -147,7 +181,8 @@ pub struct CallCounts {
     pub calls: u32,
     /// Calls a rule decided (answered with an error, delayed or dropped).
     pub faulted: u32,
-    /// Calls sent upstream (slow calls included once they are).
+    /// Calls sent upstream (slow calls included once they are, and the calls whose answer
+    /// [`Fault::LoseResponse`] lost).
     pub forwarded: u32,
     /// Slow calls whose client hung up before the delay ended: never forwarded.
     pub abandoned: u32,
@@ -404,6 +439,12 @@ async fn handle(
             Ok(forward(&shared, &operation, upstream, parts, body).await)
         }
         Some(Fault::DropConnection) => Err(ProxyError::Dropped),
+        Some(Fault::LoseResponse) => {
+            // Upstream's answer (or the 502 of an unreachable upstream) is thrown away.
+            let _lost = forward(&shared, &operation, upstream, parts, body).await;
+            Err(ProxyError::Dropped)
+        }
+        Some(Fault::TransactionConflict) => Ok(transaction_conflict_response(&body)),
         Some(fault) => Ok(error_response(
             &operation,
             fault,
@@ -672,10 +713,16 @@ fn error_response(operation: &Operation, fault: Fault, head: bool) -> Response<F
         (Fault::Throttling | Fault::ThroughputExceeded, Protocol::RestXml) => {
             (503, "SlowDown", "Please reduce your request rate.")
         }
-        // Not answered here (slow calls are forwarded, drops answer nothing).
-        (Fault::Slow(_) | Fault::DropConnection, _) => (500, "InternalError", "fault proxy"),
+        // Not answered here (slow calls are forwarded, drops and lost answers answer nothing,
+        // transaction conflicts are answered by `transaction_conflict_response`).
+        (
+            Fault::Slow(_)
+            | Fault::DropConnection
+            | Fault::LoseResponse
+            | Fault::TransactionConflict,
+            _,
+        ) => (500, "InternalError", "fault proxy"),
     };
-    let request_id = "fault-proxy-0000";
     let (content_type, body) = match operation.protocol {
         Protocol::Json => {
             let namespace = if dynamodb {
@@ -694,27 +741,66 @@ fn error_response(operation: &Operation, fault: Fault, head: bool) -> Response<F
             (
                 "text/xml",
                 format!(
-                    "<ErrorResponse><Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+                    "<ErrorResponse><Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>{REQUEST_ID}</RequestId></ErrorResponse>"
                 ),
             )
         }
         Protocol::RestXml => (
             "application/xml",
             format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>{request_id}</RequestId></Error>"
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>{REQUEST_ID}</RequestId></Error>"
             ),
         ),
     };
     // A HEAD answer has no body (S3 errors to HEAD carry only the status).
     let body = if head { String::new() } else { body };
+    answer(status, content_type, body)
+}
+
+/// The request id of the proxy's own answers.
+const REQUEST_ID: &str = "fault-proxy-0000";
+
+/// An answer of the proxy's own: status, content type and body, with a request id.
+fn answer(status: u16, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() =
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert("x-amzn-requestid", HeaderValue::from_static(request_id));
-    headers.insert("x-amz-request-id", HeaderValue::from_static(request_id));
+    headers.insert("x-amzn-requestid", HeaderValue::from_static(REQUEST_ID));
+    headers.insert("x-amz-request-id", HeaderValue::from_static(REQUEST_ID));
     response
+}
+
+/// DynamoDB's answer to a `TransactWriteItems` when another transaction holds its items: 400
+/// `TransactionCanceledException` with a `TransactionConflict` reason per item of the request's
+/// `TransactItems` (one when the request cannot be read).
+fn transaction_conflict_response(request: &[u8]) -> Response<Full<Bytes>> {
+    const CONFLICT: &str = "TransactionConflict";
+    let items = serde_json::from_slice::<serde_json::Value>(request)
+        .ok()
+        .and_then(|request| {
+            request
+                .get("TransactItems")
+                .and_then(serde_json::Value::as_array)
+                .map(Vec::len)
+        })
+        .unwrap_or(1)
+        .max(1);
+    let codes = vec![CONFLICT; items].join(", ");
+    let reason = serde_json::json!({
+        "Code": CONFLICT,
+        "Message": "Transaction is ongoing for the item",
+    });
+    let reasons = vec![reason; items];
+    let body = serde_json::json!({
+        "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+        "Message": format!(
+            "Transaction cancelled, please refer cancellation reasons for specific reasons [{codes}]"
+        ),
+        "CancellationReasons": reasons,
+    });
+    answer(400, "application/x-amz-json-1.0", body.to_string())
 }
 
 #[cfg(test)]
@@ -799,6 +885,138 @@ mod tests {
         );
         let counts = shared.lock().counts["dynamodb:UpdateItem"];
         assert_eq!((counts.calls, counts.faulted), (5, 2));
+    }
+
+    #[test]
+    fn a_transaction_conflict_rule_matches_dynamodb_transact_write_items_only() {
+        let operation = |service: &str, name: &str| Operation {
+            service: service.into(),
+            operation: name.into(),
+            protocol: Protocol::Json,
+        };
+        let transaction = operation("dynamodb", "TransactWriteItems");
+        for pattern in ["*", "dynamodb:*", "dynamodb:TransactWriteItems"] {
+            let rule = Rule::always(pattern, Fault::TransactionConflict);
+            assert!(rule.matches(&transaction), "{pattern}");
+            assert!(
+                !rule.matches(&operation("dynamodb", "PutItem")),
+                "{pattern}"
+            );
+            assert!(
+                !rule.matches(&operation("sqs", "TransactWriteItems")),
+                "{pattern}"
+            );
+        }
+        assert!(Rule::always("dynamodb:*", Fault::LoseResponse)
+            .matches(&operation("dynamodb", "PutItem")));
+    }
+
+    async fn answered(response: Response<Full<Bytes>>) -> (u16, String, serde_json::Value) {
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, content_type, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_transaction_conflict_cancels_every_item_of_the_transaction() {
+        let request = serde_json::json!({
+            "TransactItems": [{ "Put": {} }, { "Update": {} }, { "ConditionCheck": {} }],
+            "ClientRequestToken": "token",
+        });
+        let (status, content_type, body) = answered(transaction_conflict_response(
+            request.to_string().as_bytes(),
+        ))
+        .await;
+        assert_eq!(
+            (status, content_type.as_str()),
+            (400, "application/x-amz-json-1.0")
+        );
+        assert_eq!(
+            body["__type"],
+            "com.amazonaws.dynamodb.v20120810#TransactionCanceledException"
+        );
+        assert_eq!(
+            body["Message"],
+            "Transaction cancelled, please refer cancellation reasons for specific reasons [TransactionConflict, TransactionConflict, TransactionConflict]"
+        );
+        let conflict = serde_json::json!({
+            "Code": "TransactionConflict",
+            "Message": "Transaction is ongoing for the item",
+        });
+        assert_eq!(
+            body["CancellationReasons"],
+            serde_json::json!([conflict, conflict, conflict])
+        );
+        let (status, _, body) = answered(transaction_conflict_response(b"not json")).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["CancellationReasons"], serde_json::json!([conflict]));
+    }
+
+    #[tokio::test]
+    async fn a_lost_response_reaches_upstream_and_answers_nothing() {
+        // An upstream that counts the calls it answers.
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream_address = upstream.local_addr().unwrap();
+        let answered_upstream = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let server = tokio::spawn({
+            let answered_upstream = answered_upstream.clone();
+            async move {
+                while let Ok((stream, _)) = upstream.accept().await {
+                    let answered_upstream = answered_upstream.clone();
+                    let service = hyper::service::service_fn(move |_request| {
+                        answered_upstream.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        async { Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from("{}")))) }
+                    });
+                    tokio::spawn(
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service),
+                    );
+                }
+            }
+        });
+        let proxy = FaultProxy::start(&format!("http://{upstream_address}"))
+            .await
+            .unwrap();
+        proxy.inject(Rule::next(
+            1,
+            "dynamodb:TransactWriteItems",
+            Fault::LoseResponse,
+        ));
+        let call = || async {
+            let stream = TcpStream::connect(proxy.address).await.unwrap();
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            let request = Request::post("/")
+                .header("x-amz-target", "DynamoDB_20120810.TransactWriteItems")
+                .body(Full::new(Bytes::from(r#"{"TransactItems": []}"#)))
+                .unwrap();
+            sender
+                .send_request(request)
+                .await
+                .map(|response| response.status())
+        };
+        assert!(call().await.is_err(), "the lost answer must not arrive");
+        assert_eq!(
+            answered_upstream.load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+        assert_eq!(call().await.ok(), Some(StatusCode::OK));
+        assert_eq!(
+            answered_upstream.load(std::sync::atomic::Ordering::SeqCst),
+            2
+        );
+        let counts = proxy.counts("dynamodb:TransactWriteItems");
+        assert_eq!((counts.calls, counts.faulted, counts.forwarded), (2, 1, 2));
+        server.abort();
     }
 
     #[test]

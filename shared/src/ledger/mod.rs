@@ -6,7 +6,9 @@
 //! conditional write, and a duplicate costs one failed conditional write. Records merge
 //! commutatively ([`ObjectRecord::merge`]). Incidents keep their counts (events, recoveries, the
 //! objects still missing) as counters, moved once per incident per batch by what the batch's
-//! writes changed, so no page ever enumerates members. Pages are claimed optimistically.
+//! writes changed, in the same transaction as the writes ([`Commit`]), so no page ever
+//! enumerates members and no failure can separate a record from its count. Pages are claimed
+//! optimistically.
 
 use crate::event::{ReplicationEvent, ReplicationEventKind};
 use crate::incident::{failure_reason_code, Incident, IncidentCause, IncidentKey};
@@ -14,6 +16,12 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::future::Future;
+
+mod commit;
+pub use commit::{
+    commit_token, Commit, CommitOutcome, IncidentMode, StoredIncident, Verdict, Write,
+    MAX_COMMIT_WRITES,
+};
 
 /// DynamoDB sort keys hold at most 1,024 bytes and S3 keys up to 1,024: long keys are replaced
 /// by their SHA-256 in the sort key (the item keeps the real key in `key`).
@@ -281,63 +289,6 @@ fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
-/// What recording one event did, and how to take it back.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Recorded {
-    pub effect: Effect,
-    /// The object's record after the write (`None` for events without one: not tracked).
-    pub record: Option<ObjectRecord>,
-    pub undo: Undo,
-}
-
-impl Recorded {
-    pub fn is_new(&self) -> bool {
-        self.effect.counted.is_some()
-    }
-
-    /// A not-tracked event's marker: counted once, when it was new; no object record.
-    pub fn marker(new: bool, incident: &IncidentKey, event_id: String) -> Recorded {
-        Recorded {
-            effect: Effect {
-                counted: new.then_some(Counted::Event),
-                backlog: (None, None),
-                changed: new,
-            },
-            record: None,
-            undo: if new {
-                Undo::Marker {
-                    incident: incident.clone(),
-                    event_id,
-                }
-            } else {
-                Undo::Nothing
-            },
-        }
-    }
-}
-
-/// How to take a write back when the incident counts it moved could not be updated, so that the
-/// retry finds the event new and counts it (otherwise the retry would see a duplicate and the
-/// count would be lost).
-#[derive(Debug, Clone, PartialEq)]
-// Most writes carry an object undo; boxing it would add an allocation per write for nothing.
-#[allow(clippy::large_enum_variant)]
-pub enum Undo {
-    /// Nothing was written.
-    Nothing,
-    /// Restore the object record as it was (`None`: delete it), if nobody wrote since.
-    Object {
-        before: Option<(ObjectRecord, u64)>,
-        after: (ObjectRecord, u64),
-        expires_at: DateTime<Utc>,
-    },
-    /// Delete the marker of a not-tracked event.
-    Marker {
-        incident: IncidentKey,
-        event_id: String,
-    },
-}
-
 /// What one batch moves in one incident's counts.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IncidentDelta {
@@ -347,14 +298,6 @@ pub struct IncidentDelta {
     pub backlog: i64,
     /// Event times of the batch's events of this incident (`None`: only backlog moved here).
     pub span: Option<(DateTime<Utc>, DateTime<Utc>)>,
-}
-
-/// The incident after its counts moved.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CountsApplied {
-    pub incident: Incident,
-    /// The offered first-page claim was taken with the incident's creation.
-    pub claimed: bool,
 }
 
 /// A claim on the right to send an incident's next page, so that concurrent invocations in a
@@ -426,44 +369,15 @@ impl LedgerError {
 
 /// The ledger of failed and late objects and the incidents they belong to.
 ///
-/// No call needs a transaction on the hot path: one conditional write per event decides whether
-/// it is new and what it moved, then one update per incident per batch moves the counters. If
-/// that update fails, the batch's writes are undone so that the retry counts them.
+/// One commit per batch (per chunk of it) writes the batch's object records together with the
+/// counts they move ([`Commit`]); pages are claimed, confirmed and released on the incident.
 pub trait Ledger: Send + Sync {
-    /// Fold the event into its object record (or, for a not-tracked event, put its marker in
-    /// its incident) in one conditional write; a duplicate delivery writes nothing.
-    fn record_event(
+    /// Apply the writes atomically, or none of them and say why ([`CommitOutcome`]). Sent again
+    /// with the same token, a commit that went through is answered as done, not applied twice.
+    fn commit(
         &self,
-        event: &ReplicationEvent,
-        incident: &IncidentKey,
-        expires_at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Recorded, LedgerError>> + Send;
-
-    /// Take a write back (see [`Undo`]); a no-op if someone wrote the item since.
-    fn undo(&self, undo: &Undo) -> impl Future<Output = Result<(), LedgerError>> + Send;
-
-    /// Move the incident's counters by `delta`, create it if needed, widen its first/last seen
-    /// (never narrows), note that events were recorded at `now`, and answer it as it now stands.
-    /// `first_page`: a claim to take if this call creates the incident (its first page is due).
-    fn apply_counts(
-        &self,
-        incident: &IncidentKey,
-        delta: &IncidentDelta,
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-        first_page: Option<&PageClaim>,
-    ) -> impl Future<Output = Result<CountsApplied, LedgerError>> + Send;
-
-    /// Create the incident with these counts (and the first page claim) only if it does not
-    /// exist; `None` if it does. For counts an earlier attempt wrote but never applied.
-    fn open_incident(
-        &self,
-        incident: &IncidentKey,
-        delta: &IncidentDelta,
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-        first_page: &PageClaim,
-    ) -> impl Future<Output = Result<Option<CountsApplied>, LedgerError>> + Send;
+        commit: &Commit,
+    ) -> impl Future<Output = Result<CommitOutcome, LedgerError>> + Send;
 
     /// The incident as stored now (strongly consistent), with its counts.
     fn incident(
@@ -471,12 +385,13 @@ pub trait Ledger: Send + Sync {
         incident: &IncidentKey,
     ) -> impl Future<Output = Result<Option<Incident>, LedgerError>> + Send;
 
-    /// Take the right to page: `Ok(false)` when someone paged since, or holds a live claim.
+    /// Take the right to page and answer the incident as it stands: `None` when someone paged
+    /// since, or holds a live claim.
     fn claim_page(
         &self,
         incident: &IncidentKey,
         claim: &PageClaim,
-    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+    ) -> impl Future<Output = Result<Option<Incident>, LedgerError>> + Send;
 
     /// Record that the claimed page went out, and drop the claim.
     fn confirm_page(
@@ -496,36 +411,11 @@ pub trait Ledger: Send + Sync {
 
 /// Lets a handler borrow a port it does not own.
 impl<T: Ledger> Ledger for &T {
-    fn record_event(
+    fn commit(
         &self,
-        event: &ReplicationEvent,
-        incident: &IncidentKey,
-        expires_at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Recorded, LedgerError>> + Send {
-        (**self).record_event(event, incident, expires_at)
-    }
-    fn undo(&self, undo: &Undo) -> impl Future<Output = Result<(), LedgerError>> + Send {
-        (**self).undo(undo)
-    }
-    fn apply_counts(
-        &self,
-        incident: &IncidentKey,
-        delta: &IncidentDelta,
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-        first_page: Option<&PageClaim>,
-    ) -> impl Future<Output = Result<CountsApplied, LedgerError>> + Send {
-        (**self).apply_counts(incident, delta, now, expires_at, first_page)
-    }
-    fn open_incident(
-        &self,
-        incident: &IncidentKey,
-        delta: &IncidentDelta,
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-        first_page: &PageClaim,
-    ) -> impl Future<Output = Result<Option<CountsApplied>, LedgerError>> + Send {
-        (**self).open_incident(incident, delta, now, expires_at, first_page)
+        commit: &Commit,
+    ) -> impl Future<Output = Result<CommitOutcome, LedgerError>> + Send {
+        (**self).commit(commit)
     }
     fn incident(
         &self,
@@ -537,7 +427,7 @@ impl<T: Ledger> Ledger for &T {
         &self,
         incident: &IncidentKey,
         claim: &PageClaim,
-    ) -> impl Future<Output = Result<bool, LedgerError>> + Send {
+    ) -> impl Future<Output = Result<Option<Incident>, LedgerError>> + Send {
         (**self).claim_page(incident, claim)
     }
     fn confirm_page(

@@ -9,8 +9,10 @@ use crate::event::{NotificationRecord, ReplicationEvent, ReplicationEventKind, S
 use crate::incident::{IncidentCause, IncidentKey};
 use crate::ledger::{Ledger, LedgerError, PageClaim, PageSent};
 use batch::{BatchPlan, IncidentBatch};
+use write::{IncidentAfter, Known, WriteContext};
 
 mod batch;
+mod write;
 use crate::page::{Notifier, NotifyError};
 use chrono::{DateTime, Duration, Utc};
 use futures::stream::{self, StreamExt};
@@ -89,9 +91,6 @@ pub enum HandlerError {
 enum SettleError {
     #[error("another invocation is sending this incident's page; retry to confirm it went out")]
     ClaimHeld,
-    /// The incident's counts did not move: the batch's writes are taken back for the retry.
-    #[error("{0}")]
-    Counts(LedgerError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error(transparent)]
@@ -244,57 +243,61 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
             .collect();
 
         let now = self.clock.now();
-        let expires_at = now + self.settings.ledger_ttl;
-        let keys = &keys;
-        let outcomes: Vec<_> = stream::iter(events.iter().zip(&event_groups))
-            .map(|((index, event), &group)| async move {
-                let outcome = self
-                    .ledger
-                    .record_event(event, &keys[group], expires_at)
-                    .await;
-                (*index, event, group, outcome)
-            })
-            .buffer_unordered(self.settings.concurrency.max(1))
-            .collect()
-            .await;
+        let pairs: Vec<(&ReplicationEvent, &IncidentKey)> = events
+            .iter()
+            .zip(&event_groups)
+            .map(|((_, event), &group)| (event, &keys[group]))
+            .collect();
+        let context = WriteContext {
+            now,
+            expires_at: now + self.settings.ledger_ttl,
+            page_lease: self.settings.page_lease,
+            claim_token: &|| claim_token(now),
+        };
+        let written = write::write_events(&self.ledger, &pairs, &context).await;
 
         let mut plan = BatchPlan::default();
-        for (index, event, group, outcome) in outcomes {
+        for (((index, event), &group), outcome) in
+            events.iter().zip(&event_groups).zip(&written.events)
+        {
             match outcome {
-                Ok(recorded) => {
-                    if recorded.is_new() {
+                Ok((effect, _)) => {
+                    if effect.counted.is_some() {
                         report.recorded += 1;
                     } else {
                         report.duplicates += 1;
                     }
                     plan.add(
-                        index,
-                        first_delivery[index],
+                        *index,
+                        first_delivery[*index],
                         event,
                         &keys[group],
-                        recorded,
                         self.settings.sample_keys,
                     );
                 }
                 Err(error) => {
-                    tracing::error!(message_id = %ids[index], key = %event.key, %error, retryable = error.retryable(), "recording a replication event failed");
+                    tracing::error!(message_id = %ids[*index], key = %event.key, %error, retryable = error.retryable(), "recording a replication event failed");
                     report
                         .errors
-                        .push(format!("message {}: {error}", ids[index]));
-                    failed.insert(index);
+                        .push(format!("message {}: {error}", ids[*index]));
+                    failed.insert(*index);
                 }
             }
         }
 
-        let settled: Vec<_> = stream::iter(plan.incidents.iter().enumerate())
-            .map(|(position, (key, batch))| async move {
-                (position, key, batch, self.settle(key, batch).await)
+        let incidents = &written.incidents;
+        let settled: Vec<_> = stream::iter(plan.incidents.iter())
+            .map(|(key, batch)| async move {
+                (
+                    key,
+                    batch,
+                    self.settle(key, batch, incidents.get(key)).await,
+                )
             })
             .buffer_unordered(self.settings.concurrency.max(1))
             .collect()
             .await;
-        let mut uncounted: BTreeSet<usize> = BTreeSet::new();
-        for (position, key, batch, result) in settled {
+        for (key, batch, result) in settled {
             match result {
                 Ok(Settled::Quiet) => {}
                 Ok(Settled::Paged { notice: false }) => report.pages += 1,
@@ -305,17 +308,7 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
                         .errors
                         .push(format!("incident {}: {error}", key.id()));
                     failed.extend(batch.messages.iter().copied());
-                    if matches!(error, SettleError::Counts(_)) {
-                        uncounted.insert(position);
-                    }
                 }
-            }
-        }
-        // Counts that did not move: take their writes back, so that the retry counts them. Last
-        // write first: each undo is guarded by the revision the next one restores.
-        for undo in plan.undos_for(&uncounted).into_iter().rev() {
-            if let Err(error) = self.ledger.undo(undo).await {
-                tracing::error!(%error, "could not take back a write whose incident count failed; the retry will not count it");
             }
         }
 
@@ -323,84 +316,33 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         report
     }
 
-    /// Move the incident's counts and send its page if one is due.
+    /// Send the incident's page if one is due.
     async fn settle(
         &self,
         key: &IncidentKey,
         batch: &IncidentBatch,
+        after: Option<&IncidentAfter>,
     ) -> Result<Settled, SettleError> {
-        let now = self.clock.now();
-        let mut offered = None;
-        let incident = if batch.moves_counts() {
-            let first_page = (batch.delta.events > 0).then(|| PageClaim {
-                token: claim_token(now),
-                at: now,
-                expected_pages_sent: 0,
-                lease: self.settings.page_lease,
-            });
-            let applied = self
-                .ledger
-                .apply_counts(
-                    key,
-                    &batch.delta,
-                    now,
-                    now + self.settings.ledger_ttl,
-                    first_page.as_ref(),
-                )
-                .await
-                .map_err(SettleError::Counts)?;
-            if applied.claimed {
-                offered = first_page;
-            }
-            applied.incident
-        } else if batch.paging_events > 0 && batch.redelivered {
-            // Nothing new, but an earlier attempt at these messages may have left its page
-            // unsent (a failed publish): this retry sends it. A first delivery of a duplicate
-            // needs no look: the message that recorded the events first owns their page.
-            match self.ledger.incident(key).await? {
-                Some(incident) => incident,
-                // These events are in their objects but the incident was never created: the
-                // attempt that wrote them died before counting them (a timeout, say). Count what
-                // the objects show, once: only if the incident still does not exist.
-                None if batch.replay.events > 0 => {
-                    let first_page = PageClaim {
-                        token: claim_token(now),
-                        at: now,
-                        expected_pages_sent: 0,
-                        lease: self.settings.page_lease,
-                    };
-                    let opened = self
-                        .ledger
-                        .open_incident(
-                            key,
-                            &batch.replay,
-                            now,
-                            now + self.settings.ledger_ttl,
-                            &first_page,
-                        )
-                        .await
-                        .map_err(SettleError::Counts)?;
-                    match opened {
-                        Some(applied) => {
-                            offered = Some(first_page);
-                            applied.incident
-                        }
-                        None => match self.ledger.incident(key).await? {
-                            Some(incident) => incident,
-                            None => return Ok(Settled::Quiet),
-                        },
-                    }
-                }
-                None => return Ok(Settled::Quiet),
-            }
-        } else {
-            return Ok(Settled::Quiet);
-        };
         if batch.paging_events == 0 {
             return Ok(Settled::Quiet);
         }
-        let mut incident = incident;
-        let claim = match offered {
+        let now = self.clock.now();
+        let after = after.cloned().unwrap_or_default();
+        // Nothing new counted: an earlier attempt at these messages may still owe the page (a
+        // failed publish), so a redelivery looks. A first delivery of a duplicate needs no look:
+        // the message that recorded the events first owns their page.
+        if !after.moved && !batch.redelivered {
+            return Ok(Settled::Quiet);
+        }
+        let mut incident = match after.known {
+            Known::Stored(incident) => incident,
+            Known::Absent => return Ok(Settled::Quiet),
+            Known::Unknown => match self.ledger.incident(key).await? {
+                Some(incident) => incident,
+                None => return Ok(Settled::Quiet),
+            },
+        };
+        let claim = match after.claim {
             Some(claim) => claim,
             None => {
                 let mut waited = 0;
@@ -414,7 +356,8 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
                         expected_pages_sent: incident.pages_sent,
                         lease: self.settings.page_lease,
                     };
-                    if self.ledger.claim_page(key, &claim).await? {
+                    if let Some(claimed) = self.ledger.claim_page(key, &claim).await? {
+                        incident = claimed;
                         break claim;
                     }
                     // Someone paged since we read the incident: nothing to do. Or someone holds

@@ -281,7 +281,12 @@ async fn live_foreign_claim_sends_messages_back_until_it_expires() {
         expected_pages_sent: 0,
         lease: Duration::seconds(60),
     };
-    assert!(world.ledger.claim_page(&key, &foreign).await.unwrap());
+    assert!(world
+        .ledger
+        .claim_page(&key, &foreign)
+        .await
+        .unwrap()
+        .is_some());
     // The retry must not be acknowledged while the claim is live, or the page is lost.
     let response = monitor.handle_value(&event).await.unwrap();
     assert_eq!(failed_ids(&response), ["msg-0"]);
@@ -292,20 +297,25 @@ async fn live_foreign_claim_sends_messages_back_until_it_expires() {
 }
 
 #[tokio::test]
-async fn failed_write_fails_only_its_message() {
+async fn failed_commit_fails_its_messages_and_the_retry_completes() {
     let world = World::new();
     let monitor = world.monitor();
     let mut bodies = failure_bodies(2, &[("rule-1", "DstBucketNotFound")]);
     bodies.push("{\"Records\": [".into());
-    world.ledger.fail_records.store(1, Ordering::SeqCst);
+    // Every send of the commit fails (the handler sends it three times).
+    world.ledger.fail_commits.store(3, Ordering::SeqCst);
     let response = monitor
         .handle_value(&NotificationBuilder::sqs_event(&bodies))
         .await
         .unwrap();
     let failed = failed_ids(&response);
-    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(failed.len(), 3, "{failed:?}");
     assert!(failed.contains(&"msg-2".to_owned()));
-    assert_eq!(world.ledger.objects().len(), 1);
+    assert_eq!(
+        world.ledger.objects().len(),
+        0,
+        "a commit is all or nothing"
+    );
     // The retry of the failed messages records the rest; the malformed one keeps failing (to the DLQ).
     let retry: Vec<String> = failed
         .iter()
@@ -325,7 +335,7 @@ async fn direct_and_sns_failures_fail_the_invocation() {
     let monitor = world.monitor();
     let body = failure_bodies(1, &[("rule-1", "DstBucketNotFound")]).remove(0);
     let direct: Value = serde_json::from_str(&body).unwrap();
-    world.ledger.fail_records.store(1, Ordering::SeqCst);
+    world.ledger.fail_commits.store(3, Ordering::SeqCst);
     let error = monitor.handle_value(&direct).await.unwrap_err();
     assert!(error.to_string().contains("retry"), "{error}");
     assert!(monitor.handle_value(&direct).await.is_ok());
@@ -444,10 +454,10 @@ async fn million_object_incident_pages_and_summarises_with_constant_reads() {
     );
 }
 
-/// A duplicate on its first SQS receive (S3 sent the notification twice) costs its failed write
-/// and nothing else; a redelivered message looks at its incident in case its page is owed.
+/// A duplicate costs its cancelled commit and reads nothing: the cancellation answers the
+/// stored record and incident, which is all a redelivery needs to see whether a page is owed.
 #[tokio::test]
-async fn first_receive_duplicates_read_nothing_redeliveries_look_once() {
+async fn duplicates_read_nothing() {
     let world = World::new();
     let monitor = world.monitor();
     let body = failure_bodies(1, &[("rule-1", "DstPutObjectNotPermitted")]).remove(0);
@@ -459,59 +469,54 @@ async fn first_receive_duplicates_read_nothing_redeliveries_look_once() {
 
     let report = monitor.process(message(true)).await;
     assert_eq!((report.duplicates, report.pages), (1, 0));
-    assert_eq!(reads(), 0, "a first-receive duplicate reads nothing");
-
     let report = monitor.process(message(false)).await;
     assert_eq!((report.duplicates, report.pages), (1, 0));
-    assert_eq!(reads(), 1, "a redelivery reads its incident once");
+    assert_eq!(reads(), 0, "duplicates read nothing");
     assert_eq!(world.notifier.pages().len(), 1);
 }
 
-/// An attempt that wrote its events and died before counting them (a Lambda timeout): the
-/// redelivered message finds the events in their objects and no incident, counts them once and
-/// sends the first page; a first receive of the same events (another message) does not.
+/// The ambiguous failure: the commit went through but its answer was lost (a timeout after the
+/// write, a 5xx from a front end). Sent again with its token, it is answered as done: the event
+/// is counted once and paged once, and nothing goes back for retry.
 #[tokio::test]
-async fn events_written_by_an_attempt_that_died_are_counted_and_paged_on_redelivery() {
+async fn a_commit_whose_answer_was_lost_counts_once() {
     let world = World::new();
     let monitor = world.monitor();
-    let body = failure_bodies(1, &[("rule-1", "DstPutObjectNotPermitted")]).remove(0);
-    let message = |first_delivery: bool| sqs_message(&body, first_delivery);
-    // The dead attempt: its write, and nothing after it.
-    let Ok(S3Notification::Records(records)) = &message(true)[0].notification else {
-        panic!("a notification");
-    };
-    let NotificationRecord::Replication(event) = &records[0] else {
-        panic!("a replication event");
-    };
-    let key = IncidentKey::for_event(event);
-    let written = world
-        .ledger
-        .record_event(event, &key, world.clock.now() + Duration::days(1))
+    let bodies = failure_bodies(3, &[("rule-1", "DstPutObjectNotPermitted")]);
+    world.ledger.lose_commits.store(1, Ordering::SeqCst);
+    let response = monitor
+        .handle_value(&NotificationBuilder::sqs_event(&bodies))
         .await
-        .expect("written");
-    assert!(written.is_new());
-
-    let report = monitor.process(message(true)).await;
-    assert_eq!((report.duplicates, report.pages), (1, 0));
-    assert!(world.ledger.incidents().is_empty());
-
-    for _ in 0..2 {
-        let report = monitor.process(message(false)).await;
-        assert!(report.failed_messages.is_empty(), "{:?}", report.errors);
-    }
-    let incidents = world.ledger.incidents();
-    assert_eq!(incidents.len(), 1);
-    assert_eq!(
-        (incidents[0].event_count, incidents[0].backlog_count),
-        (1, 1)
-    );
+        .expect("handled");
+    assert!(failed_ids(&response).is_empty(), "{response}");
+    let incident = world.ledger.incidents().remove(0);
+    assert_eq!((incident.event_count, incident.backlog_count), (3, 3));
     assert_eq!(world.notifier.pages().len(), 1);
 }
 
-/// Two writes of one object in one batch (late, then arrived), whose incident's count update
-/// fails: both are taken back, last first, so the retry counts each once.
+/// A commit that meets another transaction on one of its items (a storm's writers all count
+/// into one incident) waits and goes again; nothing is lost or doubled.
 #[tokio::test]
-async fn writes_taken_back_after_a_failed_count_are_counted_by_the_retry() {
+async fn a_commit_that_meets_another_transaction_goes_again() {
+    let world = World::new();
+    let monitor = world.monitor();
+    let bodies = failure_bodies(4, &[("rule-1", "DstPutObjectNotPermitted")]);
+    world.ledger.busy_commits.store(3, Ordering::SeqCst);
+    let response = monitor
+        .handle_value(&NotificationBuilder::sqs_event(&bodies))
+        .await
+        .expect("handled");
+    assert!(failed_ids(&response).is_empty(), "{response}");
+    let incident = world.ledger.incidents().remove(0);
+    assert_eq!((incident.event_count, incident.backlog_count), (4, 4));
+    assert_eq!(world.notifier.pages().len(), 1);
+}
+
+/// Two writes of one object in one batch (late, then arrived) whose commit keeps failing: nothing
+/// is written (a record is never in without its count), the messages go back, and the retry
+/// counts each event once.
+#[tokio::test]
+async fn a_failed_commit_writes_nothing_and_its_retry_counts_once() {
     let world = World::new();
     let monitor = world.monitor();
     let b = builder();
@@ -522,11 +527,15 @@ async fn writes_taken_back_after_a_failed_count_are_counted_by_the_retry() {
         })
         .collect();
     let event = NotificationBuilder::sqs_event(&bodies);
-    world.ledger.fail_counts.store(1, Ordering::SeqCst);
+    world.ledger.fail_commits.store(10, Ordering::SeqCst);
     let response = monitor.handle_value(&event).await.expect("handled");
     assert_eq!(failed_ids(&response).len(), 2, "{response}");
-    assert!(world.ledger.objects().is_empty(), "both writes taken back");
+    assert!(world.ledger.objects().is_empty(), "nothing written");
+    assert!(world.ledger.incidents().is_empty(), "nothing counted");
 
+    world.ledger.fail_commits.store(0, Ordering::SeqCst);
+    let response = monitor.handle_value(&event).await.expect("handled");
+    assert!(failed_ids(&response).is_empty(), "{response}");
     let response = monitor.handle_value(&event).await.expect("handled");
     assert!(failed_ids(&response).is_empty(), "{response}");
     let incident = world.ledger.incidents().remove(0);

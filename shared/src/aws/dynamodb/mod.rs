@@ -19,7 +19,7 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, SecondsFormat, Utc};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
 
@@ -27,7 +27,7 @@ pub(super) type Item = HashMap<String, AttributeValue>;
 
 mod alarm;
 mod canary;
-mod incident_counts;
+mod commit;
 mod migrate;
 mod replication;
 mod status;
@@ -41,9 +41,6 @@ pub use status::CatalogRebuild;
 /// The partition listing source buckets and alarms (`sk=SOURCE#<bucket>`, `sk=ALARM#<key>`).
 const CATALOG_PARTITION: &str = "CATALOG";
 
-/// Concurrent writers of one object record retry this often before the message is retried later.
-const MAX_WRITE_ATTEMPTS: u32 = 8;
-
 /// How long a process trusts its own catalog write before refreshing the entry's TTL.
 const CATALOG_REFRESH: StdDuration = StdDuration::from_secs(3600);
 
@@ -53,9 +50,6 @@ pub struct DynamoDbLedger {
     table: String,
     /// Catalog entries this process wrote, and when: one write per bucket or alarm per hour.
     catalogued: Arc<Mutex<HashMap<String, Instant>>>,
-    /// Incidents this process knows exist: their counts are moved with a plain update, not the
-    /// creating transaction (see `replication`).
-    known_incidents: Arc<Mutex<HashSet<String>>>,
 }
 
 impl DynamoDbLedger {
@@ -64,7 +58,6 @@ impl DynamoDbLedger {
             client: Client::new(sdk),
             table: table.to_owned(),
             catalogued: Arc::default(),
-            known_incidents: Arc::default(),
         }
     }
 

@@ -1,246 +1,28 @@
 //! The replication ledger: object records (the memberships), incidents with their counters, page
 //! claims, and the backlog counts alarm pages read.
 //!
-//! Hot path, per event: one conditional put of the object record; a duplicate is one failed
-//! conditional put that answers the stored record in the same request. Per incident per batch:
-//! one update that adds to the counters and widens the span; an incident new to this process is
-//! created, its first page claimed and its source catalogued in one transaction instead.
+//! Hot path: one transaction per batch ([`super::commit`]) puts the object records and moves the
+//! counters of their incidents; a redelivered batch is one cancelled transaction that answers
+//! the stored records. Pages are claimed, confirmed and released on the incident item.
 
-use super::{
-    corrupt, get_n, get_s, get_time, n, s, sdk_error, ts, DynamoDbLedger, Item, MAX_WRITE_ATTEMPTS,
-};
+use super::{corrupt, get_n, get_s, get_time, n, s, sdk_error, ts, DynamoDbLedger, Item};
 use crate::alarm_monitor::BacklogCounter;
-use crate::event::{ReplicationEvent, ReplicationEventKind};
 use crate::incident::{Incident, IncidentCause, IncidentKey};
 use crate::ledger::{
-    object_sort_key, CountsApplied, IncidentDelta, Ledger, LedgerError, ObjectRecord, PageClaim,
-    PageSent, Recorded, Undo,
+    object_sort_key, Commit, CommitOutcome, Ledger, LedgerError, ObjectRecord, PageClaim, PageSent,
 };
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeSet, HashMap};
-use std::time::Duration as StdDuration;
 
 /// Incidents created by this release carry it; an incident without it was written by an earlier
 /// release and gets its counts from `replmon migrate`.
 pub(super) const LEDGER_SCHEMA: u64 = 2;
 
-impl DynamoDbLedger {
-    /// The marker of a not-tracked event (such events have no object record).
-    async fn record_marker(
-        &self,
-        event: &ReplicationEvent,
-        incident: &IncidentKey,
-        expires_at: DateTime<Utc>,
-    ) -> Result<Recorded, LedgerError> {
-        let event_id = event.id().to_string();
-        let mut item: Item = [
-            ("pk", s(marker_partition(incident))),
-            ("sk", s(event_id.clone())),
-            ("entity", s("member")),
-            ("event_name", s(event.kind.as_str())),
-            ("key", s(event.key.clone())),
-            ("event_time", s(ts(event.event_time))),
-            ("expires_at", n(expires_at.timestamp())),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        if let Some(version) = &event.version_id {
-            item.insert("version_id".to_owned(), s(version.clone()));
-        }
-        let new = self
-            .put_revised(item, None, "record not-tracked event")
-            .await?;
-        Ok(Recorded::marker(new, incident, event_id))
-    }
-}
-
 impl Ledger for DynamoDbLedger {
-    async fn record_event(
-        &self,
-        event: &ReplicationEvent,
-        incident: &IncidentKey,
-        expires_at: DateTime<Utc>,
-    ) -> Result<Recorded, LedgerError> {
-        if event.kind == ReplicationEventKind::OperationNotTracked {
-            return self.record_marker(event, incident, expires_at).await;
-        }
-        // Most events concern an object the ledger has not seen: put it if absent. If it exists,
-        // the failed put answers the stored record, which is merged and written back guarded by
-        // its revision (a redelivery changes nothing and writes nothing more).
-        let mut stored: Option<(ObjectRecord, u64)> = None;
-        for attempt in 0..MAX_WRITE_ATTEMPTS {
-            let Some((record, effect)) =
-                ObjectRecord::apply(stored.as_ref().map(|(r, _)| r), event)
-            else {
-                break;
-            };
-            if !effect.changed {
-                return Ok(Recorded {
-                    effect,
-                    record: Some(record),
-                    undo: Undo::Nothing,
-                });
-            }
-            let revision = stored.as_ref().map_or(1, |(_, r)| r + 1);
-            let request = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(object_item(&record, revision, expires_at)))
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                );
-            let request = match &stored {
-                Some((_, r)) => request
-                    .condition_expression("revision = :rev")
-                    .expression_attribute_values(":rev", n(*r)),
-                None => request.condition_expression("attribute_not_exists(pk)"),
-            };
-            match request.send().await {
-                Ok(_) => {
-                    return Ok(Recorded {
-                        effect,
-                        record: Some(record.clone()),
-                        undo: Undo::Object {
-                            before: stored,
-                            after: (record, revision),
-                            expires_at,
-                        },
-                    })
-                }
-                Err(error) => match error.as_service_error() {
-                    Some(PutItemError::ConditionalCheckFailedException(failed)) => {
-                        if attempt > 0 {
-                            tracing::debug!(attempt, key = %record.key, "object record changed under us; merging again");
-                            tokio::time::sleep(StdDuration::from_millis(
-                                5 * 2u64.pow(attempt.min(6)),
-                            ))
-                            .await;
-                        }
-                        stored = failed.item().map(object_from_item).transpose()?;
-                    }
-                    _ => return Err(sdk_error("write object", &error)),
-                },
-            }
-        }
-        Err(LedgerError::Unavailable {
-            operation: "write object",
-            detail: format!("still conflicting after {MAX_WRITE_ATTEMPTS} attempts"),
-        })
-    }
-
-    async fn undo(&self, undo: &Undo) -> Result<(), LedgerError> {
-        match undo {
-            Undo::Nothing => Ok(()),
-            Undo::Marker { incident, event_id } => self
-                .client
-                .delete_item()
-                .table_name(&self.table)
-                .key("pk", s(marker_partition(incident)))
-                .key("sk", s(event_id.clone()))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| sdk_error("take back a not-tracked marker", &e)),
-            Undo::Object {
-                before,
-                after: (record, revision),
-                expires_at,
-            } => {
-                let (pk, sk) = object_key(record);
-                let result = match before {
-                    None => self
-                        .client
-                        .delete_item()
-                        .table_name(&self.table)
-                        .key("pk", s(pk))
-                        .key("sk", s(sk))
-                        .condition_expression("revision = :rev")
-                        .expression_attribute_values(":rev", n(*revision))
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| {
-                            (
-                                e.code() == Some("ConditionalCheckFailedException"),
-                                sdk_error("take back an object record", &e),
-                            )
-                        }),
-                    Some((previous, previous_revision)) => self
-                        .client
-                        .put_item()
-                        .table_name(&self.table)
-                        .set_item(Some(object_item(previous, *previous_revision, *expires_at)))
-                        .condition_expression("revision = :rev")
-                        .expression_attribute_values(":rev", n(*revision))
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| {
-                            (
-                                e.code() == Some("ConditionalCheckFailedException"),
-                                sdk_error("take back an object record", &e),
-                            )
-                        }),
-                };
-                match result {
-                    Ok(()) => Ok(()),
-                    // Someone wrote the record since: their write stands, and so does ours in it.
-                    Err((true, _)) => Ok(()),
-                    Err((false, error)) => Err(error),
-                }
-            }
-        }
-    }
-
-    async fn apply_counts(
-        &self,
-        incident: &IncidentKey,
-        delta: &IncidentDelta,
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-        first_page: Option<&PageClaim>,
-    ) -> Result<CountsApplied, LedgerError> {
-        let (pk, sk) = incident_key(incident);
-        let cache_key = format!("{pk}\n{sk}");
-        if !self.knows(&cache_key) {
-            let created = self
-                .create_incident(incident, delta, now, expires_at, first_page)
-                .await?;
-            self.learn(cache_key);
-            if let Some(incident) = created {
-                return Ok(CountsApplied {
-                    incident,
-                    claimed: first_page.is_some(),
-                });
-            }
-        }
-        let incident = self.update_counts(incident, delta, now, expires_at).await?;
-        Ok(CountsApplied {
-            incident,
-            claimed: false,
-        })
-    }
-
-    async fn open_incident(
-        &self,
-        incident: &IncidentKey,
-        delta: &IncidentDelta,
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-        first_page: &PageClaim,
-    ) -> Result<Option<CountsApplied>, LedgerError> {
-        Ok(self
-            .create_incident(incident, delta, now, expires_at, Some(first_page))
-            .await?
-            .map(|incident| CountsApplied {
-                incident,
-                claimed: true,
-            }))
+    async fn commit(&self, commit: &Commit) -> Result<CommitOutcome, LedgerError> {
+        self.commit_items(commit).await
     }
 
     async fn incident(&self, incident: &IncidentKey) -> Result<Option<Incident>, LedgerError> {
@@ -255,20 +37,31 @@ impl Ledger for DynamoDbLedger {
         &self,
         incident: &IncidentKey,
         claim: &PageClaim,
-    ) -> Result<bool, LedgerError> {
-        self.conditional_update(
-            incident,
-            "SET page_claim = :token, page_claim_at = :at",
-            "pages_sent = :expected AND (attribute_not_exists(page_claim) OR page_claim_at < :cutoff)",
-            vec![
-                (":token", s(claim.token.clone())),
-                (":at", s(ts(claim.at))),
-                (":expected", n(claim.expected_pages_sent)),
-                (":cutoff", s(ts(claim.lease_cutoff()))),
-            ],
-            "claim page",
-        )
-        .await
+    ) -> Result<Option<Incident>, LedgerError> {
+        let (pk, sk) = incident_key(incident);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .update_expression("SET page_claim = :token, page_claim_at = :at")
+            .condition_expression(
+                "pages_sent = :expected AND (attribute_not_exists(page_claim) OR page_claim_at < :cutoff)",
+            )
+            .expression_attribute_values(":token", s(claim.token.clone()))
+            .expression_attribute_values(":at", s(ts(claim.at)))
+            .expression_attribute_values(":expected", n(claim.expected_pages_sent))
+            .expression_attribute_values(":cutoff", s(ts(claim.lease_cutoff())))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            // The incident as it stands once claimed: the page reports its current counts.
+            Ok(out) => incident_from_item(&out.attributes.unwrap_or_default()).map(Some),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(None),
+            Err(e) => Err(sdk_error("claim page", &e)),
+        }
     }
 
     async fn confirm_page(
@@ -396,7 +189,7 @@ pub(super) fn marker_partition(key: &IncidentKey) -> String {
     format!("MEMBERS#{}#{}", key.source_bucket, key.id())
 }
 
-fn object_item(record: &ObjectRecord, revision: u64, expires_at: DateTime<Utc>) -> Item {
+pub(super) fn object_item(record: &ObjectRecord, revision: u64, expires_at: DateTime<Utc>) -> Item {
     let (pk, sk) = object_key(record);
     let mut item: Item = [
         ("pk", s(pk)),
