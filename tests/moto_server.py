@@ -23,15 +23,35 @@ mismatch error if its body differs. A cancelled or failed transaction changed no
 remembered: a retry runs it again. The tokens are kept per account and region, on moto's DynamoDB
 backend, so moto's reset (POST /moto-api/reset) forgets them with the tables.
 
+moto's TransactWriteItems also deep-copies every table it touches before it starts, to put the
+copy back if the transaction is cancelled: each transaction costs time in the size of the table
+(the 10,000-failure storm test ground to a halt at about 2,600 objects, each transaction slower
+than the SDK's attempt timeout). A DynamoDB transaction costs the same whatever the table holds.
+Here a transaction checks every condition first and writes nothing if one fails (as DynamoDB
+answers a cancellation: every reason, the stored item where ReturnValuesOnConditionCheckFailure
+asks for it), then applies its writes, keeping a copy of only the items it writes to put back if
+moto refuses one half-way.
+
 Usage: python tests/moto_server.py <moto_server arguments>
 """
+import copy
 import functools
 import json
 import sys
 import threading
 import time
 
-from moto.dynamodb.exceptions import ERROR_TYPE_PREFIX, DynamodbException
+from moto.dynamodb.comparisons import get_filter_expression
+from moto.dynamodb.exceptions import (
+    ERROR_TYPE_PREFIX,
+    DynamodbException,
+    MockValidationException,
+    MultipleTransactionsException,
+    TooManyTransactionsException,
+    TransactionCanceledException,
+    TransactWriteSingleOpException,
+)
+from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.responses import DynamoHandler
 from moto.server import main
 from moto.utilities.aws_headers import amz_crc32, gen_amzn_requestid_long
@@ -118,6 +138,80 @@ def _atomic_call_action(self):
 
 
 DynamoHandler.call_action = _atomic_call_action
+
+
+def _transact_write_items(self, transact_items):
+    """TransactWriteItems in the time of its items, not of the tables they are in."""
+    if len(transact_items) > 100:
+        raise TooManyTransactionsException()
+    targets = set()
+    plan = []
+    reasons = []
+    for item in transact_items:
+        if len(item) > 1:
+            raise TransactWriteSingleOpException
+        op_type, op = next(iter(item.items()))
+        if op_type not in {"ConditionCheck", "Put", "Delete", "Update"}:
+            raise MockValidationException("Unsupported transaction operation " + op_type)
+        table_name = op["TableName"]
+        if op_type == "Put":
+            table = self.get_table(table_name)
+            key = {table.hash_key_attr: op["Item"][table.hash_key_attr]}
+            if table.range_key_attr is not None:
+                key[table.range_key_attr] = op["Item"][table.range_key_attr]
+        else:
+            key = op["Key"]
+        target = (str(table_name), str(dict(sorted(key.items()))))
+        if target in targets:
+            raise MultipleTransactionsException()
+        targets.add(target)
+        current = self.get_item(table_name, key)
+        condition = op.get("ConditionExpression")
+        holds = condition is None or get_filter_expression(
+            condition,
+            op.get("ExpressionAttributeNames"),
+            op.get("ExpressionAttributeValues"),
+        ).expr(current)
+        if holds:
+            reasons.append((None, None, None))
+        else:
+            stored = None
+            if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
+                stored = current.to_json()["Attributes"]
+            reasons.append(("ConditionalCheckFailed", "The conditional request failed", stored))
+        plan.append((op_type, op, table_name, key, current))
+    if any(code is not None for code, _, _ in reasons):
+        raise TransactionCanceledException(reasons)
+    written = []
+    try:
+        for op_type, op, table_name, key, current in plan:
+            if op_type == "ConditionCheck":
+                continue
+            before = copy.deepcopy(current.to_json()["Attributes"]) if current else None
+            written.append((table_name, key, before))
+            names = op.get("ExpressionAttributeNames")
+            values = op.get("ExpressionAttributeValues")
+            if op_type == "Put":
+                self.put_item(table_name, op["Item"])
+            elif op_type == "Delete":
+                self.delete_item(table_name, key)
+            else:
+                self.update_item(table_name, key, op["UpdateExpression"], names, values)
+    except Exception as error:
+        for table_name, key, before in reversed(written):
+            if before is None:
+                self.delete_item(table_name, key)
+            else:
+                self.put_item(table_name, before)
+        if isinstance(error, MockValidationException):
+            raise
+        raise TransactionCanceledException(
+            [(type(error).__name__, str(error), None)]
+            + [(None, None, None)] * (len(plan) - 1)
+        )
+
+
+DynamoDBBackend.transact_write_items = _transact_write_items
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

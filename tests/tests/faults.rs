@@ -278,7 +278,7 @@ async fn replication_transient_faults_of_every_kind_are_retried_and_match_a_clea
     let mut local = FaultyStack::start(&aws_settings(2)).await;
     let (clean, clean_calls) = clean_replication_run(&mut local).await;
     let faulted_operations = [
-        "dynamodb:PutItem",
+        "dynamodb:TransactWriteItems",
         "dynamodb:UpdateItem",
         "dynamodb:Query",
         "sns:Publish",
@@ -321,9 +321,11 @@ async fn replication_two_throttles_in_a_row_are_absorbed_by_three_attempts() {
     let mut local = FaultyStack::start(&aws_settings(3)).await;
     let (clean, _) = clean_replication_run(&mut local).await;
     local.reprovision().await;
-    local
-        .proxy
-        .inject(Rule::next(2, "dynamodb:PutItem", Fault::ThroughputExceeded));
+    local.proxy.inject(Rule::next(
+        2,
+        "dynamodb:TransactWriteItems",
+        Fault::ThroughputExceeded,
+    ));
     local
         .proxy
         .inject(Rule::next(2, "sns:Publish", Fault::Throttling));
@@ -334,7 +336,7 @@ async fn replication_two_throttles_in_a_row_are_absorbed_by_three_attempts() {
         .expect("handled");
     assert!(batch_item_failures(&response).is_empty(), "{response}");
     assert_eq!(local.outcome().await, clean);
-    assert_eq!(local.proxy.counts("dynamodb:PutItem").faulted, 2);
+    assert_eq!(local.proxy.counts("dynamodb:TransactWriteItems").faulted, 2);
     assert_eq!(local.proxy.counts("sns:Publish").faulted, 2);
 }
 
@@ -344,10 +346,9 @@ async fn replication_persistent_faults_fail_batch_items_and_the_redelivery_pages
     let mut local = FaultyStack::start(&aws_settings(2)).await;
     let (clean, _) = clean_replication_run(&mut local).await;
     let cases = [
-        // Nothing can be recorded: every message goes back.
-        Rule::always("dynamodb:PutItem", Fault::InternalError),
-        // Recorded, but no incident can be brought up to date (a new incident is created, with
-        // its counts and first page claim, in one transaction): the writes are taken back.
+        // Nothing can be recorded (records and counts are one transaction): every message goes
+        // back, having written nothing.
+        Rule::always("dynamodb:TransactWriteItems", Fault::InternalError),
         Rule::always("dynamodb:TransactWriteItems", Fault::ServiceUnavailable),
         // Recorded and claimed, but no page goes out (the claim is given back).
         Rule::always("sns:Publish", Fault::Throttling),
@@ -363,7 +364,7 @@ async fn replication_persistent_faults_fail_batch_items_and_the_redelivery_pages
         assert_eq!(batch_item_failures(&response), ALL_MESSAGES, "{rule:?}");
         let faulted = local.outcome().await;
         assert!(faulted.pages.is_empty(), "{rule:?}: {:#?}", faulted.pages);
-        let operation = rule.operation.replace('*', "PutItem");
+        let operation = rule.operation.replace('*', "TransactWriteItems");
         let counts = local.proxy.counts(&operation);
         // The SDK tried every call twice (max attempts) before giving up.
         assert!(
@@ -452,8 +453,8 @@ async fn replication_page_sent_but_not_confirmed_is_acknowledged_so_no_retry_pag
             "v1",
             Some("DstBucketNotFound"),
         )])]);
-    // A new incident is created with its first page claimed in one transaction; after the
-    // publish, its first UpdateItem confirms the page. The ledger fails from the confirmation on.
+    // A new incident is created with its first page claimed in the batch's transaction; after
+    // the publish, the first UpdateItem confirms the page. The ledger fails from there on.
     local
         .proxy
         .inject(Rule::always("dynamodb:UpdateItem", Fault::InternalError));
@@ -473,6 +474,105 @@ async fn replication_page_sent_but_not_confirmed_is_acknowledged_so_no_retry_pag
     // What the ledger could not record: the page, still under its (unconfirmed) claim.
     assert_eq!(incident["pages_sent"], "0");
     assert!(incident.contains_key("page_claim"), "{incident:?}");
+}
+
+/// The ambiguous failure, on the real adapter: the batch's transaction reaches DynamoDB and
+/// takes effect, and its answer is lost. The SDK sends it again with the same
+/// `ClientRequestToken`, which is answered as done (the local stack models DynamoDB's token), so
+/// nothing is applied twice and the outcome is the clean run's. When every answer is lost, the
+/// messages go back; what was written is counted exactly once, and the redelivery (after the
+/// dead attempt's page claim expired) pages each incident once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_commit_whose_answer_is_lost_is_applied_once() {
+    let mut local = FaultyStack::start(&aws_settings(2)).await;
+    let (clean, clean_calls) = clean_replication_run(&mut local).await;
+    let transactions = |calls: &BTreeMap<String, CallCounts>| {
+        calls
+            .get("dynamodb:TransactWriteItems")
+            .map_or(0, |c| c.forwarded)
+    };
+
+    local.reprovision().await;
+    local.proxy.inject(Rule::next(
+        1,
+        "dynamodb:TransactWriteItems",
+        Fault::LoseResponse,
+    ));
+    let response = local
+        .replication_monitor(MonitorSettings::default())
+        .handle_value(&replication_batch(&local.stack))
+        .await
+        .expect("handled");
+    assert!(batch_item_failures(&response).is_empty(), "{response}");
+    assert_eq!(local.outcome().await, clean);
+    // The lost one reached the stack, and so did its retry (answered from the token).
+    assert_eq!(
+        transactions(&local.proxy.all_counts()),
+        transactions(&clean_calls) + 1
+    );
+
+    local.reprovision().await;
+    let lease = std::time::Duration::from_secs(2);
+    let settings = MonitorSettings {
+        page_lease: chrono::Duration::from_std(lease).unwrap_or_default(),
+        claim_waits: 0,
+        ..MonitorSettings::default()
+    };
+    let monitor = local.replication_monitor(settings);
+    let batch = replication_batch(&local.stack);
+    let rule = local.proxy.inject(Rule::always(
+        "dynamodb:TransactWriteItems",
+        Fault::LoseResponse,
+    ));
+    let response = monitor.handle_value(&batch).await.expect("handled");
+    assert_eq!(batch_item_failures(&response), ALL_MESSAGES);
+    let lost = local.outcome().await;
+    assert!(lost.pages.is_empty(), "{:#?}", lost.pages);
+    let counts = |outcome: &Outcome| -> Vec<(String, String, String)> {
+        let mut counts: Vec<_> = outcome
+            .ledger
+            .iter()
+            .filter(|item| item.get("entity").map(String::as_str) == Some("incident"))
+            .map(|item| {
+                (
+                    item["sk"].clone(),
+                    item["event_count"].clone(),
+                    item["backlog_count"].clone(),
+                )
+            })
+            .collect();
+        counts.sort();
+        counts
+    };
+    assert_eq!(counts(&lost), counts(&clean), "written once, counted once");
+    local.proxy.remove(rule);
+    tokio::time::sleep(lease + std::time::Duration::from_millis(200)).await;
+    let response = monitor.handle_value(&batch).await.expect("redelivery");
+    assert!(batch_item_failures(&response).is_empty(), "{response}");
+    assert_eq!(local.outcome().await, clean);
+}
+
+/// Another transaction holding one of the batch's items (a storm's writers counting into one
+/// incident) cancels the commit with `TransactionConflict`; the handler waits and commits again,
+/// and the outcome is the clean run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_commit_that_meets_another_transaction_goes_again() {
+    let mut local = FaultyStack::start(&aws_settings(2)).await;
+    let (clean, _) = clean_replication_run(&mut local).await;
+    local.reprovision().await;
+    local.proxy.inject(Rule::next(
+        3,
+        "dynamodb:TransactWriteItems",
+        Fault::TransactionConflict,
+    ));
+    let response = local
+        .replication_monitor(MonitorSettings::default())
+        .handle_value(&replication_batch(&local.stack))
+        .await
+        .expect("handled");
+    assert!(batch_item_failures(&response).is_empty(), "{response}");
+    assert_eq!(local.outcome().await, clean);
+    assert_eq!(local.proxy.counts("dynamodb:TransactWriteItems").faulted, 3);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -934,16 +1034,19 @@ async fn real_functions_under_cargo_lambda_watch_fail_on_persistent_faults_and_r
     let watch = start_watch(&env).expect("cargo lambda watch");
 
     // replication-events from SQS: the message goes back while the ledger refuses writes.
-    let put_item = proxy.inject(Rule::always("dynamodb:PutItem", Fault::InternalError));
+    let commits = proxy.inject(Rule::always(
+        "dynamodb:TransactWriteItems",
+        Fault::InternalError,
+    ));
     let first = invoke(watch.port, "replication-events", "sqs/failed.json").expect("invoke");
     assert!(first.success, "{}{}", first.stdout, first.stderr);
     assert_eq!(
         batch_item_failures(&response(&first.stdout)),
         ["dedf1569-472d-47d5-9ab3-8dcbb0a23e9b"]
     );
-    assert!(proxy.counts("dynamodb:PutItem").faulted >= 2);
+    assert!(proxy.counts("dynamodb:TransactWriteItems").faulted >= 2);
     assert!(stack.drain_pages().await.expect("pages").is_empty());
-    proxy.remove(put_item);
+    proxy.remove(commits);
     for delivery in ["redelivery", "duplicate"] {
         let again = invoke(watch.port, "replication-events", "sqs/failed.json").expect("invoke");
         assert!(
