@@ -74,6 +74,10 @@ pub(crate) fn is_transient<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResp
                 || code.contains("ProvisionedThroughputExceeded")
                 || code == "RequestLimitExceeded"
                 || code == "TransactionConflict"
+                // A plain write to an item a transaction holds, and a transaction sent again
+                // (same token) while the first is still being applied: both pass.
+                || code == "TransactionConflictException"
+                || code == "TransactionInProgressException"
                 || code == "InternalServerError"
         }
         _ => false,
