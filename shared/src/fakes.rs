@@ -135,10 +135,10 @@ impl InMemoryLedger {
 
 impl LedgerState {
     /// What a commit's write finds: whether its condition holds, and if not, what is stored.
-    fn verdict(&self, write: &Write) -> Verdict {
+    fn verdict(&self, write: &Write, id: Option<&ObjectId>) -> Verdict {
         match write {
-            Write::Object { record, expected } => {
-                let stored = self.objects.get(&record_id(record));
+            Write::Object { expected, .. } => {
+                let stored = id.and_then(|id| self.objects.get(id));
                 if stored.map(|(_, revision)| *revision) == *expected {
                     Verdict::Held
                 } else {
@@ -199,12 +199,12 @@ impl LedgerState {
     }
 
     /// Apply a write whose condition held.
-    fn apply(&mut self, write: &Write, now: DateTime<Utc>) {
+    fn apply(&mut self, write: &Write, id: Option<ObjectId>, now: DateTime<Utc>) {
         match write {
             Write::Object { record, expected } => {
                 let revision = expected.map_or(1, |r| r + 1);
-                self.objects
-                    .insert(record_id(record), (record.clone(), revision));
+                let id = id.unwrap_or_else(|| record_id(record));
+                self.objects.insert(id, (record.clone(), revision));
             }
             Write::Marker { incident, event } => {
                 self.markers
@@ -253,15 +253,28 @@ impl Ledger for InMemoryLedger {
         if state.tokens.contains(&commit.token) {
             return Ok(CommitOutcome::Committed);
         }
-        let verdicts: Vec<Verdict> = commit.writes.iter().map(|w| state.verdict(w)).collect();
+        let ids: Vec<Option<ObjectId>> = commit
+            .writes
+            .iter()
+            .map(|w| match w {
+                Write::Object { record, .. } => Some(record_id(record)),
+                _ => None,
+            })
+            .collect();
+        let verdicts: Vec<Verdict> = commit
+            .writes
+            .iter()
+            .zip(&ids)
+            .map(|(w, id)| state.verdict(w, id.as_ref()))
+            .collect();
         if verdicts.iter().any(|v| *v != Verdict::Held) {
             return Ok(CommitOutcome::Cancelled {
                 verdicts,
                 busy: false,
             });
         }
-        for write in &commit.writes {
-            state.apply(write, commit.now);
+        for (write, id) in commit.writes.iter().zip(ids) {
+            state.apply(write, id, commit.now);
         }
         state.tokens.insert(commit.token.clone());
         // The ambiguous failure: applied, but the answer is lost on the way back.

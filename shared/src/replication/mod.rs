@@ -9,7 +9,7 @@ use crate::event::{NotificationRecord, ReplicationEvent, ReplicationEventKind, S
 use crate::incident::{IncidentCause, IncidentKey};
 use crate::ledger::{Ledger, LedgerError, PageClaim, PageSent};
 use batch::{BatchPlan, IncidentBatch};
-use write::{IncidentAfter, Known, WriteContext};
+use write::{IncidentAfter, Known, KnownIncidents, WriteContext};
 
 mod batch;
 mod write;
@@ -102,6 +102,7 @@ pub struct ReplicationMonitor<L, N, C> {
     notifier: N,
     clock: C,
     settings: MonitorSettings,
+    known: KnownIncidents,
 }
 
 enum Settled {
@@ -116,6 +117,7 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
             notifier,
             clock,
             settings,
+            known: KnownIncidents::default(),
         }
     }
 
@@ -253,15 +255,23 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
             expires_at: now + self.settings.ledger_ttl,
             page_lease: self.settings.page_lease,
             claim_token: &|| claim_token(now),
+            known: &self.known,
         };
         let written = write::write_events(&self.ledger, &pairs, &context).await;
+        for (key, after) in &written.incidents {
+            match &after.known {
+                Known::Stored(incident) => self.known.learn(key, Some(incident)),
+                Known::Absent => self.known.learn(key, None),
+                Known::Unknown => {}
+            }
+        }
 
         let mut plan = BatchPlan::default();
         for (((index, event), &group), outcome) in
             events.iter().zip(&event_groups).zip(&written.events)
         {
             match outcome {
-                Ok((effect, _)) => {
+                Ok(effect) => {
                     if effect.counted.is_some() {
                         report.recorded += 1;
                     } else {
@@ -338,7 +348,10 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
             Known::Stored(incident) => incident,
             Known::Absent => return Ok(Settled::Quiet),
             Known::Unknown => match self.ledger.incident(key).await? {
-                Some(incident) => incident,
+                Some(incident) => {
+                    self.known.learn(key, Some(&incident));
+                    incident
+                }
                 None => return Ok(Settled::Quiet),
             },
         };
@@ -357,6 +370,7 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
                         lease: self.settings.page_lease,
                     };
                     if let Some(claimed) = self.ledger.claim_page(key, &claim).await? {
+                        self.known.learn(key, Some(&claimed));
                         incident = claimed;
                         break claim;
                     }
@@ -365,7 +379,9 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
                     // publish takes milliseconds). If it died, acknowledging here would lose the
                     // page, so after the wait the messages go back for retry and find the
                     // outcome (or an expired lease) next time.
-                    let Some(current) = self.ledger.incident(key).await? else {
+                    let current = self.ledger.incident(key).await?;
+                    self.known.learn(key, current.as_ref());
+                    let Some(current) = current else {
                         return Ok(Settled::Quiet);
                     };
                     if current.pages_sent > claim.expected_pages_sent {
@@ -399,6 +415,11 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         // would page again once this claim's lease ran out: a second page for the same incident.
         // So a failed confirmation is logged and the messages are acknowledged; the unconfirmed
         // claim keeps other invocations from paging until its lease ends.
+        let mut paged = incident.clone();
+        paged.pages_sent += 1;
+        paged.last_page_at = Some(now);
+        paged.event_count_at_last_page = incident.event_count;
+        self.known.learn(key, Some(&paged));
         if let Err(error) = self.ledger.confirm_page(key, &claim, sent).await {
             tracing::error!(incident = %key.id(), source_bucket = %key.source_bucket, %error, "page sent but not recorded in the ledger; its messages are acknowledged so that no retry pages again");
         }

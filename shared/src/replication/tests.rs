@@ -548,3 +548,39 @@ async fn a_failed_commit_writes_nothing_and_its_retry_counts_once() {
         (1, 1, 0)
     );
 }
+
+/// Two processes (Lambda environments) counting into one incident: each remembers the incident
+/// as it last saw it, so its picture lags the other's counts and pages. A stale picture costs
+/// a failed condition or claim, never a count or a page: the summary page reports every object
+/// both counted, and it goes out once.
+#[tokio::test]
+async fn processes_with_stale_pictures_of_an_incident_count_and_page_exactly() {
+    let world = World::new();
+    let first = world.monitor();
+    let second = world.monitor();
+    let bodies = failure_bodies(6, &[("rule-1", "DstPutObjectNotPermitted")]);
+    let batch = |range: std::ops::Range<usize>| NotificationBuilder::sqs_event(&bodies[range]);
+    for (monitor, range) in [(&first, 0..2), (&second, 2..4), (&first, 4..5)] {
+        let response = monitor.handle_value(&batch(range)).await.expect("handled");
+        assert!(failed_ids(&response).is_empty(), "{response}");
+    }
+    assert_eq!(world.notifier.pages().len(), 1, "the first page only");
+    world.clock.advance(Duration::minutes(16));
+    // The second process last saw the incident before the first one's third batch.
+    let response = second.handle_value(&batch(5..6)).await.expect("handled");
+    assert!(failed_ids(&response).is_empty(), "{response}");
+    let incident = world.ledger.incidents().remove(0);
+    assert_eq!((incident.event_count, incident.backlog_count), (6, 6));
+    let pages = world.notifier.pages();
+    assert_eq!(pages.len(), 2, "one summary page");
+    assert!(
+        pages[1].subject().contains("6 objects"),
+        "{}",
+        pages[1].subject()
+    );
+    // The first process's picture is older still: nothing more is due, and nothing is sent.
+    let response = first.handle_value(&batch(5..6)).await.expect("handled");
+    assert!(failed_ids(&response).is_empty(), "{response}");
+    assert_eq!(world.notifier.pages().len(), 2);
+    assert_eq!(world.ledger.incidents()[0].event_count, 6);
+}

@@ -16,6 +16,7 @@ use crate::ledger::{
 };
 use chrono::{DateTime, Duration, Utc};
 use rustc_hash::FxHashMap;
+use std::sync::Mutex;
 use std::time::Duration as StdDuration;
 
 /// Objects (and markers) per commit; a chunk whose incidents push it past DynamoDB's 100
@@ -53,7 +54,7 @@ pub(super) struct IncidentAfter {
 /// The outcome of writing a batch: per event (in the order given), what it changed or why it
 /// failed, and what the commits showed of each incident.
 pub(super) struct Written {
-    pub events: Vec<Result<(Effect, Option<ObjectRecord>), LedgerError>>,
+    pub events: Vec<Result<Effect, LedgerError>>,
     pub incidents: FxHashMap<IncidentKey, IncidentAfter>,
 }
 
@@ -63,6 +64,44 @@ pub(super) struct WriteContext<'a> {
     pub expires_at: DateTime<Utc>,
     pub page_lease: Duration,
     pub claim_token: &'a (dyn Fn() -> String + Sync),
+    pub known: &'a KnownIncidents,
+}
+
+/// Incidents this process saw stored with counters, as last seen: a batch of a storm adds to
+/// its incident in one commit instead of first trying to create it. Only a guess: a stale entry
+/// makes a commit's condition fail (the incident expired, the span moved), whose cancellation
+/// answers the stored incident, and a page decision made from it is checked by the claim's
+/// condition (`pages_sent`), so a stale entry costs a round or a claim, never a count or a page.
+#[derive(Debug, Default)]
+pub(super) struct KnownIncidents(Mutex<FxHashMap<IncidentKey, Incident>>);
+
+/// At most this many incidents are remembered per process (then it starts over).
+const KNOWN_INCIDENTS: usize = 10_000;
+
+impl KnownIncidents {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FxHashMap<IncidentKey, Incident>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, key: &IncidentKey) -> Option<Incident> {
+        self.lock().get(key).cloned()
+    }
+
+    /// Remember the incident as it now stands (`None`: forget it).
+    pub fn learn(&self, key: &IncidentKey, incident: Option<&Incident>) {
+        let mut known = self.lock();
+        match incident {
+            Some(incident) => {
+                if known.len() >= KNOWN_INCIDENTS && !known.contains_key(key) {
+                    known.clear();
+                }
+                known.insert(key.clone(), incident.clone());
+            }
+            None => {
+                known.remove(key);
+            }
+        }
+    }
 }
 
 /// A chunk's unit of writing: an object version with its events, or a not-tracked marker.
@@ -85,7 +124,7 @@ struct Round {
     writes: Vec<Write>,
     /// Per write: the unit it belongs to (`None`: an incident write).
     owners: Vec<Option<usize>>,
-    effects: Vec<(usize, Effect, Option<ObjectRecord>)>,
+    effects: Vec<(usize, Effect)>,
     deltas: Vec<(IncidentKey, IncidentDelta)>,
 }
 
@@ -177,8 +216,25 @@ async fn write_chunk<L: Ledger>(
     context: &WriteContext<'_>,
     written: &mut Written,
 ) -> Option<(Vec<Unit>, Vec<Unit>)> {
-    // What the chunk's rounds learnt about its incidents: `None`, nothing yet.
+    // What the chunk's rounds learnt about its incidents (`None`: absent), starting from what
+    // this process saw before.
     let mut incidents: FxHashMap<IncidentKey, Option<StoredIncident>> = FxHashMap::default();
+    for unit in &chunk {
+        for &position in &unit.events {
+            let key = events[position].1;
+            if !incidents.contains_key(key) {
+                if let Some(incident) = context.known.get(key) {
+                    incidents.insert(
+                        key.clone(),
+                        Some(StoredIncident {
+                            incident,
+                            migrated: true,
+                        }),
+                    );
+                }
+            }
+        }
+    }
     let mut busy_rounds = 0;
     let mut last_error: Option<LedgerError> = None;
     for _ in 0..MAX_ROUNDS {
@@ -201,22 +257,33 @@ async fn write_chunk<L: Ledger>(
             let second = chunk.split_off(chunk.len() / 2);
             return Some((chunk, second));
         }
+        let Round {
+            writes,
+            owners,
+            effects,
+            deltas,
+        } = round;
         let commit = Commit {
             token: commit_token(),
-            writes: round.writes.clone(),
+            writes,
             now: context.now,
             expires_at: context.expires_at,
         };
         match send(ledger, &commit).await {
             Ok(CommitOutcome::Committed) => {
+                let round = Round {
+                    writes: Vec::new(),
+                    owners,
+                    effects,
+                    deltas,
+                };
                 finish(&chunk, round, &incidents, Some(&commit), context, written);
                 return None;
             }
             Ok(CommitOutcome::Cancelled { verdicts, busy }) => {
                 let mut learnt = false;
-                for (verdict, (write, owner)) in verdicts
-                    .into_iter()
-                    .zip(commit.writes.iter().zip(&round.owners))
+                for (verdict, (write, owner)) in
+                    verdicts.into_iter().zip(commit.writes.iter().zip(&owners))
                 {
                     match (verdict, write, owner) {
                         (Verdict::Object(stored), _, Some(unit)) => {
@@ -317,10 +384,15 @@ fn plan(
     let mut delta_of: FxHashMap<IncidentKey, usize> = FxHashMap::default();
     let mut touches: Vec<(usize, usize)> = Vec::new();
     let mut delta = |round: &mut Round, key: &IncidentKey, unit: usize| -> usize {
-        let position = *delta_of.entry(key.clone()).or_insert_with(|| {
-            round.deltas.push((key.clone(), IncidentDelta::default()));
-            round.deltas.len() - 1
-        });
+        // Most events of a batch share a few incidents: the key is cloned once per incident.
+        let position = match delta_of.get(key) {
+            Some(&position) => position,
+            None => {
+                round.deltas.push((key.clone(), IncidentDelta::default()));
+                delta_of.insert(key.clone(), round.deltas.len() - 1);
+                round.deltas.len() - 1
+            }
+        };
         touches.push((position, unit));
         position
     };
@@ -340,7 +412,6 @@ fn plan(
                         backlog: (None, None),
                         changed: counted,
                     },
-                    None,
                 ));
             }
             if new {
@@ -379,7 +450,7 @@ fn plan(
                 let d = delta(&mut round, key, index);
                 widen(&mut round.deltas[d].1, event.event_time);
             }
-            round.effects.push((position, effect, Some(record.clone())));
+            round.effects.push((position, effect));
             current = Some(record);
         }
         let Some(record) = current else { continue };
@@ -394,7 +465,17 @@ fn plan(
         if was != now {
             for (cause, step) in [(was, -1i64), (now, 1)] {
                 if let Some(cause) = cause {
-                    let d = delta(&mut round, &record.incident(cause), index);
+                    // Usually the incident of the unit's own event: no key to build.
+                    let own = events[unit.events[0]].1;
+                    let d = if own.cause == cause
+                        && own.source_bucket == record.source_bucket
+                        && own.rule_id == record.rule_id
+                        && own.destination_bucket == record.destination_bucket
+                    {
+                        delta(&mut round, own, index)
+                    } else {
+                        delta(&mut round, &record.incident(cause), index)
+                    };
                     round.deltas[d].1.backlog += step;
                 }
             }
@@ -483,8 +564,8 @@ fn finish(
             }
         }
     }
-    for (position, effect, record) in round.effects {
-        written.events[position] = Ok((effect, record));
+    for (position, effect) in round.effects {
+        written.events[position] = Ok(effect);
     }
     // What the rounds learnt, for incidents the commit did not write.
     for (key, stored) in incidents {
