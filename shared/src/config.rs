@@ -127,7 +127,7 @@ impl ReplicationEventsConfig {
 pub struct AlarmEventsConfig {
     pub table: String,
     pub page_topic_arn: String,
-    pub alarm: crate::alarm_monitor::AlarmSettings,
+    pub alarm: crate::alarm::monitor::AlarmSettings,
     pub aws: AwsSettings,
 }
 
@@ -136,7 +136,7 @@ impl AlarmEventsConfig {
         Ok(AlarmEventsConfig {
             table: table_name(env)?,
             page_topic_arn: topic_arn(env)?,
-            alarm: crate::alarm_monitor::AlarmSettings {
+            alarm: crate::alarm::monitor::AlarmSettings {
                 flap: crate::alarm::FlapRule {
                     max_transitions: number(env, "REPLMON_FLAP_TRANSITIONS", 4, 1, 100)? as usize,
                     window: Duration::seconds(number(
@@ -425,7 +425,10 @@ mod tests {
             ("REPLMON_PAGE_TOPIC_ARN", TOPIC),
         ]))
         .unwrap();
-        assert_eq!(config.alarm, crate::alarm_monitor::AlarmSettings::default());
+        assert_eq!(
+            config.alarm,
+            crate::alarm::monitor::AlarmSettings::default()
+        );
         let error = AlarmEventsConfig::from_env(&env(&[
             ("REPLMON_TABLE", "replmon"),
             ("REPLMON_PAGE_TOPIC_ARN", TOPIC),

@@ -1,9 +1,10 @@
 //! In-memory implementations of the ports, with the same semantics as the AWS adapters, for unit
 //! tests and benchmarks. Failures can be injected to exercise retry paths.
 
+use crate::alarm::monitor::{AlarmStore, BacklogCounter};
 use crate::alarm::{AlarmMetric, AlarmRecord};
-use crate::alarm_monitor::{AlarmStore, BacklogCounter};
 use crate::clock::Clock;
+use crate::delivery::page::{Notifier, NotifyError, Page};
 use crate::event::EventId;
 use crate::incident::{Incident, IncidentKey};
 use crate::ledger::{
@@ -11,7 +12,6 @@ use crate::ledger::{
     StoredIncident, Verdict, Write,
 };
 use crate::metrics::{MetricsError, MetricsSource, Series};
-use crate::page::{Notifier, NotifyError, Page};
 use chrono::{DateTime, Duration, Utc};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

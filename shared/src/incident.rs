@@ -2,8 +2,8 @@
 //! for when it pages, and the page an on-call engineer reads.
 
 use crate::catalog::{self, Explanation};
+use crate::delivery::page::{shorten, Page, Urgency};
 use crate::event::{ReplicationEvent, ReplicationEventKind};
-use crate::page::{shorten, Page, Urgency};
 use crate::severity::Severity;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use std::fmt::Write as _;
@@ -365,7 +365,7 @@ fn fmt_time(time: Option<DateTime<Utc>>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::page::{BODY_MAX_BYTES, SUBJECT_MAX_CHARS};
+    use crate::delivery::page::{BODY_MAX_BYTES, SUBJECT_MAX_CHARS};
 
     fn incident(cause: IncidentCause) -> Incident {
         let t = DateTime::parse_from_rfc3339("2026-11-23T03:00:00Z")

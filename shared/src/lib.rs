@@ -7,14 +7,15 @@
 //! ```text
 //! functions/*/main.rs   config parsed once, SDK clients built once, run(service_fn(handler))
 //!        |
-//! envelope              direct / SNS / SQS payloads -> messages + the response Lambda needs
+//! envelope/             direct / SNS / SQS payloads -> messages + the response Lambda needs
 //!        |
-//! replication/          S3 replication events -> ledger writes, incident counters, pages
-//! alarm_monitor, alarm  CloudWatch alarm changes -> alarm incidents, trend, backlog count
+//! replication/          S3 replication events -> one commit per batch (records + counters), pages
+//! alarm/                CloudWatch alarm changes -> alarm incidents, trend, backlog count
 //! canary/               probes under each rule, their timing, the set-up audit
 //! status/               what `replmon status` and `backlog` report
-//!        |  ports (traits): ledger::Ledger, alarm_monitor::{AlarmStore, BacklogCounter},
-//!        |  page::Notifier, clock::Clock, canary::ports, status::LedgerReader
+//! delivery/             pages and how they reach on-call (the notifier port)
+//!        |  ports (traits): ledger::Ledger, alarm::monitor::{AlarmStore, BacklogCounter},
+//!        |  delivery::page::Notifier, clock::Clock, canary::ports, status::LedgerReader
 //!        |
 //! aws/                  adapters: dynamodb/ (one file per port), sns, s3, cloudwatch
 //! fakes/                in-memory adapters for unit tests and benchmarks (count reads too)
@@ -24,17 +25,16 @@
 //! writes through the ports; its adapters go under `aws/`, its fakes under `fakes/`.
 
 pub mod alarm;
-pub mod alarm_monitor;
 pub mod canary;
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod envelope;
 pub mod event;
 pub mod incident;
 pub mod ledger;
 pub mod metrics;
-pub mod page;
 pub mod replication;
 pub mod severity;
 pub mod status;

@@ -12,10 +12,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use replmon_shared::alarm::monitor::{AlarmMonitor, AlarmSettings};
 use replmon_shared::alarm::{
     parse_alarm_time, parse_payload, AlarmInput, AlarmNotification, AlarmParseError, AlarmState,
 };
-use replmon_shared::alarm_monitor::{AlarmMonitor, AlarmSettings};
 use replmon_shared::canary::setup::{
     bucket_from_arn, CanarySegment, ReplicationRule, ReplicationSetup, RuleFilter,
 };

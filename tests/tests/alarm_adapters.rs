@@ -4,7 +4,7 @@
 //! replica's region, as AWS publishes them: the trend appears only if the monitor asks there.
 
 use aws_sdk_cloudwatch::types::StandardUnit;
-use replmon_shared::alarm_monitor::{AlarmMonitor, AlarmSettings};
+use replmon_shared::alarm::monitor::{AlarmMonitor, AlarmSettings};
 use replmon_shared::aws::{CloudWatchMetrics, DynamoDbLedger, SnsNotifier};
 use replmon_shared::clock::SystemClock;
 use replmon_shared::event::ReplicationEventKind::OperationFailedReplication;

@@ -23,7 +23,7 @@
 use aws_config::{Region, SdkConfig};
 use aws_sdk_cloudwatch::types::StandardUnit;
 use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
-use replmon_shared::alarm_monitor::{AlarmHandlerError, AlarmMonitor, AlarmSettings};
+use replmon_shared::alarm::monitor::{AlarmHandlerError, AlarmMonitor, AlarmSettings};
 use replmon_shared::aws::{CloudWatchMetrics, DynamoDbLedger, S3ObjectStore, SnsNotifier};
 use replmon_shared::canary::probe::ProbeStatus;
 use replmon_shared::canary::{Canary, CanaryError, CanarySettings, RunReport};

@@ -3,7 +3,7 @@
 //! `replmon migrate`, counts what that release counted, and keeps counting exactly afterwards.
 //! Before the migration, the new code counts nothing into an old incident and loses nothing.
 
-use replmon_shared::alarm_monitor::BacklogCounter;
+use replmon_shared::alarm::monitor::BacklogCounter;
 use replmon_shared::aws::{DynamoDbLedger, Migration};
 use replmon_shared::event::ReplicationEventKind::*;
 use replmon_shared::fakes::NotificationBuilder;

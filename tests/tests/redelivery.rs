@@ -28,16 +28,16 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use futures::StreamExt;
+use replmon_shared::alarm::monitor::{AlarmMonitor, AlarmSettings, AlarmStore};
 use replmon_shared::alarm::{parse_payload, AlarmInput, AlarmRecord};
-use replmon_shared::alarm_monitor::{AlarmMonitor, AlarmSettings, AlarmStore};
 use replmon_shared::aws::{CloudWatchMetrics, DynamoDbLedger, SnsNotifier};
 use replmon_shared::clock::SystemClock;
+use replmon_shared::delivery::page::Page;
 use replmon_shared::fakes::{
     thrice_shuffled, FixedMetrics, InMemoryLedger, ManualClock, RecordingNotifier,
 };
 use replmon_shared::incident::{Incident, IncidentCause};
 use replmon_shared::ledger::ObjectRecord;
-use replmon_shared::page::Page;
 use replmon_shared::replication::{HandlerError, MonitorSettings, ReplicationMonitor};
 use replmon_tests::{repo_root, sdk_config, MotoServer, ReceivedPage, Stack, StackNames};
 use serde_json::Value;

@@ -2,7 +2,7 @@
 //! functions: `replication-events`, `alarm-events` and `canary` under `cargo lambda watch`, with
 //! S3's failure events delivered through SQS and a local event source mapping.
 
-use replmon_shared::alarm_monitor::BacklogCounter;
+use replmon_shared::alarm::monitor::BacklogCounter;
 use replmon_shared::aws::DynamoDbLedger;
 use replmon_tests::event_source::{create_event_queue, SqsEventSourceMapping};
 use replmon_tests::replication_sim::{Delay, ReplicationSimulator, SimulatorSettings, SqsSink};

@@ -1,7 +1,7 @@
 //! Lambda entry point: CloudWatch alarm state changes -> incidents, pages and recovery notices.
 
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use replmon_shared::alarm_monitor::AlarmMonitor;
+use replmon_shared::alarm::monitor::AlarmMonitor;
 use replmon_shared::aws::{
     sdk_config, warm_up, CloudWatchMetrics, DynamoDbLedger, SnsNotifier, WarmUpCall,
 };

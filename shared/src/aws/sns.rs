@@ -1,7 +1,7 @@
 //! Pages published to an SNS topic, with message attributes for subscription filter policies.
 
 use super::{describe, is_transient};
-use crate::page::{Notifier, NotifyError, Page};
+use crate::delivery::page::{Notifier, NotifyError, Page};
 use aws_config::SdkConfig;
 use aws_sdk_sns::types::MessageAttributeValue;
 use aws_sdk_sns::Client;

@@ -25,7 +25,7 @@ use outcome::{destination_ref, failed, source_ref};
 
 use crate::catalog;
 use crate::clock::Clock;
-use crate::page::Notifier;
+use crate::delivery::page::Notifier;
 use audit::{audit, AuditRecord, DestinationFacts};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;

@@ -2,7 +2,7 @@
 
 use super::audit::Finding;
 use super::probe::{OwedPage, ProbeRecord, ProbeStatus, RuleHealth};
-use crate::page::{shorten, Page, Urgency};
+use crate::delivery::page::{shorten, Page, Urgency};
 use crate::severity::Severity;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use std::fmt::Write as _;

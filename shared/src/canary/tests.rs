@@ -6,11 +6,11 @@ use super::probe::ProbeStatus;
 use super::setup::{ReplicationRule, ReplicationSetup, RuleFilter};
 use super::*;
 use crate::clock::Clock;
+use crate::delivery::page::Urgency;
 use crate::fakes::{
     Arrival, FakeS3, InMemoryLedger, ProbePut, RecordedMeasurement, RecordingNotifier,
     RecordingProbeMetrics,
 };
-use crate::page::Urgency;
 use chrono::TimeZone;
 use std::sync::atomic::Ordering;
 

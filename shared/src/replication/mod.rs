@@ -13,7 +13,7 @@ use write::{IncidentAfter, Known, KnownIncidents, WriteContext};
 
 mod batch;
 mod write;
-use crate::page::{Notifier, NotifyError};
+use crate::delivery::page::{Notifier, NotifyError};
 use chrono::{DateTime, Duration, Utc};
 use futures::stream::{self, StreamExt};
 use rustc_hash::FxHashMap;

@@ -1,9 +1,9 @@
 //! The handler against the in-memory ports.
 use super::*;
+use crate::delivery::page::Urgency;
 use crate::event::ReplicationEventKind::*;
 use crate::fakes::{InMemoryLedger, ManualClock, NotificationBuilder, RecordingNotifier};
 use crate::ledger::ObjectStatus;
-use crate::page::Urgency;
 use std::sync::atomic::Ordering;
 
 type Monitor<'a> = ReplicationMonitor<&'a InMemoryLedger, &'a RecordingNotifier, &'a ManualClock>;
@@ -369,7 +369,7 @@ async fn test_events_and_other_events_are_acknowledged_quietly() {
 /// would for ten objects (the fake counts reads as DynamoDB does).
 #[tokio::test]
 async fn million_object_incident_pages_and_summarises_with_constant_reads() {
-    use crate::alarm_monitor::BacklogCounter;
+    use crate::alarm::monitor::BacklogCounter;
     use crate::envelope::Message;
     use crate::event::{NotificationRecord, ReplicationEvent, S3Notification};
 

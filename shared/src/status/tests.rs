@@ -1,6 +1,6 @@
 use super::*;
+use crate::alarm::monitor::AlarmStore;
 use crate::alarm::AlarmRecord;
-use crate::alarm_monitor::AlarmStore;
 use crate::canary::audit::Finding;
 use crate::canary::ports::CanaryStore;
 use crate::event::ReplicationEventKind::*;

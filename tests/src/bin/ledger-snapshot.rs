@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Duration, Utc};
-use replmon_shared::alarm_monitor::BacklogCounter;
+use replmon_shared::alarm::monitor::BacklogCounter;
 use replmon_shared::aws::{DynamoDbLedger, SnsNotifier};
 use replmon_shared::event::ReplicationEventKind::*;
 use replmon_shared::fakes::{ManualClock, NotificationBuilder};

@@ -237,7 +237,7 @@ async fn main() -> Result<()> {
                 names.source_bucket
             );
             if let Some(wanted) = option("--wait-backlog") {
-                use replmon_shared::alarm_monitor::BacklogCounter;
+                use replmon_shared::alarm::monitor::BacklogCounter;
                 let wanted: u64 = wanted.parse().context("--wait-backlog expects a number")?;
                 let ledger = replmon_shared::aws::DynamoDbLedger::new(&sdk, &names.table);
                 let started = std::time::Instant::now();

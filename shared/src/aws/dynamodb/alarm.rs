@@ -1,8 +1,8 @@
 //! Alarm records: `pk=ALARM#<account>#<region>#<alarm name>`, `sk=STATE`.
 
 use super::{corrupt, get_n, get_s, get_time, n, s, ts, DynamoDbLedger, Item};
+use crate::alarm::monitor::AlarmStore;
 use crate::alarm::{AlarmNotification, AlarmRecord, AlarmState};
-use crate::alarm_monitor::AlarmStore;
 use crate::ledger::LedgerError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};

@@ -6,7 +6,7 @@
 //! the stored records. Pages are claimed, confirmed and released on the incident item.
 
 use super::{corrupt, get_n, get_s, get_time, n, s, sdk_error, ts, DynamoDbLedger, Item};
-use crate::alarm_monitor::BacklogCounter;
+use crate::alarm::monitor::BacklogCounter;
 use crate::incident::{Incident, IncidentCause, IncidentKey};
 use crate::ledger::{
     object_sort_key, Commit, CommitOutcome, Ledger, LedgerError, ObjectRecord, PageClaim, PageSent,

@@ -6,8 +6,8 @@ use super::{
     get_s, incident_from_item, object_from_item, s, sdk_error, ts, DynamoDbLedger, Item,
     CATALOG_PARTITION,
 };
+use crate::alarm::monitor::AlarmStore;
 use crate::alarm::AlarmRecord;
-use crate::alarm_monitor::AlarmStore;
 use crate::canary::audit::AuditRecord;
 use crate::canary::probe::{ProbeRecord, RuleHealth};
 use crate::incident::Incident;

@@ -5,8 +5,8 @@ use crate::canary::ports::Versioning;
 use crate::canary::setup::{ReplicationRule, ReplicationSetup, RuleFilter};
 use crate::canary::{Canary, CanarySettings};
 use crate::clock::Clock;
+use crate::delivery::page::{Page, Urgency};
 use crate::fakes::{FakeS3, InMemoryLedger, RecordingNotifier, RecordingProbeMetrics};
-use crate::page::{Page, Urgency};
 use chrono::{DateTime, TimeZone, Utc};
 
 const KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";

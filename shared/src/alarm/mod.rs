@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 mod decision;
+pub mod monitor;
 pub use decision::{decide, AlarmDecision, AlarmNotification, AlarmRecord, FlapRule};
 
 /// An alarm's state value.
@@ -495,8 +496,8 @@ mod robustness {
     use super::*;
     use proptest::prelude::*;
 
-    const EVENTBRIDGE: &str = include_str!("../../events/alarm/composite-alarm.json");
-    const SNS: &str = include_str!("../../events/alarm/sns-alarm.json");
+    const EVENTBRIDGE: &str = include_str!("../../../events/alarm/composite-alarm.json");
+    const SNS: &str = include_str!("../../../events/alarm/sns-alarm.json");
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]

@@ -5,9 +5,9 @@ use crate::alarm::{
     AlarmRecord, FlapRule,
 };
 use crate::clock::Clock;
+use crate::delivery::page::{shorten, Notifier, NotifyError, Page, Urgency};
 use crate::ledger::LedgerError;
 use crate::metrics::{MetricsSource, Trend};
-use crate::page::{shorten, Notifier, NotifyError, Page, Urgency};
 use crate::severity::Severity;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde_json::{json, Value};
@@ -558,7 +558,7 @@ mod tests {
 
     macro_rules! fixture {
         ($path:literal) => {
-            include_str!(concat!("../../events/alarm/", $path))
+            include_str!(concat!("../../../events/alarm/", $path))
         };
     }
 

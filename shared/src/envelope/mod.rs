@@ -298,9 +298,9 @@ mod robustness {
     use super::*;
     use proptest::prelude::*;
 
-    const SQS: &str = include_str!("../../events/sqs/storm-batch.json");
-    const SNS: &str = include_str!("../../events/sns/failed.json");
-    const DIRECT: &str = include_str!("../../events/direct/missed-threshold.json");
+    const SQS: &str = include_str!("../../../events/sqs/storm-batch.json");
+    const SNS: &str = include_str!("../../../events/sns/failed.json");
+    const DIRECT: &str = include_str!("../../../events/direct/missed-threshold.json");
 
     fn exercise(payload: &str) {
         if let Ok((_, messages)) = open(payload) {
