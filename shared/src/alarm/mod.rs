@@ -3,6 +3,7 @@
 //!
 //! `aws_lambda_events` does not model metric-math or composite alarms, so the shapes are ours.
 
+use crate::envelope::{self, Delivery, EventHeader};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
@@ -172,64 +173,104 @@ pub enum AlarmParseError {
 pub fn parse_payload(
     text: &str,
 ) -> Result<Vec<Result<AlarmInput, AlarmParseError>>, AlarmParseError> {
+    parse_messages(text).map(|(_, inputs)| inputs.into_iter().map(|(_, input)| input).collect())
+}
+
+/// Parse a payload into its messages (ids as the delivery names them) and their alarm changes:
+/// an EventBridge event, an SNS or SQS event of alarm-action notifications, or a Lambda alarm
+/// action. The envelope ([`crate::envelope`]) says which; this reads the bodies.
+pub fn parse_messages(text: &str) -> Result<AlarmMessages, AlarmParseError> {
     let value: Value =
         serde_json::from_str(text).map_err(|e| AlarmParseError::InvalidJson(e.to_string()))?;
-    if let Some(records) = value.get("Records").and_then(Value::as_array) {
-        return Ok(records
-            .iter()
-            .map(|record| {
-                let message = record
-                    .pointer("/Sns/Message")
-                    .and_then(Value::as_str)
-                    .ok_or(AlarmParseError::Missing("Sns.Message"))?;
-                let message: Value = serde_json::from_str(message)
-                    .map_err(|e| AlarmParseError::InvalidJson(format!("Sns.Message: {e}")))?;
-                parse_sns_alarm(&message).map(|c| AlarmInput::Change(Box::new(c)))
+    let (delivery, envelopes) = envelope::open(text).map_err(|_| AlarmParseError::UnknownShape)?;
+    let inputs = match delivery {
+        Delivery::Sns | Delivery::Sqs => envelopes
+            .into_iter()
+            .map(|message| {
+                let input = notification(delivery, message.body);
+                (message.id, input)
             })
-            .collect());
+            .collect(),
+        Delivery::EventBridge => envelopes
+            .into_iter()
+            .map(|message| {
+                let input = match (&message.event, &message.body) {
+                    (Some(header), Ok(detail)) => parse_eventbridge(header, detail),
+                    _ => Err(AlarmParseError::Missing("detail")),
+                };
+                (message.id, input)
+            })
+            .collect(),
+        // Records that are neither SNS nor SQS records: each is an unreadable message.
+        Delivery::Direct if value.get("Records").is_some_and(Value::is_array) => value
+            .get("Records")
+            .and_then(Value::as_array)
+            .map(|records| {
+                records
+                    .iter()
+                    .map(|_| (String::new(), Err(AlarmParseError::Missing("Sns.Message"))))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Delivery::Direct if value.get("alarmData").is_some() => vec![(
+            "direct".to_owned(),
+            parse_lambda_action(&value).map(|c| AlarmInput::Change(Box::new(c))),
+        )],
+        Delivery::Direct if value.get("AlarmName").is_some() => vec![(
+            "direct".to_owned(),
+            parse_sns_alarm(&value).map(|c| AlarmInput::Change(Box::new(c))),
+        )],
+        Delivery::Direct => return Err(AlarmParseError::UnknownShape),
+    };
+    Ok((delivery, inputs))
+}
+
+/// A payload's delivery and, per message, its id and what it holds.
+pub type AlarmMessages = (Delivery, Vec<(String, Result<AlarmInput, AlarmParseError>)>);
+
+/// The alarm-action notification an SNS message (or an SQS body) holds; through SQS it may still
+/// be wrapped in the SNS notification around it.
+fn notification(
+    delivery: Delivery,
+    body: Result<String, String>,
+) -> Result<AlarmInput, AlarmParseError> {
+    let field = if delivery == Delivery::Sqs {
+        "body"
+    } else {
+        "Sns.Message"
+    };
+    let body = body.map_err(|_| AlarmParseError::Missing(field))?;
+    let mut message: Value = serde_json::from_str(&body)
+        .map_err(|e| AlarmParseError::InvalidJson(format!("{field}: {e}")))?;
+    if message.get("Type").and_then(Value::as_str) == Some("Notification") {
+        let inner = message
+            .get("Message")
+            .and_then(Value::as_str)
+            .ok_or(AlarmParseError::Missing("Message"))?;
+        message = serde_json::from_str(inner)
+            .map_err(|e| AlarmParseError::InvalidJson(format!("Message: {e}")))?;
     }
-    if value.get("detail-type").is_some() || value.get("detail").is_some() {
-        return Ok(vec![parse_eventbridge(&value)]);
-    }
-    if value.get("alarmData").is_some() {
-        return Ok(vec![
-            parse_lambda_action(&value).map(|c| AlarmInput::Change(Box::new(c)))
-        ]);
-    }
-    if value.get("AlarmName").is_some() {
-        return Ok(vec![
-            parse_sns_alarm(&value).map(|c| AlarmInput::Change(Box::new(c)))
-        ]);
-    }
-    Err(AlarmParseError::UnknownShape)
+    parse_sns_alarm(&message).map(|c| AlarmInput::Change(Box::new(c)))
 }
 
 fn text<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
     value.pointer(pointer).and_then(Value::as_str)
 }
 
-fn parse_eventbridge(value: &Value) -> Result<AlarmInput, AlarmParseError> {
-    let detail_type = text(value, "/detail-type").unwrap_or("");
-    let source = text(value, "/source").unwrap_or("");
+fn parse_eventbridge(header: &EventHeader, detail: &str) -> Result<AlarmInput, AlarmParseError> {
+    let (detail_type, source) = (header.detail_type.as_str(), header.source.as_str());
     if detail_type != "CloudWatch Alarm State Change" || source != "aws.cloudwatch" {
         return Ok(AlarmInput::Ignored(format!(
             "EventBridge event {detail_type:?} from {source:?}"
         )));
     }
-    let detail = value
-        .get("detail")
-        .ok_or(AlarmParseError::Missing("detail"))?;
-    let arn = value
-        .get("resources")
-        .and_then(Value::as_array)
-        .and_then(|r| r.first())
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let detail: Value = serde_json::from_str(detail)
+        .map_err(|e| AlarmParseError::InvalidJson(format!("detail: {e}")))?;
     let change = parse_alarm_detail(
-        detail,
-        arn,
-        text(value, "/account").map(str::to_owned),
-        text(value, "/region").map(str::to_owned),
+        &detail,
+        header.resources.first().cloned(),
+        header.account.clone(),
+        header.region.clone(),
         AlarmDelivery::EventBridge,
     )?;
     Ok(AlarmInput::Change(Box::new(change)))

@@ -1,11 +1,12 @@
 //! The alarm-events handler: alarm state changes in, incidents and pages out.
 
 use crate::alarm::{
-    decide, parse_payload, AlarmChange, AlarmDecision, AlarmInput, AlarmMetric, AlarmNotification,
+    decide, parse_messages, AlarmChange, AlarmDecision, AlarmInput, AlarmMetric, AlarmNotification,
     AlarmRecord, FlapRule,
 };
 use crate::clock::Clock;
 use crate::delivery::page::{shorten, Notifier, NotifyError, Page, Urgency};
+use crate::envelope::{self, Delivery};
 use crate::ledger::LedgerError;
 use crate::metrics::{MetricsSource, Trend};
 use crate::severity::Severity;
@@ -141,7 +142,7 @@ impl<S: AlarmStore + BacklogCounter, N: Notifier, M: MetricsSource, C: Clock>
     /// The Lambda entry point. Malformed input is logged and acknowledged (no retry can fix
     /// it); store and publish failures fail the invocation so it is retried.
     pub async fn handle(&self, payload: &str) -> Result<Value, AlarmHandlerError> {
-        let inputs = match parse_payload(payload) {
+        let (delivery, inputs) = match parse_messages(payload) {
             Ok(inputs) => inputs,
             Err(error) => {
                 tracing::error!(%error, "unreadable alarm payload; acknowledged, nothing to retry");
@@ -150,7 +151,8 @@ impl<S: AlarmStore + BacklogCounter, N: Notifier, M: MetricsSource, C: Clock>
         };
         let total = inputs.len();
         let (mut notified, mut ignored, mut rejected, mut errors) = (0, 0, 0, Vec::new());
-        for input in inputs {
+        let mut failed_ids = Vec::new();
+        for (id, input) in inputs {
             match input {
                 Err(error) => {
                     tracing::error!(%error, "malformed alarm change; acknowledged, nothing to retry");
@@ -169,12 +171,14 @@ impl<S: AlarmStore + BacklogCounter, N: Notifier, M: MetricsSource, C: Clock>
                         Err(error) => {
                             tracing::error!(alarm = %change.alarm_name, %error, "alarm change not processed; it will be retried");
                             errors.push(format!("{}: {error}", change.alarm_name));
+                            failed_ids.push(id);
                         }
                     }
                 }
             }
         }
         tracing::info!(
+            delivery = delivery.as_str(),
             total,
             notified,
             ignored,
@@ -182,6 +186,10 @@ impl<S: AlarmStore + BacklogCounter, N: Notifier, M: MetricsSource, C: Clock>
             failed = errors.len(),
             "alarm invocation processed"
         );
+        // From SQS only the failed messages come back; other deliveries retry the invocation.
+        if delivery == Delivery::Sqs {
+            return Ok(envelope::sqs_batch_response(failed_ids));
+        }
         if let Some(first_error) = errors.first() {
             return Err(AlarmHandlerError::Incomplete {
                 failed: errors.len(),

@@ -4,21 +4,23 @@
 //! SNS in Lambda and against in-memory fakes in unit tests and the benchmark.
 
 use crate::clock::Clock;
-use crate::envelope::{self, Delivery, EnvelopeError, Message};
+use crate::envelope::{self, Delivery, EnvelopeError};
 use crate::event::{NotificationRecord, ReplicationEvent, ReplicationEventKind, S3Notification};
 use crate::incident::{IncidentCause, IncidentKey};
 use crate::ledger::{Ledger, LedgerError, PageClaim, PageSent};
 use batch::{BatchPlan, IncidentBatch};
+pub use message::{messages, Message};
 use write::{IncidentAfter, Known, KnownIncidents, WriteContext};
 
 mod batch;
+mod message;
 mod write;
 use crate::delivery::page::{Notifier, NotifyError};
 use chrono::{DateTime, Duration, Utc};
 use futures::stream::{self, StreamExt};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -124,7 +126,7 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
     /// The Lambda entry point: any supported payload (as JSON text) in, the response Lambda
     /// expects out.
     pub async fn handle(&self, payload: &str) -> Result<Value, HandlerError> {
-        let (delivery, messages) = envelope::open(payload).inspect_err(|e| {
+        let (delivery, messages) = messages(payload).inspect_err(|e| {
             tracing::error!(error = %e, "rejected invocation payload");
         })?;
         let total = messages.len();
@@ -142,17 +144,11 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
             "invocation processed"
         );
         match delivery {
-            Delivery::Sqs => Ok(json!({
-                "batchItemFailures": report
-                    .failed_messages
-                    .iter()
-                    .map(|id| json!({ "itemIdentifier": id }))
-                    .collect::<Vec<_>>()
-            })),
-            Delivery::Direct | Delivery::Sns if report.failed_messages.is_empty() => {
+            Delivery::Sqs => Ok(envelope::sqs_batch_response(report.failed_messages)),
+            _ if report.failed_messages.is_empty() => {
                 Ok(serde_json::to_value(&report).unwrap_or(Value::Null))
             }
-            Delivery::Direct | Delivery::Sns => Err(HandlerError::Incomplete {
+            _ => Err(HandlerError::Incomplete {
                 failed: report.failed_messages.len(),
                 total,
                 first_error: report.errors.first().cloned().unwrap_or_default(),

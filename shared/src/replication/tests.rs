@@ -55,7 +55,7 @@ fn failure_bodies(count: usize, reasons: &[(&str, &str)]) -> Vec<String> {
 /// One SQS message with this body, as the envelope reads it, on its first receive or not.
 fn sqs_message(body: &str, first_delivery: bool) -> Vec<Message> {
     let (_, mut messages) =
-        envelope::open(&NotificationBuilder::sqs_event(&[body.to_owned()]).to_string())
+        messages(&NotificationBuilder::sqs_event(&[body.to_owned()]).to_string())
             .expect("an SQS event");
     messages[0].first_delivery = first_delivery;
     messages
@@ -369,8 +369,8 @@ async fn test_events_and_other_events_are_acknowledged_quietly() {
 /// would for ten objects (the fake counts reads as DynamoDB does).
 #[tokio::test]
 async fn million_object_incident_pages_and_summarises_with_constant_reads() {
+    use super::Message;
     use crate::alarm::monitor::BacklogCounter;
-    use crate::envelope::Message;
     use crate::event::{NotificationRecord, ReplicationEvent, S3Notification};
 
     const OBJECTS: usize = 1_000_000;
