@@ -753,6 +753,48 @@ mod tests {
         assert_eq!(world.notifier.pages().len(), 1);
     }
 
+    /// Alarm notifications through an SQS queue subscribed to the alarm topic, raw and wrapped
+    /// in SNS's notification: each message is its own retry unit, named in `batchItemFailures`
+    /// when its page could not go out, and the retry pages once.
+    #[tokio::test]
+    async fn sqs_deliveries_retry_only_the_failed_message() {
+        let world = World::new(latency_series());
+        let monitor = world.monitor();
+        let sns: Value = serde_json::from_str(fixture!("sns-alarm.json")).unwrap();
+        let alarm_json = sns["Records"][0]["Sns"]["Message"].as_str().unwrap();
+        let ok_json = {
+            let ok: Value = serde_json::from_str(fixture!("sns-ok.json")).unwrap();
+            ok["Records"][0]["Sns"]["Message"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let wrapped =
+            json!({"Type": "Notification", "MessageId": "n-1", "Message": alarm_json}).to_string();
+        let record = |id: &str, body: &str| {
+            json!({"messageId": id, "eventSource": "aws:sqs", "body": body,
+                   "attributes": {"ApproximateReceiveCount": "1"}})
+        };
+        let event = json!({"Records": [record("raw", alarm_json), record("wrapped", &wrapped)]})
+            .to_string();
+        world.notifier.fail_publishes.store(1, Ordering::SeqCst);
+        let response = monitor.handle(&event).await.expect("an SQS batch answers");
+        // The first change's page failed, and the second (the same change, wrapped) waits for
+        // it within its lease: both go back, by their own ids, and the batch does not fail.
+        assert_eq!(
+            response,
+            json!({"batchItemFailures": [{"itemIdentifier": "raw"}, {"itemIdentifier": "wrapped"}]})
+        );
+        assert!(world.notifier.pages().is_empty());
+        world.clock.advance(Duration::seconds(61));
+        let response = monitor.handle(&event).await.expect("answers");
+        assert_eq!(response, json!({"batchItemFailures": []}));
+        assert_eq!(world.notifier.pages().len(), 1, "paged once");
+        let recovered = json!({"Records": [record("ok", &ok_json)]}).to_string();
+        monitor.handle(&recovered).await.expect("answers");
+        assert_eq!(world.notifier.pages().len(), 2, "the recovery notice");
+    }
+
     #[tokio::test]
     async fn flapping_sequence_pages_once_then_holds() {
         let world = World::new(latency_series());
