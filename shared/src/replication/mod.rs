@@ -13,6 +13,7 @@ pub use message::{messages, Message};
 use write::{IncidentAfter, Known, KnownIncidents, WriteContext};
 
 mod batch;
+mod known;
 mod message;
 mod write;
 use crate::delivery::page::{Notifier, NotifyError};
