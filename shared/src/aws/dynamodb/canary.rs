@@ -10,6 +10,7 @@
 //! Probe and health records are stored attribute by attribute from their serde form, so the
 //! table stays readable in the console and by `replmon`.
 
+use super::status::PartitionQuery;
 use super::{
     corrupt, get_n, n, object_from_item, object_key_of, s, sdk_error, written, DynamoDbLedger, Item,
 };
@@ -173,32 +174,23 @@ impl CanaryStore for DynamoDbLedger {
     }
 
     async fn pending_probes(&self, source_bucket: &str) -> Result<Vec<ProbeRecord>, LedgerError> {
-        let mut probes = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(format!("PROBE_PENDING#{source_bucket}")))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| sdk_error("read pending probes", &e))?;
-            for item in out.items() {
+        let query = PartitionQuery {
+            pk: format!("PROBE_PENDING#{source_bucket}"),
+            sort: None,
+            consistent: true,
+        };
+        let items = self.query_all(query, "read pending probes").await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| {
                 // One unreadable item must not stop every other probe from being checked.
-                match record_from_item(item) {
-                    Ok(probe) => probes.push(probe),
-                    Err(error) => tracing::warn!(%error, "skipping an unreadable pending probe"),
-                }
-            }
-            match out.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(probes),
-            }
-        }
+                record_from_item(item)
+                    .inspect_err(
+                        |error| tracing::warn!(%error, "skipping an unreadable pending probe"),
+                    )
+                    .ok()
+            })
+            .collect())
     }
 
     async fn health(
