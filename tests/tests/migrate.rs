@@ -208,7 +208,8 @@ async fn before_the_migration_old_incidents_are_not_counted_and_nothing_is_lost(
     )]);
     let event = NotificationBuilder::sqs_event(std::slice::from_ref(&new));
     let response = monitor.handle_value(&event).await.expect("handled");
-    // Sent back for retry, and its object write taken back: the table is as it was.
+    // Sent back for retry, nothing written (a record goes in only with its count): the table
+    // is as it was.
     assert_eq!(failed_ids(&response), 1, "{response}");
     assert_eq!(
         scan(&stack.dynamodb, &stack.names.table)

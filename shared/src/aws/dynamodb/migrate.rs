@@ -7,9 +7,9 @@
 //! 2. counts the memberships, and the objects still missing per incident;
 //! 3. sets those counts on each old incident and marks it migrated, in one conditional update.
 //!
-//! Until then this release counts nothing into an old incident (`LedgerError::NotMigrated`): the
-//! events' writes are taken back and their messages retried, so the migration's counts are the
-//! whole truth when it runs and nothing is counted twice.
+//! Until then this release counts nothing into an old incident (`LedgerError::NotMigrated`): its
+//! events are not written (a record goes in only with its count) and their messages are retried,
+//! so the migration's counts are the whole truth when it runs and nothing is counted twice.
 //!
 //! Resumable: run it again after an interruption; migrated incidents are skipped. It scans the
 //! table once first to complete the catalog (as `replmon catalog-rebuild`).
