@@ -4,6 +4,7 @@
 use crate::alarm::monitor::{AlarmStore, BacklogCounter};
 use crate::alarm::{AlarmMetric, AlarmRecord};
 use crate::clock::Clock;
+use crate::delivery::outbox::Claimed;
 use crate::delivery::page::{Notifier, NotifyError, Page};
 use crate::event::EventId;
 use crate::incident::{Incident, IncidentKey};
@@ -109,6 +110,13 @@ impl InMemoryLedger {
             .collect();
         objects.sort_by(|a, b| (&a.key, &a.version_id).cmp(&(&b.key, &b.version_id)));
         objects
+    }
+
+    /// The keys of the alarm records stored, in order.
+    pub fn alarm_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.lock().alarms.keys().cloned().collect();
+        keys.sort();
+        keys
     }
 
     /// Incidents as stored, with their counters.
@@ -294,19 +302,22 @@ impl Ledger for InMemoryLedger {
         &self,
         incident: &IncidentKey,
         claim: &PageClaim,
-    ) -> Result<Option<Incident>, LedgerError> {
+    ) -> Result<Claimed<Incident, Incident>, LedgerError> {
         let mut state = self.lock();
         let Some((stored, held)) = state.incidents.get_mut(incident) else {
-            return Ok(None);
+            return Ok(Claimed::Changed(None));
         };
         let free = held
             .as_ref()
             .is_none_or(|(_, at)| *at < claim.lease_cutoff());
-        if stored.pages_sent != claim.expected_pages_sent || !free {
-            return Ok(None);
+        if stored.pages_sent != claim.expected_pages_sent {
+            return Ok(Claimed::Changed(Some(stored.clone())));
+        }
+        if !free {
+            return Ok(Claimed::Held(stored.clone()));
         }
         *held = Some((claim.token.clone(), claim.at));
-        Ok(Some(stored.clone()))
+        Ok(Claimed::Taken(stored.clone()))
     }
 
     async fn confirm_page(

@@ -13,7 +13,7 @@
 //! alarm/                CloudWatch alarm changes -> alarm incidents, trend, backlog count
 //! canary/               probes under each rule, their timing, the set-up audit
 //! status/               what `replmon status` and `backlog` report
-//! delivery/             pages and how they reach on-call (the notifier port)
+//! delivery/             pages, the notifier port, the outbox every page goes through
 //!        |  ports (traits): ledger::Ledger, alarm::monitor::{AlarmStore, BacklogCounter},
 //!        |  delivery::page::Notifier, clock::Clock, canary::ports, status::LedgerReader
 //!        |
@@ -22,9 +22,11 @@
 //! ```
 //!
 //! A new event source gets a folder beside `replication/`, parses only message bodies, and
-//! writes through the ports; its adapters go under `aws/`, its fakes under `fakes/`.
+//! writes through the ports, sends pages through `delivery::outbox`; its adapters go under
+//! `aws/`, its fakes under `fakes/`.
 
 pub mod alarm;
+pub mod backoff;
 pub mod canary;
 pub mod catalog;
 pub mod clock;

@@ -738,6 +738,8 @@ pub fn start_watch(env: &[(String, String)]) -> Result<Watch> {
         .args([
             "lambda",
             "watch",
+            // The feature set of every other build here (see `build_workspace_binaries`).
+            "--all-features",
             "--ignore-changes",
             "-A",
             "127.0.0.1",
@@ -804,39 +806,32 @@ pub fn invoke(port: u16, function: &str, fixture: &str) -> Result<Invocation> {
 /// Build every function binary first, so `cargo lambda watch` does not compile inside the first
 /// invocation (which can take minutes on a small machine).
 pub fn build_functions() {
+    build_workspace_binaries();
+}
+
+/// Every binary of the workspace, with the feature set every build of the tests and the demo
+/// uses (`--workspace --all-features`, as `cargo test` resolves it, and as `cargo lambda watch`
+/// is started with): one build of the dependencies serves them all. A build for fewer packages
+/// or other features would resolve the dependencies' features differently and compile the SDK a
+/// second time (a few GB of disk, minutes of a CI run).
+pub fn build_workspace_binaries() {
     let status = Command::new(env!("CARGO"))
         .current_dir(repo_root())
-        .args([
-            "build",
-            "-p",
-            "replication-events",
-            "-p",
-            "alarm-events",
-            "-p",
-            "canary",
-        ])
+        .args(WORKSPACE_BUILD)
         .status();
     assert!(
         status.is_ok_and(|s| s.success()),
-        "building the functions failed"
+        "building the workspace's binaries failed"
     );
 }
 
+/// `cargo` arguments of [`build_workspace_binaries`] (also in `scripts/demo` and
+/// `scripts/iam-proof`).
+pub const WORKSPACE_BUILD: [&str; 4] = ["build", "--workspace", "--all-features", "--bins"];
+
 /// Build the `replmon` command line and return its path (beside the test binaries).
 pub fn build_replmon() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .current_dir(repo_root())
-        .args([
-            "build",
-            "-p",
-            "replmon-shared",
-            "--features",
-            "cli",
-            "--bin",
-            "replmon",
-        ])
-        .status();
-    assert!(status.is_ok_and(|s| s.success()), "building replmon failed");
+    build_workspace_binaries();
     // Test binaries live in target/<profile>/deps; the command in target/<profile>.
     std::env::current_exe()
         .ok()

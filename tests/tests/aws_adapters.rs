@@ -202,3 +202,49 @@ async fn unreachable_ledger_lists_every_message_for_retry() {
     assert_eq!(failed_ids(&response), ["msg-0", "msg-1", "msg-2"]);
     assert!(stack.drain_pages().await.unwrap().is_empty());
 }
+
+/// A stored record the ledger cannot read (here: its rule ID removed by hand) fails only the
+/// messages of that object, which go back for retry and then to the dead-letter queue; the
+/// other objects of the batch are recorded and paged as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_stored_record_fails_only_its_own_message() {
+    let (_moto, stack, monitor) = setup().await;
+    let b = builder(&stack);
+    let failure = |key: &str| {
+        NotificationBuilder::notification(vec![b.record(
+            OperationFailedReplication,
+            key,
+            "v1",
+            Some("DstPutObjectNotPermitted"),
+        )])
+    };
+    let first = NotificationBuilder::sqs_event(&[failure("a.bin")]);
+    let response = monitor.handle_value(&first).await.expect("handled");
+    assert!(failed_ids(&response).is_empty(), "{response}");
+    let objects = stack.ledger_entities("object").await.unwrap();
+    stack
+        .dynamodb
+        .update_item()
+        .table_name(&stack.names.table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(objects[0]["pk"].clone()),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S(objects[0]["sk"].clone()),
+        )
+        .update_expression("REMOVE rule_id")
+        .send()
+        .await
+        .expect("corrupted by hand");
+
+    let batch = NotificationBuilder::sqs_event(&[failure("a.bin"), failure("b.bin")]);
+    let response = monitor.handle_value(&batch).await.expect("handled");
+    assert_eq!(failed_ids(&response), ["msg-0"], "{response}");
+    let objects = stack.ledger_entities("object").await.unwrap();
+    let keys: Vec<&str> = objects.iter().map(|o| o["key"].as_str()).collect();
+    assert_eq!(keys, ["a.bin", "b.bin"]);
+    let incidents = stack.ledger_entities("incident").await.unwrap();
+    assert_eq!(incidents[0]["event_count"], "2");
+}

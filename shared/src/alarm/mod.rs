@@ -12,6 +12,7 @@ use std::fmt;
 
 mod decision;
 pub mod monitor;
+mod pending;
 pub use decision::{decide, AlarmDecision, AlarmNotification, AlarmRecord, FlapRule};
 
 /// An alarm's state value.

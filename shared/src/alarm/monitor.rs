@@ -1,10 +1,12 @@
 //! The alarm-events handler: alarm state changes in, incidents and pages out.
 
+use super::pending::{PendingNotifications, Revisioned};
 use crate::alarm::{
     decide, parse_messages, AlarmChange, AlarmDecision, AlarmInput, AlarmMetric, AlarmNotification,
     AlarmRecord, FlapRule,
 };
 use crate::clock::Clock;
+use crate::delivery::outbox::{deliver, Claimed, Outbox};
 use crate::delivery::page::{shorten, Notifier, NotifyError, Page, Urgency};
 use crate::envelope::{self, Delivery};
 use crate::ledger::LedgerError;
@@ -212,14 +214,18 @@ impl<S: AlarmStore + BacklogCounter, N: Notifier, M: MetricsSource, C: Clock>
                 None => (None, None),
             };
             let now = self.clock.now();
-            let expires_at = now + self.settings.ledger_ttl;
-            match decide(record.as_ref(), change, self.settings.flap) {
+            let outbox = PendingNotifications {
+                store: &self.store,
+                now,
+                expires_at: now + self.settings.ledger_ttl,
+            };
+            let (owed, notification) = match decide(record.as_ref(), change, self.settings.flap) {
                 AlarmDecision::Stale => {
                     tracing::info!(alarm = %change.alarm_name, state = %change.state, "change not newer than the stored state; nothing to do");
                     return Ok(false);
                 }
                 AlarmDecision::Resend(notification) => {
-                    let Some(mut record) = record else {
+                    let Some(record) = record else {
                         return Ok(false);
                     };
                     // Someone may be sending it right now (a duplicate delivery racing the
@@ -230,78 +236,61 @@ impl<S: AlarmStore + BacklogCounter, N: Notifier, M: MetricsSource, C: Clock>
                     {
                         return Err(ProcessError::InFlight);
                     }
-                    record.pending_since = Some(now);
-                    if !self.store.put_alarm(&record, revision, expires_at).await? {
-                        continue;
-                    }
-                    self.send_pending(change, record, notification, revision, expires_at)
-                        .await?;
-                    return Ok(true);
+                    (Revisioned { record, revision }, notification)
                 }
-                AlarmDecision::Apply(mut record) => {
-                    if record.pending.is_some() {
-                        record.pending_since = Some(now);
-                    }
-                    if !self.store.put_alarm(&record, revision, expires_at).await? {
-                        continue;
-                    }
+                AlarmDecision::Apply(record) => {
                     let Some(notification) = record.pending else {
+                        if !self
+                            .store
+                            .put_alarm(&record, revision, outbox.expires_at)
+                            .await?
+                        {
+                            continue;
+                        }
                         return Ok(false);
                     };
-                    // If this publish fails, the record keeps `pending` and the retry resends it
-                    // once the lease has run out.
-                    self.send_pending(change, record, notification, revision, expires_at)
-                        .await?;
-                    return Ok(true);
+                    // The decided change and its notification's claim: one write.
+                    (Revisioned { record, revision }, notification)
                 }
+            };
+            let claim = match outbox.claim(&owed).await? {
+                Claimed::Taken(claim) => claim,
+                Claimed::Changed(_) => continue,
+                Claimed::Held(_) => return Err(ProcessError::InFlight),
+            };
+            let page = self.page(change, &claim.record, notification).await;
+            let delivered = deliver(
+                &outbox,
+                &self.notifier,
+                &claim,
+                std::slice::from_ref(&page),
+                &change.alarm_name,
+            )
+            .await;
+            if let Some(error) = delivered.error {
+                // Released: the retry sends it without waiting for the lease.
+                return Err(error.into());
             }
+            tracing::info!(alarm = %change.alarm_name, kind = notification.kind(), subject = page.subject(), "alarm notification sent");
+            return Ok(true);
         }
         Err(ProcessError::Contended)
     }
 
-    /// Send the notification the record (written at `revision + 1`) holds, then clear it.
-    async fn send_pending(
-        &self,
-        change: &AlarmChange,
-        mut record: AlarmRecord,
-        notification: AlarmNotification,
-        revision: Option<u64>,
-        expires_at: DateTime<Utc>,
-    ) -> Result<(), ProcessError> {
-        self.notify(change, &record, notification).await?;
-        record.pending = None;
-        record.pending_since = None;
-        let written = revision.map_or(1, |r| r + 1);
-        // The notification is out. Failing the invocation now would get it retried, and the
-        // retry would send it again once the pending lease ran out: a second page for one
-        // change. So a record left pending is logged, not returned as an error.
-        if let Err(error) = self
-            .store
-            .put_alarm(&record, Some(written), expires_at)
-            .await
-        {
-            tracing::error!(alarm = %change.alarm_name, %error, "notification sent but still marked pending in the ledger; not failing the invocation so that no retry sends it again");
-        }
-        Ok(())
-    }
-
-    async fn notify(
+    async fn page(
         &self,
         change: &AlarmChange,
         record: &AlarmRecord,
         notification: AlarmNotification,
-    ) -> Result<(), NotifyError> {
+    ) -> Page {
         let enrichment = self.enrichment(change).await;
-        let page = alarm_page(
+        alarm_page(
             change,
             record,
             notification,
             &enrichment,
             self.settings.flap,
-        );
-        self.notifier.publish(&page).await?;
-        tracing::info!(alarm = %change.alarm_name, kind = notification.kind(), subject = page.subject(), "alarm notification sent");
-        Ok(())
+        )
     }
 
     /// Trend and ledger backlog; failures become a line saying why, never a missing page.
@@ -745,8 +734,33 @@ mod tests {
         world.notifier.fail_publishes.store(1, Ordering::SeqCst);
         assert!(monitor.handle(fixture!("metric-alarm.json")).await.is_err());
         assert!(world.notifier.pages().is_empty());
-        // Within the lease the first attempt may still be sending: the retry waits.
+        // The failed attempt released its claim: the retry sends at once, and only once.
+        monitor.handle(fixture!("metric-alarm.json")).await.unwrap();
+        monitor.handle(fixture!("metric-alarm.json")).await.unwrap();
+        assert_eq!(world.notifier.pages().len(), 1);
+    }
+
+    /// An invocation that claimed the notification and died (nothing released it): within its
+    /// lease it may still be sending, so the retry waits; after it, the retry sends once.
+    #[tokio::test]
+    async fn a_claim_left_by_a_dead_invocation_is_taken_over_after_its_lease() {
+        let world = World::new(latency_series());
+        let monitor = world.monitor();
+        world.notifier.fail_publishes.store(1, Ordering::SeqCst);
         assert!(monitor.handle(fixture!("metric-alarm.json")).await.is_err());
+        let key = world.ledger.alarm_keys().remove(0);
+        let (mut record, revision) = world.ledger.alarm(&key).await.unwrap().unwrap();
+        assert!(record.pending.is_some() && record.pending_since.is_none());
+        record.pending_since = Some(world.clock.now());
+        let expires = world.clock.now() + Duration::days(1);
+        assert!(world
+            .ledger
+            .put_alarm(&record, Some(revision), expires)
+            .await
+            .unwrap());
+        let error = monitor.handle(fixture!("metric-alarm.json")).await;
+        assert!(error.is_err_and(|e| e.to_string().contains("another invocation")));
+        assert!(world.notifier.pages().is_empty());
         world.clock.advance(Duration::seconds(61));
         monitor.handle(fixture!("metric-alarm.json")).await.unwrap();
         monitor.handle(fixture!("metric-alarm.json")).await.unwrap();
@@ -779,14 +793,18 @@ mod tests {
             .to_string();
         world.notifier.fail_publishes.store(1, Ordering::SeqCst);
         let response = monitor.handle(&event).await.expect("an SQS batch answers");
-        // The first change's page failed, and the second (the same change, wrapped) waits for
-        // it within its lease: both go back, by their own ids, and the batch does not fail.
+        // The first change's page failed and its claim was released; the second message (the
+        // same change, wrapped) sends it. Only the failed message goes back, by its own id, and
+        // the batch does not fail.
         assert_eq!(
             response,
-            json!({"batchItemFailures": [{"itemIdentifier": "raw"}, {"itemIdentifier": "wrapped"}]})
+            json!({"batchItemFailures": [{"itemIdentifier": "raw"}]})
         );
-        assert!(world.notifier.pages().is_empty());
-        world.clock.advance(Duration::seconds(61));
+        assert_eq!(
+            world.notifier.pages().len(),
+            1,
+            "paged by the second message"
+        );
         let response = monitor.handle(&event).await.expect("answers");
         assert_eq!(response, json!({"batchItemFailures": []}));
         assert_eq!(world.notifier.pages().len(), 1, "paged once");

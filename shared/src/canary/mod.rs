@@ -21,17 +21,20 @@ pub mod setup;
 
 mod arrival;
 mod outcome;
+mod owed;
 mod trigger;
 use outcome::{destination_ref, failed, source_ref};
 pub use trigger::Trigger;
 
 use crate::catalog;
 use crate::clock::Clock;
-use crate::delivery::page::Notifier;
+use crate::delivery::outbox::{deliver, Claimed, Outbox};
+use crate::delivery::page::{Notifier, Page};
 use audit::{audit, AuditRecord, DestinationFacts};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use measure::{millis, LatencyBounds, PollSchedule};
+use owed::{AuditNotices, CountedHealth, HealthPages};
 use ports::{
     BucketFacts, BucketRef, CanaryStore, ObjectStore, ProbeMeasurement, ProbeMetrics, ProbeObject,
     StoreError,
@@ -440,30 +443,35 @@ where
             report.errors.push(e.to_string());
         }
         for finding in findings {
-            let now = clock.now();
-            match self
-                .ledger
-                .claim_notice(bucket, &finding.id, now, self.settings.audit_period)
-                .await
-            {
-                Ok(false) => continue,
+            let outbox = AuditNotices {
+                ledger: &self.ledger,
+                source_bucket: bucket,
+                now: clock.now(),
+                period: self.settings.audit_period,
+            };
+            let claim = match outbox.claim(&finding.id).await {
+                Ok(Claimed::Taken(claim)) => claim,
+                // Noticed within the audit period already.
+                Ok(Claimed::Changed(_) | Claimed::Held(_)) => continue,
                 Err(e) => {
                     report.errors.push(e.to_string());
                     continue;
                 }
-                Ok(true) => {}
-            }
+            };
             let page = pages::audit_notice(bucket, &finding);
-            match self.notifier.publish(&page).await {
-                Ok(()) => report.notices.push(finding.id),
-                Err(e) => {
-                    report
-                        .errors
-                        .push(format!("publishing notice {}: {e}", finding.id));
-                    if let Err(e) = self.ledger.release_notice(bucket, &finding.id).await {
-                        report.errors.push(e.to_string());
-                    }
-                }
+            let delivered = deliver(
+                &outbox,
+                &self.notifier,
+                &claim,
+                std::slice::from_ref(&page),
+                &finding.id,
+            )
+            .await;
+            match delivered.error {
+                None => report.notices.push(finding.id),
+                Some(e) => report
+                    .errors
+                    .push(format!("publishing notice {}: {e}", finding.id)),
             }
         }
     }

@@ -191,7 +191,7 @@ where
     }
 
     /// Count the probes of one rule and destination into its health (optimistically, retrying
-    /// on a concurrent write), then publish the pages that health owes.
+    /// on a concurrent write), then send the pages that health owes through the outbox.
     pub(super) async fn update_health(
         &self,
         bucket: &str,
@@ -203,7 +203,11 @@ where
     ) -> bool {
         const ATTEMPTS: u32 = 4;
         let limit = self.settings.bad_probes_to_page;
-        let expires_at = clock.wall_start + self.settings.ttl;
+        let outbox = HealthPages {
+            ledger: &self.ledger,
+            now: clock.now(),
+            expires_at: clock.wall_start + self.settings.ttl,
+        };
         for _ in 0..ATTEMPTS {
             let (stored, revision) = match self.ledger.health(bucket, destination, rule_id).await {
                 Ok(Some((health, revision))) => (Some(health), Some(revision)),
@@ -230,58 +234,57 @@ where
                     None => {}
                 }
             }
-            let revision = if stored.as_ref() == Some(&health) {
-                revision.unwrap_or(0)
-            } else {
-                match self.ledger.put_health(&health, revision, expires_at).await {
-                    Ok(true) => revision.map_or(1, |r| r + 1),
-                    Ok(false) => continue, // another run counted first: read again
-                    Err(e) => {
-                        report.errors.push(e.to_string());
-                        return false;
+            // Nothing owed, or another run is sending what is owed: only the counts to write.
+            if health.owed.is_empty() || outbox.held_by_another(&health) {
+                if stored.as_ref() != Some(&health) {
+                    match self
+                        .ledger
+                        .put_health(&health, revision, outbox.expires_at)
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => continue, // another run counted first: read again
+                        Err(e) => {
+                            report.errors.push(e.to_string());
+                            return false;
+                        }
                     }
                 }
+                return true;
+            }
+            let owed = CountedHealth { health, revision };
+            let claim = match outbox.claim(&owed).await {
+                Ok(Claimed::Taken(claim)) => claim,
+                Ok(Claimed::Changed(_) | Claimed::Held(_)) => continue,
+                Err(e) => {
+                    report.errors.push(e.to_string());
+                    return false;
+                }
             };
-            self.send_owed(health, revision, expires_at, report).await;
+            let pages: Vec<Page> = claim
+                .health
+                .owed
+                .iter()
+                .map(|page| page.to_page(&claim.health))
+                .collect();
+            let what = format!("{bucket} -> {destination} (rule {rule_id})");
+            let delivered = deliver(&outbox, &self.notifier, &claim, &pages, &what).await;
+            report.pages.extend(
+                claim.health.owed[..delivered.sent]
+                    .iter()
+                    .map(|page| page.subject.clone()),
+            );
+            if let Some(e) = delivered.error {
+                // Still owed (the claim was released): the next run sends it.
+                let subject = &claim.health.owed[delivered.sent].subject;
+                report.errors.push(format!("publishing \"{subject}\": {e}"));
+            }
             return true;
         }
         report.errors.push(format!(
             "ledger: health of {bucket} -> {destination} (rule {rule_id}) kept changing under this run"
         ));
         false
-    }
-
-    pub(super) async fn send_owed(
-        &self,
-        mut health: RuleHealth,
-        revision: u64,
-        expires_at: DateTime<Utc>,
-        report: &mut BucketReport,
-    ) {
-        if health.owed.is_empty() {
-            return;
-        }
-        let owed = std::mem::take(&mut health.owed);
-        for page in owed {
-            match self.notifier.publish(&page.to_page(&health)).await {
-                Ok(()) => report.pages.push(page.subject.clone()),
-                Err(e) => {
-                    report
-                        .errors
-                        .push(format!("publishing \"{}\": {e}", page.subject));
-                    health.owed.push(page);
-                }
-            }
-        }
-        // A crash between the publish and this write sends the page again next run: duplicates
-        // are better than silence.
-        if let Err(e) = self
-            .ledger
-            .put_health(&health, Some(revision), expires_at)
-            .await
-        {
-            report.errors.push(e.to_string());
-        }
     }
 }
 

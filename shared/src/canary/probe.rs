@@ -189,6 +189,9 @@ pub struct RuleHealth {
     pub counted: Vec<String>,
     #[serde(default)]
     pub owed: Vec<OwedPage>,
+    /// When a run claimed the owed pages to send them (the outbox's lease).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owed_claimed_at: Option<DateTime<Utc>>,
 }
 
 /// How many recent probe IDs a health record remembers.
@@ -216,6 +219,7 @@ impl RuleHealth {
             last_probe_at: None,
             counted: Vec::new(),
             owed: Vec::new(),
+            owed_claimed_at: None,
         }
     }
 

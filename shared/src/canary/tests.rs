@@ -438,6 +438,59 @@ async fn a_page_that_could_not_be_sent_is_sent_by_the_next_run() {
         .is_empty());
 }
 
+/// Owed pages another run has claimed (and may be sending right now) are left to it while its
+/// lease holds; a run that finds the lease run out sends them, once. Pages are never sent twice
+/// by two runs at once.
+#[tokio::test(start_paused = true)]
+async fn owed_pages_another_run_is_sending_are_left_to_it_until_its_lease_ends() {
+    let world = World::new();
+    world.s3.set_arrival("dst", Arrival::Fails);
+    world.notifier.fail_publishes.store(1, Ordering::SeqCst);
+    world.run("run-1").await.unwrap_err();
+    let (mut health, revision) = world
+        .ledger
+        .health("src", "dst", "dr")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (health.owed.len(), health.owed_claimed_at),
+        (1, None),
+        "released"
+    );
+    // Another run claims them and is still sending (or died).
+    health.owed_claimed_at = Some(world.clock.now());
+    let expires = world.clock.now() + chrono::Duration::days(1);
+    assert!(world
+        .ledger
+        .put_health(&health, Some(revision), expires)
+        .await
+        .unwrap());
+    world.wait(60).await;
+    world.run("run-2").await.unwrap();
+    assert!(
+        world.pages().is_empty(),
+        "left to the run that claimed them"
+    );
+    assert_eq!(
+        world
+            .ledger
+            .rule_health("src", "dst", "dr")
+            .unwrap()
+            .owed
+            .len(),
+        1
+    );
+    world.wait(120).await;
+    world.run("run-3").await.unwrap();
+    assert_eq!(world.page_kinds(), ["canary-failed"]);
+    let health = world.ledger.rule_health("src", "dst", "dr").unwrap();
+    assert!(health.owed.is_empty() && health.owed_claimed_at.is_none());
+    world.wait(60).await;
+    world.run("run-4").await.unwrap();
+    assert_eq!(world.page_kinds(), ["canary-failed"], "sent once");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failed_ledger_write_fails_the_invocation_and_the_probe_is_kept_pending() {
     let world = World::new();

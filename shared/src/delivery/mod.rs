@@ -1,7 +1,7 @@
-//! Delivery: the pages the functions send and the port they reach on-call through
-//! ([`page::Notifier`], SNS in Lambda). The page bodies are built by each feature from its
-//! incident; how a page is claimed so that it goes out once per incident and window is still
-//! each feature's own (replication: the incident's page claim; alarm: the pending notification;
-//! canary: the owed pages of a rule's health).
+//! Delivery: the pages the functions send, the port they reach on-call through
+//! ([`page::Notifier`], SNS in Lambda), and the outbox every feature sends them through
+//! ([`outbox::deliver`]: claim with a lease, publish, confirm or release), so that a page goes out
+//! at most once per incident and window whichever feature owes it.
 
+pub mod outbox;
 pub mod page;

@@ -9,6 +9,7 @@
 //! a retried request (the SDK's, after a timeout or a 5xx whose outcome is unknown) answer the
 //! first one's success instead of applying it again.
 
+use super::LedgerError;
 use super::{IncidentDelta, ObjectRecord, PageClaim};
 use crate::event::ReplicationEvent;
 use crate::incident::{Incident, IncidentKey};
@@ -89,6 +90,9 @@ pub enum Verdict {
     MarkerExists,
     /// The incident is not as the mode expects: the stored one (`None`: none).
     Incident(Option<StoredIncident>),
+    /// Its condition failed and the stored item is unreadable: the events that write belongs to
+    /// fail (and are retried, then dead-lettered); the rest of the commit goes on.
+    Unreadable(LedgerError),
 }
 
 /// An incident as stored, with whether it has this release's counters.

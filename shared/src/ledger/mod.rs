@@ -10,6 +10,7 @@
 //! enumerates members and no failure can separate a record from its count. Pages are claimed
 //! optimistically.
 
+use crate::delivery::outbox::Claimed;
 use crate::event::{ReplicationEvent, ReplicationEventKind};
 use crate::incident::{failure_reason_code, Incident, IncidentCause, IncidentKey};
 use chrono::{DateTime, Duration, Utc};
@@ -385,13 +386,14 @@ pub trait Ledger: Send + Sync {
         incident: &IncidentKey,
     ) -> impl Future<Output = Result<Option<Incident>, LedgerError>> + Send;
 
-    /// Take the right to page and answer the incident as it stands: `None` when someone paged
-    /// since, or holds a live claim.
+    /// Take the right to page and answer the incident as it stands. Refused, the answer says
+    /// why with the incident as it stands (in the same request): someone paged since (or it is
+    /// gone), or someone holds a live claim.
     fn claim_page(
         &self,
         incident: &IncidentKey,
         claim: &PageClaim,
-    ) -> impl Future<Output = Result<Option<Incident>, LedgerError>> + Send;
+    ) -> impl Future<Output = Result<Claimed<Incident, Incident>, LedgerError>> + Send;
 
     /// Record that the claimed page went out, and drop the claim.
     fn confirm_page(
@@ -427,7 +429,7 @@ impl<T: Ledger> Ledger for &T {
         &self,
         incident: &IncidentKey,
         claim: &PageClaim,
-    ) -> impl Future<Output = Result<Option<Incident>, LedgerError>> + Send {
+    ) -> impl Future<Output = Result<Claimed<Incident, Incident>, LedgerError>> + Send {
         (**self).claim_page(incident, claim)
     }
     fn confirm_page(

@@ -4,26 +4,29 @@
 //! SNS in Lambda and against in-memory fakes in unit tests and the benchmark.
 
 use crate::clock::Clock;
+use crate::delivery::outbox::{deliver, Claimed, Outbox};
 use crate::envelope::{self, Delivery, EnvelopeError};
 use crate::event::{NotificationRecord, ReplicationEvent, ReplicationEventKind, S3Notification};
 use crate::incident::{IncidentCause, IncidentKey};
-use crate::ledger::{Ledger, LedgerError, PageClaim, PageSent};
+use crate::ledger::{Ledger, LedgerError};
 use batch::{BatchPlan, IncidentBatch};
 pub use message::{messages, Message};
+use pages::{claim_token, IncidentClaim, IncidentPages};
 use write::{IncidentAfter, Known, KnownIncidents, WriteContext};
 
 mod batch;
 mod known;
 mod message;
+mod pages;
+mod plan;
 mod write;
 use crate::delivery::page::{Notifier, NotifyError};
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use futures::stream::{self, StreamExt};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Tunables of the replication-events function (see the README's configuration table).
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +45,9 @@ pub struct MonitorSettings {
     /// confirmed before sending the messages back for retry.
     pub claim_waits: u32,
 }
+
+/// Fresh looks at an incident whose pages moved on while we decided, before giving up.
+const MAX_LOOKS: u32 = 4;
 
 /// The first wait for another invocation's page claim.
 const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
@@ -259,7 +265,7 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
             match &after.known {
                 Known::Stored(incident) => self.known.learn(key, Some(incident)),
                 Known::Absent => self.known.learn(key, None),
-                Known::Unknown => {}
+                Known::Remembered(_) | Known::Unknown => {}
             }
         }
 
@@ -323,7 +329,7 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         report
     }
 
-    /// Send the incident's page if one is due.
+    /// Send the incident's page if one is due, through the outbox (claim, publish, confirm).
     async fn settle(
         &self,
         key: &IncidentKey,
@@ -341,10 +347,28 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         if !after.moved && !batch.redelivered {
             return Ok(Settled::Quiet);
         }
+        let outbox = IncidentPages {
+            ledger: &self.ledger,
+            now,
+            lease: self.settings.page_lease,
+        };
+        let window = self.settings.summary_window;
         let mut incident = match after.known {
             Known::Stored(incident) => incident,
             Known::Absent => return Ok(Settled::Quiet),
-            Known::Unknown => match self.ledger.incident(key).await? {
+            // A page within the window stands whatever others counted since (pages only move
+            // forward), and a picture that says a page may be due is checked by the claim. What
+            // else memory says may hide events counted elsewhere, and with them a summary owed.
+            Known::Remembered(incident)
+                if incident.pages_sent > 0
+                    && incident
+                        .last_page_at
+                        .is_some_and(|last| now - last < window) =>
+            {
+                return Ok(Settled::Quiet)
+            }
+            Known::Remembered(incident) if incident.may_be_due(now, window) => incident,
+            Known::Remembered(_) | Known::Unknown => match self.ledger.incident(key).await? {
                 Some(incident) => {
                     self.known.learn(key, Some(&incident));
                     incident
@@ -352,74 +376,77 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
                 None => return Ok(Settled::Quiet),
             },
         };
-        let claim = match after.claim {
-            Some(claim) => claim,
+        let claimed = match after.claim {
+            // The commit that opened the incident took its first page's claim.
+            Some(claim) => IncidentClaim { claim, incident },
             None => {
-                let mut waited = 0;
+                let (mut waited, mut looks) = (0, 0);
                 loop {
                     if !incident.may_be_due(now, self.settings.summary_window) {
                         return Ok(Settled::Quiet);
                     }
-                    let claim = PageClaim {
-                        token: claim_token(now),
-                        at: now,
-                        expected_pages_sent: incident.pages_sent,
-                        lease: self.settings.page_lease,
-                    };
-                    if let Some(claimed) = self.ledger.claim_page(key, &claim).await? {
-                        self.known.learn(key, Some(&claimed));
-                        incident = claimed;
-                        break claim;
+                    match outbox.claim(&incident).await? {
+                        Claimed::Taken(claimed) => break claimed,
+                        Claimed::Changed(None) => {
+                            self.known.learn(key, None);
+                            return Ok(Settled::Quiet);
+                        }
+                        // Someone paged since we read the incident (or what we read was
+                        // stale): decide again from the incident as it stands, since a summary
+                        // may still be due. Pages go out at most once per window, so this
+                        // repeats once or twice.
+                        Claimed::Changed(Some(current)) => {
+                            looks += 1;
+                            if looks > MAX_LOOKS {
+                                return Err(SettleError::ClaimHeld);
+                            }
+                            incident = current;
+                        }
+                        // Someone holds a live claim and is paging right now: give it a moment
+                        // to confirm (a publish takes milliseconds). If it died, acknowledging
+                        // here would lose the page, so after the wait the messages go back for
+                        // retry and find the outcome (or an expired lease) next time.
+                        Claimed::Held(current) => {
+                            if waited >= self.settings.claim_waits {
+                                return Err(SettleError::ClaimHeld);
+                            }
+                            tokio::time::sleep(CLAIM_WAIT * 2u32.pow(waited)).await;
+                            waited += 1;
+                            incident = current;
+                        }
                     }
-                    // Someone paged since we read the incident: nothing to do. Or someone holds
-                    // a live claim and is paging right now: give it a moment to confirm (a
-                    // publish takes milliseconds). If it died, acknowledging here would lose the
-                    // page, so after the wait the messages go back for retry and find the
-                    // outcome (or an expired lease) next time.
-                    let current = self.ledger.incident(key).await?;
-                    self.known.learn(key, current.as_ref());
-                    let Some(current) = current else {
-                        return Ok(Settled::Quiet);
-                    };
-                    if current.pages_sent > claim.expected_pages_sent {
-                        return Ok(Settled::Quiet);
-                    }
-                    if waited >= self.settings.claim_waits {
-                        return Err(SettleError::ClaimHeld);
-                    }
-                    tokio::time::sleep(CLAIM_WAIT * 2u32.pow(waited)).await;
-                    waited += 1;
-                    incident = current;
+                    self.known.learn(key, Some(&incident));
                 }
             }
         };
+        let incident = &claimed.incident;
+        self.known.learn(key, Some(incident));
         let Some(due) = incident.page_due(now, self.settings.summary_window) else {
             // Nothing new was counted since the last page.
-            self.release(key, &claim).await;
+            if let Err(error) = outbox.release(&claimed).await {
+                tracing::warn!(%error, incident = %key.id(), "could not release the page claim; it expires with its lease");
+            }
             return Ok(Settled::Quiet);
         };
         let samples: Vec<_> = batch.samples.iter().cloned().collect();
         let page = incident.page(due, &samples, self.settings.summary_window);
-        if let Err(error) = self.notifier.publish(&page).await {
-            self.release(key, &claim).await;
+        let delivered = deliver(
+            &outbox,
+            &self.notifier,
+            &claimed,
+            std::slice::from_ref(&page),
+            &key.id(),
+        )
+        .await;
+        if let Some(error) = delivered.error {
             return Err(error.into());
         }
-        let sent = PageSent {
-            at: now,
-            event_count: incident.event_count,
-        };
-        // The page is out. Failing its messages now would only get them retried, and the retry
-        // would page again once this claim's lease ran out: a second page for the same incident.
-        // So a failed confirmation is logged and the messages are acknowledged; the unconfirmed
-        // claim keeps other invocations from paging until its lease ends.
+        // The page is out (its confirmation, if it failed, was logged by the outbox).
         let mut paged = incident.clone();
         paged.pages_sent += 1;
         paged.last_page_at = Some(now);
         paged.event_count_at_last_page = incident.event_count;
         self.known.learn(key, Some(&paged));
-        if let Err(error) = self.ledger.confirm_page(key, &claim, sent).await {
-            tracing::error!(incident = %key.id(), source_bucket = %key.source_bucket, %error, "page sent but not recorded in the ledger; its messages are acknowledged so that no retry pages again");
-        }
         tracing::info!(
             incident = %key.id(),
             source_bucket = %key.source_bucket,
@@ -433,23 +460,6 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
             notice: key.cause == IncidentCause::NotTracked,
         })
     }
-
-    async fn release(&self, key: &IncidentKey, claim: &PageClaim) {
-        if let Err(error) = self.ledger.release_page(key, claim).await {
-            tracing::warn!(%error, incident = %key.id(), "could not release the page claim; it expires with its lease");
-        }
-    }
-}
-
-/// Unique per claim: time, process and a counter (no randomness needed).
-fn claim_token(now: DateTime<Utc>) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}-{}",
-        now.timestamp_micros(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 #[cfg(test)]

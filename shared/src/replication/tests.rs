@@ -3,7 +3,8 @@ use super::*;
 use crate::delivery::page::Urgency;
 use crate::event::ReplicationEventKind::*;
 use crate::fakes::{InMemoryLedger, ManualClock, NotificationBuilder, RecordingNotifier};
-use crate::ledger::ObjectStatus;
+use crate::ledger::{ObjectStatus, PageClaim};
+use chrono::Utc;
 use std::sync::atomic::Ordering;
 
 type Monitor<'a> = ReplicationMonitor<&'a InMemoryLedger, &'a RecordingNotifier, &'a ManualClock>;
@@ -281,12 +282,10 @@ async fn live_foreign_claim_sends_messages_back_until_it_expires() {
         expected_pages_sent: 0,
         lease: Duration::seconds(60),
     };
-    assert!(world
-        .ledger
-        .claim_page(&key, &foreign)
-        .await
-        .unwrap()
-        .is_some());
+    assert!(matches!(
+        world.ledger.claim_page(&key, &foreign).await.unwrap(),
+        Claimed::Taken(_)
+    ));
     // The retry must not be acknowledged while the claim is live, or the page is lost.
     let response = monitor.handle_value(&event).await.unwrap();
     assert_eq!(failed_ids(&response), ["msg-0"]);
@@ -583,4 +582,64 @@ async fn processes_with_stale_pictures_of_an_incident_count_and_page_exactly() {
     assert!(failed_ids(&response).is_empty(), "{response}");
     assert_eq!(world.notifier.pages().len(), 2);
     assert_eq!(world.ledger.incidents()[0].event_count, 6);
+}
+
+/// A process whose picture of an incident predates another process's summary page counts a new
+/// event. Its claim (made for the page it thought it owed) is refused with the incident as it
+/// stands, and from that the summary it owes is still due: it is sent, once.
+#[tokio::test]
+async fn a_refused_claim_decides_again_from_the_incident_as_it_stands() {
+    let world = World::new();
+    let (first, second) = (world.monitor(), world.monitor());
+    let bodies = failure_bodies(3, &[("rule-1", "DstPutObjectNotPermitted")]);
+    let batch = |i: usize| NotificationBuilder::sqs_event(&bodies[i..=i]);
+    first.handle_value(&batch(0)).await.expect("handled");
+    world.clock.advance(Duration::minutes(16));
+    second.handle_value(&batch(1)).await.expect("handled");
+    assert_eq!(world.notifier.pages().len(), 2, "first page and a summary");
+    world.clock.advance(Duration::minutes(16));
+    // The first process still remembers one page sent, 32 minutes ago.
+    let response = first.handle_value(&batch(2)).await.expect("handled");
+    assert!(failed_ids(&response).is_empty(), "{response}");
+    let pages = world.notifier.pages();
+    assert_eq!(pages.len(), 3, "the summary that is due");
+    assert!(
+        pages[2].subject().contains("3 objects"),
+        "{}",
+        pages[2].subject()
+    );
+    assert_eq!(world.ledger.incidents()[0].pages_sent, 3);
+}
+
+/// Another process counted an event and failed to publish its summary; the message comes back
+/// to a process whose memory of the incident predates that event. Memory says nothing is owed
+/// (no event since the last page), so it reads the incident, finds the summary owed, sends it.
+#[tokio::test]
+async fn a_redelivery_does_not_trust_memory_that_hides_an_owed_summary() {
+    let world = World::new();
+    let (first, second) = (world.monitor(), world.monitor());
+    let bodies = failure_bodies(2, &[("rule-1", "DstPutObjectNotPermitted")]);
+    first
+        .process(sqs_message(&bodies[0], true))
+        .await
+        .failed_messages
+        .is_empty()
+        .then_some(())
+        .expect("first event");
+    world.clock.advance(Duration::minutes(16));
+    world.notifier.fail_publishes.store(1, Ordering::SeqCst);
+    let report = second.process(sqs_message(&bodies[1], true)).await;
+    assert_eq!((report.recorded, report.failed_messages.len()), (1, 1));
+    assert_eq!(world.notifier.pages().len(), 1);
+    // The retry reaches the first process.
+    let report = first.process(sqs_message(&bodies[1], false)).await;
+    assert!(report.failed_messages.is_empty(), "{:?}", report.errors);
+    assert_eq!((report.duplicates, report.pages), (1, 1));
+    let pages = world.notifier.pages();
+    assert_eq!(pages.len(), 2);
+    assert!(
+        pages[1].subject().contains("2 objects"),
+        "{}",
+        pages[1].subject()
+    );
 }

@@ -7,18 +7,19 @@
 //! counts only what is new and adds to the incidents that exist. A redelivered batch costs one
 //! cancelled commit: every record is there, so nothing is left to count.
 
-use crate::event::{ReplicationEvent, ReplicationEventKind};
+use crate::backoff::jittered;
+use crate::event::ReplicationEvent;
 use crate::incident::{Incident, IncidentKey};
 use crate::ledger::{
-    commit_token, membership, Commit, CommitOutcome, Counted, Effect, IncidentDelta, IncidentMode,
-    Ledger, LedgerError, ObjectRecord, PageClaim, StoredIncident, Verdict, Write,
-    MAX_COMMIT_WRITES,
+    commit_token, Commit, CommitOutcome, Effect, IncidentMode, Ledger, LedgerError, PageClaim,
+    StoredIncident, Verdict, Write, MAX_COMMIT_WRITES,
 };
 use chrono::{DateTime, Duration, Utc};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::time::Duration as StdDuration;
 
 pub(super) use super::known::KnownIncidents;
+use super::plan::{plan, units, Round, Unit};
 
 /// Objects (and markers) per commit; a chunk whose incidents push it past DynamoDB's 100
 /// actions is halved.
@@ -31,6 +32,8 @@ const MAX_ROUNDS: u32 = 8;
 const MAX_SENDS: u32 = 3;
 /// The first pause after a commit met another transaction on one of its items.
 const BUSY_PAUSE: StdDuration = StdDuration::from_millis(10);
+/// Pauses (10 ms doubling to 640 ms, about 2.5 s in all) for items other transactions hold.
+const MAX_BUSY_ROUNDS: u32 = 10;
 
 /// What an incident looks like after the batch, as far as the commits showed.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -40,6 +43,9 @@ pub(super) enum Known {
     Unknown,
     Absent,
     Stored(Incident),
+    /// Only this process's memory of it: its pages are at least as far as this (they only move
+    /// forward), its counts may lag what other processes counted.
+    Remembered(Incident),
 }
 
 /// One incident after the batch's commits.
@@ -66,30 +72,6 @@ pub(super) struct WriteContext<'a> {
     pub page_lease: Duration,
     pub claim_token: &'a (dyn Fn() -> String + Sync),
     pub known: &'a KnownIncidents,
-}
-
-/// A chunk's unit of writing: an object version with its events, or a not-tracked marker.
-#[derive(Debug, Clone)]
-struct Unit {
-    /// Positions in the batch's events.
-    events: Vec<usize>,
-    /// What is stored, once a round learnt it: `Some(None)`, known absent.
-    stored: Option<Option<(ObjectRecord, u64)>>,
-    marker: bool,
-    /// A marker found stored: its event was counted.
-    marker_exists: bool,
-    /// Set when the unit cannot be written (its incident is of the old layout).
-    failed: Option<LedgerError>,
-}
-
-/// One round's plan for a chunk.
-#[derive(Default)]
-struct Round {
-    writes: Vec<Write>,
-    /// Per write: the unit it belongs to (`None`: an incident write).
-    owners: Vec<Option<usize>>,
-    effects: Vec<(usize, Effect)>,
-    deltas: Vec<(IncidentKey, IncidentDelta)>,
 }
 
 /// Write every event, chunk by chunk.
@@ -123,55 +105,6 @@ pub(super) async fn write_events<L: Ledger>(
     }
     written
 }
-
-/// Group the events by object version (in order) and give each not-tracked event its marker.
-fn units(events: &[(&ReplicationEvent, &IncidentKey)]) -> Vec<Unit> {
-    let mut units: Vec<Unit> = Vec::new();
-    let mut objects: FxHashMap<(&str, &str, &str, Option<&str>), usize> = FxHashMap::default();
-    let mut markers: FxHashMap<(&IncidentKey, crate::event::EventId), usize> = FxHashMap::default();
-    for (position, (event, key)) in events.iter().enumerate() {
-        let slot = if event.kind == ReplicationEventKind::OperationNotTracked {
-            markers.get(&(*key, event.id())).copied()
-        } else {
-            objects
-                .get(&(
-                    event.source_bucket.as_str(),
-                    event.destination_bucket.as_str(),
-                    event.key.as_str(),
-                    event.version_id.as_deref(),
-                ))
-                .copied()
-        };
-        match slot {
-            Some(unit) => units[unit].events.push(position),
-            None => {
-                let marker = event.kind == ReplicationEventKind::OperationNotTracked;
-                if marker {
-                    markers.insert((*key, event.id()), units.len());
-                } else {
-                    objects.insert(
-                        (
-                            event.source_bucket.as_str(),
-                            event.destination_bucket.as_str(),
-                            event.key.as_str(),
-                            event.version_id.as_deref(),
-                        ),
-                        units.len(),
-                    );
-                }
-                units.push(Unit {
-                    events: vec![position],
-                    stored: None,
-                    marker,
-                    marker_exists: false,
-                    failed: None,
-                });
-            }
-        }
-    }
-    units
-}
-
 /// Commit one chunk in rounds; answers two halves instead when it is too big for one commit.
 async fn write_chunk<L: Ledger>(
     ledger: &L,
@@ -183,6 +116,9 @@ async fn write_chunk<L: Ledger>(
     // What the chunk's rounds learnt about its incidents (`None`: absent), starting from what
     // this process saw before.
     let mut incidents: FxHashMap<IncidentKey, Option<StoredIncident>> = FxHashMap::default();
+    // Incidents whose picture is only this process's memory (counters possibly stale), until a
+    // cancellation answers what is stored.
+    let mut remembered: FxHashSet<IncidentKey> = FxHashSet::default();
     for unit in &chunk {
         for &position in &unit.events {
             let key = events[position].1;
@@ -195,13 +131,17 @@ async fn write_chunk<L: Ledger>(
                             migrated: true,
                         }),
                     );
+                    remembered.insert(key.clone());
                 }
             }
         }
     }
-    let mut busy_rounds = 0;
+    let (mut rounds, mut busy_rounds) = (0, 0);
     let mut last_error: Option<LedgerError> = None;
-    for _ in 0..MAX_ROUNDS {
+    // A round that met another transaction learnt nothing and does not count as one; waiting
+    // for busy items has its own bound.
+    while rounds < MAX_ROUNDS && busy_rounds <= MAX_BUSY_ROUNDS {
+        rounds += 1;
         let round = plan(events, &chunk, &incidents, context);
         let round = match round {
             Ok(round) => round,
@@ -214,7 +154,15 @@ async fn write_chunk<L: Ledger>(
             }
         };
         if round.writes.is_empty() {
-            finish(&chunk, round, &incidents, None, context, written);
+            finish(
+                &chunk,
+                round,
+                &incidents,
+                &remembered,
+                None,
+                context,
+                written,
+            );
             return None;
         }
         if commit_actions(&round.writes) > MAX_COMMIT_WRITES && chunk.len() > 1 {
@@ -241,7 +189,15 @@ async fn write_chunk<L: Ledger>(
                     effects,
                     deltas,
                 };
-                finish(&chunk, round, &incidents, Some(&commit), context, written);
+                finish(
+                    &chunk,
+                    round,
+                    &incidents,
+                    &remembered,
+                    Some(&commit),
+                    context,
+                    written,
+                );
                 return None;
             }
             Ok(CommitOutcome::Cancelled { verdicts, busy }) => {
@@ -254,11 +210,25 @@ async fn write_chunk<L: Ledger>(
                             chunk[*unit].stored = Some(stored);
                             learnt = true;
                         }
+                        (Verdict::Unreadable(error), _, Some(unit)) => {
+                            chunk[*unit].failed = Some(error);
+                            learnt = true;
+                        }
+                        (Verdict::Unreadable(error), Write::Incident { key, .. }, None) => {
+                            // Every unit with an event of that incident waits for a fix.
+                            for unit in chunk.iter_mut() {
+                                if unit.events.iter().any(|&p| events[p].1 == key) {
+                                    unit.failed = Some(error.clone());
+                                }
+                            }
+                            learnt = true;
+                        }
                         (Verdict::MarkerExists, _, Some(unit)) => {
                             chunk[*unit].marker_exists = true;
                             learnt = true;
                         }
                         (Verdict::Incident(stored), Write::Incident { key, .. }, _) => {
+                            remembered.remove(key);
                             incidents.insert(key.clone(), stored);
                             learnt = true;
                         }
@@ -277,8 +247,11 @@ async fn write_chunk<L: Ledger>(
                     }
                 }
                 if busy || !learnt {
-                    tokio::time::sleep(BUSY_PAUSE * 2u32.pow(busy_rounds.min(6))).await;
+                    tokio::time::sleep(jittered(BUSY_PAUSE * 2u32.pow(busy_rounds.min(6)))).await;
                     busy_rounds += 1;
+                    if busy {
+                        rounds -= 1;
+                    }
                 }
             }
             // Sent again already: the messages go back for a later retry.
@@ -290,7 +263,7 @@ async fn write_chunk<L: Ledger>(
     }
     let error = last_error.unwrap_or(LedgerError::Unavailable {
         operation: "commit",
-        detail: format!("items still changing after {MAX_ROUNDS} rounds"),
+        detail: format!("items still changing after {rounds} rounds ({busy_rounds} waits for other transactions)"),
     });
     for unit in &chunk {
         let error = unit.failed.clone().unwrap_or_else(|| error.clone());
@@ -309,7 +282,7 @@ async fn send<L: Ledger>(ledger: &L, commit: &Commit) -> Result<CommitOutcome, L
         match ledger.commit(commit).await {
             Err(error) if error.retryable() && attempt + 1 < MAX_SENDS => {
                 tracing::warn!(%error, attempt, "commit outcome unknown; sending it again with its token");
-                tokio::time::sleep(BUSY_PAUSE * 2u32.pow(attempt)).await;
+                tokio::time::sleep(jittered(BUSY_PAUSE * 2u32.pow(attempt))).await;
                 attempt += 1;
             }
             outcome => return outcome,
@@ -335,188 +308,13 @@ fn commit_actions(writes: &[Write]) -> usize {
     sources.dedup();
     writes.len() + sources.len()
 }
-
-/// The round's writes from what is known: each unit's events folded into its stored record,
-/// and the incidents' deltas. `Err`: a unit whose incident is of the old layout.
-fn plan(
-    events: &[(&ReplicationEvent, &IncidentKey)],
-    chunk: &[Unit],
-    incidents: &FxHashMap<IncidentKey, Option<StoredIncident>>,
-    context: &WriteContext<'_>,
-) -> Result<Round, (Vec<usize>, LedgerError)> {
-    let mut round = Round::default();
-    let mut delta_of: FxHashMap<IncidentKey, usize> = FxHashMap::default();
-    let mut touches: Vec<(usize, usize)> = Vec::new();
-    let mut delta = |round: &mut Round, key: &IncidentKey, unit: usize| -> usize {
-        // Most events of a batch share a few incidents: the key is cloned once per incident.
-        let position = match delta_of.get(key) {
-            Some(&position) => position,
-            None => {
-                round.deltas.push((key.clone(), IncidentDelta::default()));
-                delta_of.insert(key.clone(), round.deltas.len() - 1);
-                round.deltas.len() - 1
-            }
-        };
-        touches.push((position, unit));
-        position
-    };
-    for (index, unit) in chunk.iter().enumerate() {
-        if unit.failed.is_some() {
-            continue;
-        }
-        if unit.marker {
-            let (event, key) = events[unit.events[0]];
-            let new = !unit.marker_exists;
-            for (n, &position) in unit.events.iter().enumerate() {
-                let counted = new && n == 0;
-                round.effects.push((
-                    position,
-                    Effect {
-                        counted: counted.then_some(Counted::Event),
-                        backlog: (None, None),
-                        changed: counted,
-                    },
-                ));
-            }
-            if new {
-                let d = delta(&mut round, key, index);
-                count(
-                    &mut round.deltas[d].1,
-                    Counted::Event,
-                    Some(event.event_time),
-                );
-                round.writes.push(Write::Marker {
-                    incident: key.clone(),
-                    event: event.clone(),
-                });
-                round.owners.push(Some(index));
-            }
-            continue;
-        }
-        let stored = unit.stored.clone().flatten();
-        let mut current: Option<ObjectRecord> = stored.as_ref().map(|(r, _)| r.clone());
-        for &position in &unit.events {
-            let (event, key) = events[position];
-            let Some((record, effect)) = ObjectRecord::apply(current.as_ref(), event) else {
-                continue;
-            };
-            if let Some(counted) = effect.counted {
-                let d = delta(&mut round, key, index);
-                let arrival = event.kind == ReplicationEventKind::OperationReplicatedAfterThreshold;
-                let at = (effect.changed && !arrival).then_some(event.event_time);
-                count(&mut round.deltas[d].1, counted, at);
-            } else if effect.changed
-                && event.kind != ReplicationEventKind::OperationReplicatedAfterThreshold
-                && membership(event).is_some()
-            {
-                // Not new to its incident, but it moved the record (an earlier failure time,
-                // say): the incident's span still widens.
-                let d = delta(&mut round, key, index);
-                widen(&mut round.deltas[d].1, event.event_time);
-            }
-            round.effects.push((position, effect));
-            current = Some(record);
-        }
-        let Some(record) = current else { continue };
-        let before = stored.as_ref().map(|(r, _)| r);
-        if before == Some(&record) {
-            continue;
-        }
-        let (was, now) = (
-            before.and_then(ObjectRecord::backlog_cause),
-            record.backlog_cause(),
-        );
-        if was != now {
-            for (cause, step) in [(was, -1i64), (now, 1)] {
-                if let Some(cause) = cause {
-                    // Usually the incident of the unit's own event: no key to build.
-                    let own = events[unit.events[0]].1;
-                    let d = if own.cause == cause
-                        && own.source_bucket == record.source_bucket
-                        && own.rule_id == record.rule_id
-                        && own.destination_bucket == record.destination_bucket
-                    {
-                        delta(&mut round, own, index)
-                    } else {
-                        delta(&mut round, &record.incident(cause), index)
-                    };
-                    round.deltas[d].1.backlog += step;
-                }
-            }
-        }
-        round.writes.push(Write::Object {
-            expected: stored.as_ref().map(|(_, revision)| *revision),
-            record,
-        });
-        round.owners.push(Some(index));
-    }
-    for (key, delta) in &round.deltas {
-        if !delta.moves() {
-            continue;
-        }
-        let mode = match incidents.get(key) {
-            None | Some(None) => IncidentMode::Create {
-                first_page: (delta.events > 0).then(|| PageClaim {
-                    token: (context.claim_token)(),
-                    at: context.now,
-                    expected_pages_sent: 0,
-                    lease: context.page_lease,
-                }),
-            },
-            Some(Some(stored)) if !stored.migrated => {
-                let position = delta_of[key];
-                let units = touches
-                    .iter()
-                    .filter(|(d, _)| *d == position)
-                    .map(|(_, unit)| *unit)
-                    .collect();
-                return Err((units, LedgerError::NotMigrated { incident: key.id() }));
-            }
-            Some(Some(stored)) => {
-                let (first, last) = delta.span.unzip();
-                IncidentMode::Add {
-                    lower_first: first
-                        .zip(stored.incident.first_seen)
-                        .is_some_and(|(ours, theirs)| ours < theirs),
-                    raise_last: last.is_some_and(|ours| {
-                        stored.incident.last_seen.is_none_or(|theirs| ours > theirs)
-                    }),
-                }
-            }
-        };
-        round.writes.push(Write::Incident {
-            key: key.clone(),
-            delta: delta.clone(),
-            mode,
-        });
-        round.owners.push(None);
-    }
-    Ok(round)
-}
-
-fn count(delta: &mut IncidentDelta, counted: Counted, at: Option<DateTime<Utc>>) {
-    match counted {
-        Counted::Event => delta.events += 1,
-        Counted::Recovered => delta.recovered += 1,
-    }
-    if let Some(at) = at {
-        widen(delta, at);
-    }
-}
-
-fn widen(delta: &mut IncidentDelta, at: DateTime<Utc>) {
-    delta.span = Some(match delta.span {
-        Some((first, last)) => (first.min(at), last.max(at)),
-        None => (at, at),
-    });
-}
-
 /// Record the chunk's final round: each event's effect, and each incident as the commit left
 /// it (`commit`: `None` when nothing needed writing).
 fn finish(
     chunk: &[Unit],
     round: Round,
     incidents: &FxHashMap<IncidentKey, Option<StoredIncident>>,
+    remembered: &FxHashSet<IncidentKey>,
     commit: Option<&Commit>,
     context: &WriteContext<'_>,
     written: &mut Written,
@@ -536,6 +334,9 @@ fn finish(
         let after = written.incidents.entry(key.clone()).or_default();
         if !after.moved {
             after.known = match stored {
+                Some(stored) if remembered.contains(key) => {
+                    Known::Remembered(stored.incident.clone())
+                }
                 Some(stored) => Known::Stored(stored.incident.clone()),
                 None => Known::Absent,
             };

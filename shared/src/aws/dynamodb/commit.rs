@@ -138,7 +138,7 @@ impl DynamoDbLedger {
                 }
             }
             if let Some(write) = commit.writes.get(position) {
-                verdicts.push(verdict(write, reason)?);
+                verdicts.push(verdict(write, reason).unwrap_or_else(Verdict::Unreadable));
             }
         }
         if verdicts.len() != commit.writes.len() {

@@ -7,12 +7,14 @@
 
 use super::{corrupt, get_n, get_s, get_time, n, s, sdk_error, ts, DynamoDbLedger, Item};
 use crate::alarm::monitor::BacklogCounter;
+use crate::delivery::outbox::Claimed;
 use crate::incident::{Incident, IncidentCause, IncidentKey};
 use crate::ledger::{
     object_sort_key, Commit, CommitOutcome, Ledger, LedgerError, ObjectRecord, PageClaim, PageSent,
 };
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeSet, HashMap};
 
@@ -37,7 +39,7 @@ impl Ledger for DynamoDbLedger {
         &self,
         incident: &IncidentKey,
         claim: &PageClaim,
-    ) -> Result<Option<Incident>, LedgerError> {
+    ) -> Result<Claimed<Incident, Incident>, LedgerError> {
         let (pk, sk) = incident_key(incident);
         let result = self
             .client
@@ -54,12 +56,28 @@ impl Ledger for DynamoDbLedger {
             .expression_attribute_values(":expected", n(claim.expected_pages_sent))
             .expression_attribute_values(":cutoff", s(ts(claim.lease_cutoff())))
             .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
             // The incident as it stands once claimed: the page reports its current counts.
-            Ok(out) => incident_from_item(&out.attributes.unwrap_or_default()).map(Some),
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(None),
+            Ok(out) => incident_from_item(&out.attributes.unwrap_or_default()).map(Claimed::Taken),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                let stored = match e.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(failed)) => failed
+                        .item()
+                        .filter(|item| !item.is_empty())
+                        .map(incident_from_item)
+                        .transpose()?,
+                    _ => None,
+                };
+                Ok(match stored {
+                    Some(current) if current.pages_sent == claim.expected_pages_sent => {
+                        Claimed::Held(current)
+                    }
+                    current => Claimed::Changed(current),
+                })
+            }
             Err(e) => Err(sdk_error("claim page", &e)),
         }
     }
