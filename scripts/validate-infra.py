@@ -445,6 +445,91 @@ def check_source_key_policy(template, name):
     return failures
 
 
+def check_protection(cfn, name):
+    """The stack protects its own data (README, "Robustness"): the retained table's key is
+    retained too and the table cannot be deleted by accident; the monitor's own alarms reach
+    on-call whatever filter the page subscriptions use; the queue keeps events long enough and
+    pages before they expire; every function logs to a log group of the stack, kept for a
+    while and encrypted; only the functions and CloudWatch publish to the topics; nothing
+    reaches a topic or queue without TLS; the key names only the services that use it."""
+    failures = []
+    resources = cfn["Resources"]
+    of_type = lambda kind: {k: r for k, r in resources.items() if r["Type"] == kind}
+    key_refs = ({"Ref": "MonitorKey"}, {"Fn::GetAtt": ["MonitorKey", "Arn"]})
+    for key_id, key in of_type("AWS::KMS::Key").items():
+        if key.get("DeletionPolicy") != "Retain" or key.get("UpdateReplacePolicy") != "Retain":
+            failures.append(f"{name} {key_id}: key not retained with the table it encrypts")
+        if key["Properties"].get("PendingWindowInDays") != 30:
+            failures.append(f"{name} {key_id}: key deletion not pending 30 days")
+        services = set()
+        for statement in as_list(key["Properties"]["KeyPolicy"]["Statement"]):
+            for service in as_list(statement.get("Principal", {}).get("Service", [])):
+                services.add(json.dumps(service, sort_keys=True))
+        expected = {json.dumps(s, sort_keys=True) for s in (
+            "s3.amazonaws.com", "cloudwatch.amazonaws.com", {"Fn::Sub": "logs.${AWS::Region}.amazonaws.com"})}
+        if services != expected:
+            failures.append(f"{name} {key_id}: key policy services {sorted(services)}, not {sorted(expected)}")
+    for table_id, table in of_type("AWS::DynamoDB::Table").items():
+        if not table["Properties"].get("DeletionProtectionEnabled"):
+            failures.append(f"{name} {table_id}: table without deletion protection")
+    # The monitor's own alarms publish CloudWatch's JSON without message attributes: they go to
+    # a topic of their own, never to the page topic whose subscriptions filter on attributes.
+    page_topic = {"Ref": "PageTopic"}
+    for alarm_id, alarm in of_type("AWS::CloudWatch::Alarm").items():
+        for kind in ("AlarmActions", "OKActions", "InsufficientDataActions"):
+            if page_topic in alarm["Properties"].get(kind, []):
+                failures.append(f"{name} {alarm_id}: {kind} on the page topic (no attributes to filter on)")
+    if "OperationsTopic" not in resources:
+        failures.append(f"{name}: no operations topic for the monitor's own alarms")
+    queue = resources.get("ReplicationEventsQueue", {}).get("Properties", {})
+    if queue.get("MessageRetentionPeriod") != 1209600:
+        failures.append(f"{name} ReplicationEventsQueue: events kept less than 14 days")
+    timeout = resources["ReplicationEventsFunction"]["Properties"]["Timeout"]
+    if queue.get("VisibilityTimeout", 30) < 6 * timeout:
+        failures.append(f"{name} ReplicationEventsQueue: visibility timeout under six times the function's {timeout} s")
+    ages = [a for a in of_type("AWS::CloudWatch::Alarm").values()
+            if a["Properties"].get("MetricName") == "ApproximateAgeOfOldestMessage"
+            and {"Name": "QueueName", "Value": {"Fn::GetAtt": ["ReplicationEventsQueue", "QueueName"]}}
+            in a["Properties"].get("Dimensions", [])]
+    if not ages:
+        failures.append(f"{name}: no alarm on the age of the oldest replication event")
+    log_groups = of_type("AWS::Logs::LogGroup")
+    for function_id, function in of_type("AWS::Lambda::Function").items():
+        group = function["Properties"].get("LoggingConfig", {}).get("LogGroup")
+        group_id = group.get("Ref") if isinstance(group, dict) else None
+        if group_id not in log_groups:
+            failures.append(f"{name} {function_id}: logs to no log group of the stack")
+            continue
+        props = log_groups[group_id]["Properties"]
+        if not props.get("RetentionInDays") or props.get("KmsKeyId") not in key_refs:
+            failures.append(f"{name} {group_id}: log group without retention or KMS encryption")
+    role_arn = lambda f: {"Fn::GetAtt": [f"{f}Role", "Arn"]}
+    functions = [role_arn(f) for f in ("ReplicationEventsFunction", "AlarmEventsFunction", "CanaryFunction")]
+    topic_policies = of_type("AWS::SNS::TopicPolicy")
+    for topic_id in of_type("AWS::SNS::Topic"):
+        policies = [p for p in topic_policies.values() if {"Ref": topic_id} in p["Properties"]["Topics"]]
+        if not policies:
+            failures.append(f"{name} {topic_id}: no topic policy")
+            continue
+        document = json.dumps(policies[0]["Properties"]["PolicyDocument"], sort_keys=True)
+        if '"aws:SecureTransport": "false"' not in document:
+            failures.append(f"{name} {topic_id}: publishing without TLS not denied")
+        denies = [s for s in as_list(policies[0]["Properties"]["PolicyDocument"]["Statement"])
+                  if s["Effect"] == "Deny" and "sns:Publish" in actions(s)
+                  and "aws:PrincipalArn" in json.dumps(s.get("Condition", {}))]
+        if not denies:
+            failures.append(f"{name} {topic_id}: publishing by others than the functions and alarms not denied")
+        elif not all(f in as_list(denies[0]["Condition"]["ArnNotEquals"]["aws:PrincipalArn"]) for f in functions):
+            failures.append(f"{name} {topic_id}: the functions' roles are not the publishers allowed")
+    queue_policies = of_type("AWS::SQS::QueuePolicy")
+    for queue_id in of_type("AWS::SQS::Queue"):
+        policies = [p for p in queue_policies.values() if {"Ref": queue_id} in p["Properties"]["Queues"]]
+        if not any('"aws:SecureTransport": "false"' in json.dumps(p["Properties"]["PolicyDocument"], sort_keys=True)
+                   for p in policies):
+            failures.append(f"{name} {queue_id}: access without TLS not denied")
+    return failures
+
+
 def check_monitor(cfn, name="template.yaml"):
     failures = []
     resources = cfn["Resources"]
@@ -495,6 +580,7 @@ def check_monitor(cfn, name="template.yaml"):
     failures += check_alarm_rule_accepts_forwarded(cfn, name)
     failures += check_dashboard(cfn, name)
     failures += check_canary_kms(cfn, name)
+    failures += check_protection(cfn, name)
     return failures
 
 
@@ -522,6 +608,13 @@ def check_examples():
                     failures.append(f"{path.name} {name}: bucket not SSE-KMS")
                 if props.get("VersioningConfiguration", {}).get("Status") != "Enabled":
                     failures.append(f"{path.name} {name}: bucket not versioned")
+                # Orphaned canary probes expire (every version) after a day.
+                expiring = [r for r in props.get("LifecycleConfiguration", {}).get("Rules", [])
+                            if r.get("Status") == "Enabled" and r.get("Prefix") == "replmon-canary/"
+                            and r.get("ExpirationInDays") == 1
+                            and r.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays") == 1]
+                if not expiring:
+                    failures.append(f"{path.name} {name}: orphaned canary probes never expire")
                 for rule in props.get("ReplicationConfiguration", {}).get("Rules", []):
                     destination = rule["Destination"]
                     if destination.get("Metrics", {}).get("Status") != "Enabled":

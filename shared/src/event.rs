@@ -3,6 +3,7 @@
 //! `aws_lambda_events` drops `replicationEventData`, so the wire shapes are our own. Parsing is
 //! per record: one bad record yields a [`ParseError`] naming the record and the field, never a panic.
 
+use crate::names;
 use chrono::{DateTime, SubsecRound, Utc};
 use percent_encoding::percent_decode_str;
 use serde::de::{self, Deserializer};
@@ -327,23 +328,34 @@ fn build_event(
         .map(parse_time)
         .transpose()
         .map_err(|e| format!("`replicationEventData.requestTime`: {e}"))?;
-    if s3.bucket.name.is_empty() {
-        return Err("`s3.bucket.name` is empty".into());
+    // Every name that reaches a ledger key or a page is checked here (`names`).
+    names::bucket_name("s3.bucket.name", &s3.bucket.name)?;
+    let destination_bucket = bucket_name_from_arn(&data.destination_bucket);
+    names::bucket_name("replicationEventData.destinationBucket", destination_bucket)?;
+    names::rule_id(&data.replication_rule_id)?;
+    if let Some(reason) = data.failure_reason.as_deref().filter(|r| !r.is_empty()) {
+        names::failure_reason(reason)?;
     }
-    if data.destination_bucket.is_empty() {
-        return Err("`replicationEventData.destinationBucket` is empty".into());
+    let key = decode_key(&s3.object.key);
+    names::object_key(&s3.object.key, &key)?;
+    let version_id = s3.object.version_id.filter(|v| !v.is_empty());
+    if let Some(version) = &version_id {
+        names::version_id(version)?;
+    }
+    if let Some(region) = &region {
+        names::region("awsRegion", region)?;
     }
     Ok(ReplicationEvent {
         kind,
         region,
         event_time,
         source_bucket: s3.bucket.name,
-        key: decode_key(&s3.object.key),
-        version_id: s3.object.version_id.filter(|v| !v.is_empty()),
+        key,
+        version_id,
         size: s3.object.size,
         sequencer: s3.object.sequencer,
         rule_id: data.replication_rule_id,
-        destination_bucket: bucket_name_from_arn(&data.destination_bucket).to_owned(),
+        destination_bucket: destination_bucket.to_owned(),
         destination_arn: data.destination_bucket,
         s3_operation: data.s3_operation,
         request_time,

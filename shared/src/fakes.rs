@@ -420,6 +420,8 @@ pub struct FixedMetrics {
     pub region: Option<String>,
     /// Every region asked, in order.
     pub asked: Mutex<Vec<String>>,
+    /// How long each answer takes (a slow CloudWatch).
+    pub delay: Option<std::time::Duration>,
 }
 
 impl MetricsSource for FixedMetrics {
@@ -434,6 +436,9 @@ impl MetricsSource for FixedMetrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(region.to_owned());
+        if let Some(delay) = self.delay {
+            tokio::time::sleep(delay).await;
+        }
         if self.fail {
             return Err(MetricsError::Unavailable("injected fault".into()));
         }

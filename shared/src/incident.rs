@@ -3,6 +3,7 @@
 
 use crate::catalog::{self, Explanation};
 use crate::delivery::page::{shorten, Page, Urgency};
+use crate::delivery::text::{untrusted, Untrusted};
 use crate::event::{ReplicationEvent, ReplicationEventKind};
 use crate::severity::Severity;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
@@ -205,16 +206,24 @@ impl Incident {
         let mut body = String::new();
         let _ = writeln!(body, "{}", self.summary_sentence(due));
         let _ = writeln!(body);
-        let _ = writeln!(body, "Source bucket:  {}", key.source_bucket);
-        let _ = writeln!(body, "Destination:    {}", key.destination_bucket);
-        let _ = writeln!(body, "Rule:           {}", key.rule_id);
+        let _ = writeln!(body, "Source bucket:  {}", Untrusted(&key.source_bucket));
+        let _ = writeln!(
+            body,
+            "Destination:    {}",
+            Untrusted(&key.destination_bucket)
+        );
+        let _ = writeln!(body, "Rule:           {}", Untrusted(&key.rule_id));
         if let Some(explanation) = &explanation {
             let known = if explanation.known {
                 ""
             } else {
                 " (code not in this monitor's catalog)"
             };
-            let _ = writeln!(body, "Reason:         {}{known}", explanation.code);
+            let _ = writeln!(
+                body,
+                "Reason:         {}{known}",
+                Untrusted(&explanation.code)
+            );
             let _ = writeln!(body, "Meaning:        {}", explanation.meaning);
             let _ = writeln!(body, "Likely cause:   {}", explanation.cause);
             let _ = writeln!(body, "Fix:            {}", explanation.fix);
@@ -264,8 +273,9 @@ impl Incident {
                 let version = sample.version_id.as_deref().unwrap_or("null");
                 let _ = writeln!(
                     body,
-                    "  - {} (version {version})",
-                    shorten(&sample.key, 200)
+                    "  - {} (version {})",
+                    untrusted(&shorten(&sample.key, 200)),
+                    Untrusted(version)
                 );
             }
         }
@@ -290,7 +300,12 @@ impl Incident {
             "Further events are counted in the ledger; at most one summary every {} minutes while they continue.",
             summary_window.num_minutes().max(1)
         );
-        let _ = writeln!(body, "Incident: {} / {}", key.source_bucket, key.id());
+        let _ = writeln!(
+            body,
+            "Incident: {} / {}",
+            Untrusted(&key.source_bucket),
+            Untrusted(&key.id())
+        );
 
         Page::new(
             severity,
@@ -320,29 +335,33 @@ impl Incident {
 
     fn summary_sentence(&self, due: PageDue) -> String {
         let key = &self.key;
+        let (source, destination) = (
+            Untrusted(&key.source_bucket),
+            Untrusted(&key.destination_bucket),
+        );
         match (&key.cause, due) {
             (IncidentCause::Failure(_), PageDue::First) => format!(
                 "S3 could not replicate objects from {} to {}. The replica is missing them and S3 will not retry.",
-                key.source_bucket, key.destination_bucket
+                source, destination
             ),
             (IncidentCause::Failure(_), PageDue::Summary) => format!(
                 "Replication from {} to {} is still failing: {} objects so far ({} new since the last page).",
-                key.source_bucket,
-                key.destination_bucket,
+                source,
+                destination,
                 self.event_count,
                 self.event_count.saturating_sub(self.event_count_at_last_page)
             ),
             (IncidentCause::Late, PageDue::First) => format!(
                 "Objects from {} have not reached {} within the Replication Time Control threshold (15 minutes).",
-                key.source_bucket, key.destination_bucket
+                source, destination
             ),
             (IncidentCause::Late, PageDue::Summary) => format!(
                 "Replication from {} to {} is still late: {} objects missed the threshold, {} have arrived since.",
-                key.source_bucket, key.destination_bucket, self.event_count, self.recovered_count
+                source, destination, self.event_count, self.recovered_count
             ),
             (IncidentCause::NotTracked, _) => format!(
                 "Notice (no action needed now): objects from {} to {} are not tracked by Replication Time Control.",
-                key.source_bucket, key.destination_bucket
+                source, destination
             ),
         }
     }

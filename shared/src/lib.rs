@@ -37,6 +37,7 @@ pub mod event;
 pub mod incident;
 pub mod ledger;
 pub mod metrics;
+pub mod names;
 pub mod replication;
 pub mod severity;
 pub mod status;

@@ -242,8 +242,18 @@ async fn s3_store_reads_setup_and_facts_writes_heads_and_cleans_probes() {
         .send()
         .await
         .unwrap();
-    let deleted = store.delete_all_versions(at, key).await.unwrap();
-    assert_eq!(deleted, 4, "three versions and a delete marker");
+    // Only the probe's own version goes: the versions someone else wrote at its key (no
+    // `replmon-probe` token), the delete marker and the neighbour stay.
+    let deleted = store
+        .delete_probe(at, key, version.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1, "the probe's version");
+    assert_eq!(
+        store.delete_probe(at, key, None).await.unwrap(),
+        0,
+        "nothing else is ours"
+    );
     let left = stack
         .s3
         .list_object_versions()
@@ -251,9 +261,14 @@ async fn s3_store_reads_setup_and_facts_writes_heads_and_cleans_probes() {
         .send()
         .await
         .unwrap();
-    let keys: Vec<&str> = left.versions().iter().filter_map(|v| v.key()).collect();
-    assert_eq!(keys, [neighbour.as_str()]);
-    assert!(left.delete_markers().is_empty());
+    let mut keys: Vec<&str> = left.versions().iter().filter_map(|v| v.key()).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, [key, key, neighbour.as_str()]);
+    assert!(left
+        .versions()
+        .iter()
+        .all(|v| v.version_id() != version.as_deref()));
+    assert_eq!(left.delete_markers().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

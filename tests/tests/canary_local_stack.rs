@@ -395,13 +395,14 @@ impl ObjectStore for OneBucketUnreachable<'_> {
     ) -> Result<Option<ObjectFacts>, StoreError> {
         self.pick(bucket.bucket).head(bucket, key, version).await
     }
-    async fn delete_all_versions(
+    async fn delete_probe(
         &self,
         bucket: BucketRef<'_>,
         key: &str,
+        version_id: Option<&str>,
     ) -> Result<u32, StoreError> {
         self.pick(bucket.bucket)
-            .delete_all_versions(bucket, key)
+            .delete_probe(bucket, key, version_id)
             .await
     }
 }

@@ -337,7 +337,7 @@ fn parse_alarm_detail(
         .and_then(Value::as_array)
         .map(|list| list.iter().map(parse_eventbridge_metric).collect())
         .unwrap_or_default();
-    Ok(AlarmChange {
+    checked_origin(AlarmChange {
         alarm_name,
         account: account
             .or_else(|| arn_field(arn.as_deref(), 4))
@@ -430,7 +430,8 @@ fn parse_sns_alarm(value: &Value) -> Result<AlarmChange, AlarmParseError> {
                 period_seconds: trigger
                     .get("Period")
                     .and_then(Value::as_u64)
-                    .map(|p| p as u32),
+                    // Checked: a period no alarm can have is unknown, not wrapped into another.
+                    .and_then(|p| u32::try_from(p).ok()),
                 stat: text(trigger, "/Statistic")
                     .or_else(|| text(trigger, "/ExtendedStatistic"))
                     .map(sns_statistic),
@@ -440,7 +441,7 @@ fn parse_sns_alarm(value: &Value) -> Result<AlarmChange, AlarmParseError> {
             });
         }
     }
-    Ok(AlarmChange {
+    checked_origin(AlarmChange {
         alarm_name,
         account: text(value, "/AWSAccountId")
             .map(str::to_owned)
@@ -478,7 +479,7 @@ fn parse_sns_metric(value: &Value) -> AlarmMetric {
         period_seconds: stat
             .and_then(|s| s.get("Period"))
             .and_then(Value::as_u64)
-            .map(|p| p as u32),
+            .and_then(|p| u32::try_from(p).ok()),
         stat: stat.and_then(|s| text(s, "/Stat")).map(str::to_owned),
         expression: text(value, "/Expression").map(str::to_owned),
         label: text(value, "/Label").map(str::to_owned),
@@ -515,6 +516,26 @@ fn sns_statistic(stat: &str) -> String {
         "MAXIMUM" => "Maximum".to_owned(),
         other => other.to_owned(),
     }
+}
+
+/// The account and region name the alarm's record (`<account>#<region>#<name>`): when given, they
+/// must be an account ID and a region, so no `#` in them can make two alarms share a record.
+fn checked_origin(change: AlarmChange) -> Result<AlarmChange, AlarmParseError> {
+    if !change.account.is_empty() {
+        crate::names::account_id("account", &change.account).map_err(|_| {
+            AlarmParseError::Invalid {
+                field: "account",
+                value: crate::delivery::text::untrusted(&change.account),
+            }
+        })?;
+    }
+    if !change.region.is_empty() {
+        crate::names::region("region", &change.region).map_err(|_| AlarmParseError::Invalid {
+            field: "region",
+            value: crate::delivery::text::untrusted(&change.region),
+        })?;
+    }
+    Ok(change)
 }
 
 /// A field of an ARN (`arn:partition:service:region:account:...`): 3 is the region, 4 the account.
@@ -611,6 +632,48 @@ mod tests {
             }
         }
         (sent, stored)
+    }
+
+    /// An account or region that is not one would let a `#` make two alarms share a record.
+    #[test]
+    fn accounts_and_regions_are_checked() {
+        let event: Value =
+            serde_json::from_str(include_str!("../../../events/alarm/metric-alarm.json")).unwrap();
+        let change = |account: &str, region: &str| {
+            let mut e = event.clone();
+            e["account"] = account.into();
+            e["region"] = region.into();
+            let (_, inputs) = parse_messages(&e.to_string()).expect("an alarm payload");
+            inputs.into_iter().next().map(|(_, input)| input)
+        };
+        assert!(matches!(
+            change("123456789012", "us-west-2"),
+            Some(Ok(AlarmInput::Change(_)))
+        ));
+        for (account, region) in [("1#x", "us-west-2"), ("123456789012", "us#west-2")] {
+            let refused = change(account, region);
+            assert!(
+                matches!(refused, Some(Err(AlarmParseError::Invalid { .. }))),
+                "{refused:?}"
+            );
+        }
+    }
+
+    /// A period no alarm can have (past `u32`) is unknown, never wrapped into a small one.
+    #[test]
+    fn periods_past_u32_are_unknown_not_wrapped() {
+        let sns = include_str!("../../../events/alarm/sns-alarm.json");
+        let huge = sns.replace(r#"\"Period\":60"#, r#"\"Period\":4294967356"#);
+        assert_ne!(sns, huge);
+        let period = |text: &str| {
+            let (_, inputs) = parse_messages(text).expect("an alarm payload");
+            match inputs.into_iter().next() {
+                Some((_, Ok(AlarmInput::Change(change)))) => change.metrics[0].period_seconds,
+                _ => panic!("a change"),
+            }
+        };
+        assert_eq!(period(sns), Some(60));
+        assert_eq!(period(&huge), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::alarm::{
 use crate::clock::Clock;
 use crate::delivery::outbox::{deliver, Claimed, Outbox};
 use crate::delivery::page::{shorten, Notifier, NotifyError, Page, Urgency};
+use crate::delivery::text::{untrusted, Untrusted};
 use crate::envelope::{self, Delivery};
 use crate::ledger::LedgerError;
 use crate::metrics::{MetricsSource, Trend};
@@ -166,12 +167,12 @@ impl<S: AlarmStore + BacklogCounter, N: Notifier, M: MetricsSource, C: Clock>
                 }
                 Ok(AlarmInput::Change(change)) => {
                     for warning in &change.warnings {
-                        tracing::error!(alarm = %change.alarm_name, warning, "alarm change partly unreadable; processing the rest");
+                        tracing::error!(alarm = %Untrusted(&change.alarm_name), warning, "alarm change partly unreadable; processing the rest");
                     }
                     match self.process(&change).await {
                         Ok(sent) => notified += usize::from(sent),
                         Err(error) => {
-                            tracing::error!(alarm = %change.alarm_name, %error, "alarm change not processed; it will be retried");
+                            tracing::error!(alarm = %Untrusted(&change.alarm_name), %error, "alarm change not processed; it will be retried");
                             errors.push(format!("{}: {error}", change.alarm_name));
                             failed_ids.push(id);
                         }
@@ -221,7 +222,7 @@ impl<S: AlarmStore + BacklogCounter, N: Notifier, M: MetricsSource, C: Clock>
             };
             let (owed, notification) = match decide(record.as_ref(), change, self.settings.flap) {
                 AlarmDecision::Stale => {
-                    tracing::info!(alarm = %change.alarm_name, state = %change.state, "change not newer than the stored state; nothing to do");
+                    tracing::info!(alarm = %Untrusted(&change.alarm_name), state = %change.state, "change not newer than the stored state; nothing to do");
                     return Ok(false);
                 }
                 AlarmDecision::Resend(notification) => {
@@ -271,7 +272,7 @@ impl<S: AlarmStore + BacklogCounter, N: Notifier, M: MetricsSource, C: Clock>
                 // Released: the retry sends it without waiting for the lease.
                 return Err(error.into());
             }
-            tracing::info!(alarm = %change.alarm_name, kind = notification.kind(), subject = page.subject(), "alarm notification sent");
+            tracing::info!(alarm = %Untrusted(&change.alarm_name), kind = notification.kind(), subject = page.subject(), "alarm notification sent");
             return Ok(true);
         }
         Err(ProcessError::Contended)
@@ -293,73 +294,105 @@ impl<S: AlarmStore + BacklogCounter, N: Notifier, M: MetricsSource, C: Clock>
         )
     }
 
-    /// Trend and ledger backlog; failures become a line saying why, never a missing page.
+    /// Trend and ledger backlog, read at once and each within [`ENRICHMENT_BUDGET`]: a failure
+    /// or a slow answer becomes a line saying why, never a missing or late page.
     async fn enrichment(&self, change: &AlarmChange) -> Vec<String> {
-        let mut lines = Vec::new();
-        if !change.metrics.is_empty() {
-            let period = change
-                .primary_metric()
-                .and_then(|m| m.period_seconds)
-                .unwrap_or(60)
-                .max(1);
-            let window =
-                Duration::seconds(i64::from(period) * i64::from(self.settings.trend_periods))
-                    .clamp(Duration::minutes(30), Duration::hours(24));
-            let end = change.state_time.max(self.clock.now());
-            // Checked: a timestamp at the edge of the representable range must not panic.
-            let start = end.checked_sub_signed(window).unwrap_or(end);
-            match self
-                .metrics
-                .recent(&change.region, &change.metrics, start, end)
-                .await
-            {
-                Ok(series) => {
-                    let trends: Vec<Trend> =
-                        series.iter().filter_map(|s| Trend::of(s, 30)).collect();
-                    if trends.is_empty() {
-                        lines.push(format!(
-                            "Trend (last {} min): no datapoints",
-                            window.num_minutes()
-                        ));
-                    }
-                    for trend in trends {
-                        lines.push(format!(
-                            "Trend (last {} min, {} points) {}: last {}, min {}, max {}  {}",
-                            window.num_minutes(),
-                            trend.points,
-                            trend.label,
-                            number(trend.last),
-                            number(trend.min),
-                            number(trend.max),
-                            trend.sparkline
-                        ));
-                    }
-                }
-                Err(error) => lines.push(format!("Trend unavailable: {error}")),
-            }
+        let (trend, backlog) = futures::join!(
+            tokio::time::timeout(ENRICHMENT_BUDGET, self.trend_lines(change)),
+            tokio::time::timeout(ENRICHMENT_BUDGET, self.backlog_line(change)),
+        );
+        let late = |what: &str| {
+            format!(
+                "{what} unavailable: no answer within {} s",
+                ENRICHMENT_BUDGET.as_secs()
+            )
+        };
+        let mut lines = trend.unwrap_or_else(|_| vec![late("Trend")]);
+        if let Some(line) = backlog.unwrap_or_else(|_| Some(late("Ledger backlog"))) {
+            lines.push(line);
         }
-        if let Some((source, rule, destination)) = change.replication_dimensions() {
+        lines
+    }
+
+    async fn trend_lines(&self, change: &AlarmChange) -> Vec<String> {
+        let mut lines = Vec::new();
+        if change.metrics.is_empty() {
+            return lines;
+        }
+        let period = change
+            .primary_metric()
+            .and_then(|m| m.period_seconds)
+            .unwrap_or(60)
+            .max(1);
+        let window = Duration::seconds(i64::from(period) * i64::from(self.settings.trend_periods))
+            .clamp(Duration::minutes(30), Duration::hours(24));
+        let end = change.state_time.max(self.clock.now());
+        // Checked: a timestamp at the edge of the representable range must not panic.
+        let start = end.checked_sub_signed(window).unwrap_or(end);
+        match self
+            .metrics
+            .recent(&change.region, &change.metrics, start, end)
+            .await
+        {
+            Ok(series) => {
+                let trends: Vec<Trend> = series.iter().filter_map(|s| Trend::of(s, 30)).collect();
+                if trends.is_empty() {
+                    lines.push(format!(
+                        "Trend (last {} min): no datapoints",
+                        window.num_minutes()
+                    ));
+                }
+                for trend in trends {
+                    lines.push(format!(
+                        "Trend (last {} min, {} points) {}: last {}, min {}, max {}  {}",
+                        window.num_minutes(),
+                        trend.points,
+                        Untrusted(&trend.label),
+                        number(trend.last),
+                        number(trend.min),
+                        number(trend.max),
+                        trend.sparkline
+                    ));
+                }
+            }
+            Err(error) => lines.push(format!(
+                "Trend unavailable: {}",
+                Untrusted(&error.to_string())
+            )),
+        }
+        lines
+    }
+
+    async fn backlog_line(&self, change: &AlarmChange) -> Option<String> {
+        let (source, rule, destination) = change.replication_dimensions()?;
+        Some(
             match self
                 .store
                 .count_backlog(&source, rule.as_deref(), destination.as_deref())
                 .await
             {
-                Ok(count) => lines.push(format!(
-                    "Ledger: {count} failed or late object versions recorded for {source}{}{}",
+                Ok(count) => format!(
+                    "Ledger: {count} failed or late object versions recorded for {}{}{}",
+                    Untrusted(&source),
                     rule.as_deref()
-                        .map(|r| format!(", rule {r}"))
+                        .map(|r| format!(", rule {}", Untrusted(r)))
                         .unwrap_or_default(),
                     destination
                         .as_deref()
-                        .map(|d| format!(", destination {d}"))
+                        .map(|d| format!(", destination {}", Untrusted(d)))
                         .unwrap_or_default(),
-                )),
-                Err(error) => lines.push(format!("Ledger backlog unavailable: {error}")),
-            }
-        }
-        lines
+                ),
+                Err(error) => format!(
+                    "Ledger backlog unavailable: {}",
+                    Untrusted(&error.to_string())
+                ),
+            },
+        )
     }
 }
+
+/// How long a page waits for each of its enrichments (trend, backlog count).
+const ENRICHMENT_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn number(value: f64) -> String {
     if value.fract() == 0.0 && value.abs() < 1e15 {
@@ -445,7 +478,7 @@ pub fn alarm_page(
     let _ = writeln!(
         body,
         "CloudWatch alarm {} is {} (was {previous}) since {}.",
-        change.alarm_name,
+        Untrusted(&change.alarm_name),
         change.state,
         time(change.state_time)
     );
@@ -479,38 +512,43 @@ pub fn alarm_page(
         _ => {}
     }
     let _ = writeln!(body);
-    let _ = writeln!(body, "Reason:   {}", shorten(&change.reason, 600));
+    let _ = writeln!(
+        body,
+        "Reason:   {}",
+        untrusted(&shorten(&change.reason, 600))
+    );
     let _ = writeln!(
         body,
         "Account:  {}   Region: {}",
-        change.account, change.region
+        Untrusted(&change.account),
+        Untrusted(&change.region)
     );
     for metric in &change.metrics {
         if let Some(expression) = &metric.expression {
             let _ = writeln!(
                 body,
                 "Expression {}: {}{}",
-                metric.id,
-                expression,
+                Untrusted(&metric.id),
+                Untrusted(expression),
                 metric
                     .label
                     .as_deref()
-                    .map(|l| format!(" ({l})"))
+                    .map(|l| format!(" ({})", Untrusted(l)))
                     .unwrap_or_default()
             );
         } else {
             let dimensions: Vec<String> = metric
                 .dimensions
                 .iter()
-                .map(|(k, v)| format!("{k}={v}"))
+                .map(|(k, v)| format!("{}={}", Untrusted(k), Untrusted(v)))
                 .collect();
             let _ = writeln!(
                 body,
                 "Metric {}: {} {} ({}, {} s) {}",
-                metric.id,
-                metric.namespace.as_deref().unwrap_or("?"),
-                metric.name.as_deref().unwrap_or("?"),
-                metric.stat.as_deref().unwrap_or("?"),
+                Untrusted(&metric.id),
+                Untrusted(metric.namespace.as_deref().unwrap_or("?")),
+                Untrusted(metric.name.as_deref().unwrap_or("?")),
+                Untrusted(metric.stat.as_deref().unwrap_or("?")),
                 metric.period_seconds.unwrap_or(0),
                 dimensions.join(" ")
             );
@@ -520,12 +558,12 @@ pub fn alarm_page(
         let _ = writeln!(body, "Threshold: {}", number(threshold));
     }
     if let Some(rule) = &change.composite_rule {
-        let _ = writeln!(body, "Composite rule: {rule}");
+        let _ = writeln!(body, "Composite rule: {}", Untrusted(rule));
         if !change.triggering_alarms.is_empty() {
             let _ = writeln!(
                 body,
                 "Triggered by:   {}",
-                change.triggering_alarms.join(", ")
+                untrusted(&change.triggering_alarms.join(", "))
             );
         }
     }
@@ -722,6 +760,32 @@ mod tests {
         assert_eq!(pages.len(), 1);
         assert!(
             pages[0].body().contains("Trend unavailable"),
+            "{}",
+            pages[0].body()
+        );
+    }
+
+    /// A CloudWatch that answers after a minute must not hold the page: it goes out within
+    /// the enrichment budget, saying the trend did not come.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_trend_read_is_cut_short_and_the_page_says_so() {
+        let world = World::new(FixedMetrics {
+            delay: Some(std::time::Duration::from_secs(60)),
+            ..latency_series()
+        });
+        let started = tokio::time::Instant::now();
+        world
+            .monitor()
+            .handle(fixture!("metric-alarm.json"))
+            .await
+            .unwrap();
+        assert!(started.elapsed() <= ENRICHMENT_BUDGET + std::time::Duration::from_millis(500));
+        let pages = world.notifier.pages();
+        assert_eq!(pages.len(), 1);
+        assert!(
+            pages[0]
+                .body()
+                .contains("Trend unavailable: no answer within 3 s"),
             "{}",
             pages[0].body()
         );

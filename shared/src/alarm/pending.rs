@@ -5,6 +5,7 @@
 use super::monitor::AlarmStore;
 use super::AlarmRecord;
 use crate::delivery::outbox::{Claimed, Outbox};
+use crate::delivery::text::Untrusted;
 use crate::ledger::LedgerError;
 use chrono::{DateTime, Utc};
 
@@ -81,7 +82,7 @@ impl<S: AlarmStore> PendingNotifications<'_, S> {
             .put_alarm(record, Some(revision), self.expires_at)
             .await?
         {
-            tracing::info!(alarm = %record.alarm_name, what, "alarm record changed since the claim; the newer change decides what is pending");
+            tracing::info!(alarm = %Untrusted(&record.alarm_name), what, "alarm record changed since the claim; the newer change decides what is pending");
         }
         Ok(())
     }

@@ -143,7 +143,7 @@ fn query(metric: &AlarmMetric, index: usize) -> MetricDataQuery {
                         .set_dimensions(Some(dimensions))
                         .build(),
                 )
-                .period(metric.period_seconds.unwrap_or(60).max(1) as i32)
+                .period(query_period(metric.period_seconds))
                 .stat(metric.stat.clone().unwrap_or_else(|| "Average".to_owned()))
                 .build();
             builder.metric_stat(stat).build()
@@ -216,9 +216,23 @@ impl MetricsSource for CloudWatchMetrics {
     }
 }
 
+/// The period of a query for the alarm's metric: its own (one minute if unknown), never wrapped
+/// into a negative or another number.
+fn query_period(period_seconds: Option<u32>) -> i32 {
+    i32::try_from(period_seconds.unwrap_or(60).max(1)).unwrap_or(i32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn periods_are_checked_not_wrapped() {
+        assert_eq!(query_period(None), 60);
+        assert_eq!(query_period(Some(0)), 1);
+        assert_eq!(query_period(Some(300)), 300);
+        assert_eq!(query_period(Some(3_000_000_000)), i32::MAX);
+    }
 
     #[test]
     fn invalid_query_ids_are_replaced() {

@@ -7,7 +7,9 @@ use crate::canary::ports::{
     BucketFacts, BucketRef, DefaultEncryption, ObjectFacts, ObjectStore, ProbeObject, StoreError,
     Versioning,
 };
+use crate::canary::probe::probe_token;
 use crate::canary::setup::{bucket_from_arn, ReplicationRule, ReplicationSetup, RuleFilter};
+use crate::delivery::text::Untrusted;
 use aws_config::SdkConfig;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::Region;
@@ -320,7 +322,7 @@ impl ObjectStore for S3ObjectStore {
             .bucket(bucket.bucket)
             .key(object.key)
             .content_type("application/json")
-            .metadata("replmon-probe", "1")
+            .metadata("replmon-probe", probe_token(object.key))
             .body(ByteStream::from(object.body.as_bytes().to_vec()));
         if !object.tags.is_empty() {
             let tagging: Vec<String> = object
@@ -370,6 +372,11 @@ impl ObjectStore for S3ObjectStore {
             .await;
         match result {
             Ok(out) => Ok(Some(ObjectFacts {
+                probe_token: out
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.get("replmon-probe"))
+                    .cloned(),
                 version_id: out.version_id,
                 replication_status: out.replication_status.map(|s| s.as_str().to_owned()),
             })),
@@ -378,13 +385,52 @@ impl ObjectStore for S3ObjectStore {
         }
     }
 
-    async fn delete_all_versions(
+    async fn delete_probe(
         &self,
         bucket: BucketRef<'_>,
         key: &str,
+        version_id: Option<&str>,
     ) -> Result<u32, StoreError> {
         let client = self.client_for(bucket);
-        let mut versions: Vec<Option<String>> = Vec::new();
+        let versions: Vec<String> = match version_id {
+            Some(version) => vec![version.to_owned()],
+            None => self.versions_of(bucket, key).await?,
+        };
+        let token = probe_token(key);
+        let mut deleted = 0;
+        for version in versions {
+            // Only a version that carries this probe's token: never one someone else wrote.
+            let Some(facts) = self.head(bucket, key, Some(&version)).await? else {
+                continue;
+            };
+            if facts.probe_token.as_deref() != Some(token.as_str()) {
+                tracing::warn!(bucket = %bucket.bucket, key = %Untrusted(key), version = %Untrusted(&version), "a version at the probe key is not this probe's; left alone");
+                continue;
+            }
+            client
+                .delete_object()
+                .bucket(bucket.bucket)
+                .key(key)
+                .version_id(&version)
+                .send()
+                .await
+                .map_err(|e| store_error("DeleteObject", bucket.bucket, &e))?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+}
+
+impl S3ObjectStore {
+    /// The object versions of exactly this key (delete markers carry no metadata and are never
+    /// the canary's: it deletes by version only).
+    async fn versions_of(
+        &self,
+        bucket: BucketRef<'_>,
+        key: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let client = self.client_for(bucket);
+        let mut versions = Vec::new();
         let (mut key_marker, mut version_marker) = (None, None);
         loop {
             let out = client
@@ -401,13 +447,7 @@ impl ObjectStore for S3ObjectStore {
                 out.versions()
                     .iter()
                     .filter(|v| v.key() == Some(key))
-                    .map(|v| v.version_id().map(str::to_owned)),
-            );
-            versions.extend(
-                out.delete_markers()
-                    .iter()
-                    .filter(|m| m.key() == Some(key))
-                    .map(|m| m.version_id().map(str::to_owned)),
+                    .filter_map(|v| v.version_id().map(str::to_owned)),
             );
             if out.is_truncated() != Some(true) {
                 break;
@@ -418,16 +458,6 @@ impl ObjectStore for S3ObjectStore {
                 break;
             }
         }
-        for version in &versions {
-            client
-                .delete_object()
-                .bucket(bucket.bucket)
-                .key(key)
-                .set_version_id(version.clone())
-                .send()
-                .await
-                .map_err(|e| store_error("DeleteObject", bucket.bucket, &e))?;
-        }
-        Ok(versions.len() as u32)
+        Ok(versions)
     }
 }

@@ -5,6 +5,7 @@
 use super::ports::Versioning;
 use super::ports::{BucketFacts, DefaultEncryption, StoreError};
 use super::setup::{ReplicationRule, ReplicationSetup};
+use crate::delivery::text::Untrusted;
 use crate::severity::Severity;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -82,7 +83,13 @@ fn audit_rule(
 ) {
     let dst = &rule.destination_bucket;
     let id = |what: &str| format!("{what}#{}#{dst}", rule.id);
-    let pair = format!("{bucket} -> {dst} (rule {})", rule.id);
+    // Rule IDs (any text up to 255 characters) and names shown escaped in notices.
+    let pair = format!(
+        "{} -> {} (rule {})",
+        Untrusted(bucket),
+        Untrusted(dst),
+        Untrusted(&rule.id)
+    );
     if !rule.metrics_enabled {
         findings.push(Finding {
             id: id("metrics-off"),
@@ -122,8 +129,9 @@ fn audit_rule(
             severity: Severity::Critical,
             summary: format!("destination not versioned: {pair}"),
             detail: format!(
-                "The destination bucket has versioning {}; S3 replicates only into versioned buckets and fails every object with DstBucketUnversioned. Enable versioning on {dst}.",
-                facts.versioning.describe()
+                "The destination bucket has versioning {}; S3 replicates only into versioned buckets and fails every object with DstBucketUnversioned. Enable versioning on {}.",
+                facts.versioning.describe(),
+                Untrusted(dst)
             ),
         }),
         Ok(_) => {}

@@ -179,13 +179,20 @@ where
                 return Ok(false);
             }
         }
-        let results = join_all(
-            [source_ref(probe), destination_ref(probe)]
+        // In the source, exactly the version the PUT answered; in replicas, the probe's copies
+        // (S3 gives a replica its source's version ID, the local simulator cannot): each
+        // checked to carry this probe's token before it is deleted.
+        let source =
+            self.store
+                .delete_probe(source_ref(probe), &probe.key, probe.version_id.as_deref());
+        let replicas = join_all(
+            [destination_ref(probe)]
                 .into_iter()
                 .chain(others)
-                .map(|bucket| self.store.delete_all_versions(bucket, &probe.key)),
-        )
-        .await;
+                .map(|bucket| self.store.delete_probe(bucket, &probe.key, None)),
+        );
+        let (source, replicas) = futures::join!(source, replicas);
+        let results = std::iter::once(source).chain(replicas);
         results.into_iter().try_for_each(|r| r.map(|_| ()))?;
         Ok(true)
     }
@@ -224,12 +231,10 @@ where
                 match health.count(probe, limit) {
                     Some(HealthChange::Opened) => {
                         let page = pages::incident_page(&health, probe, limit);
-                        health.owed.push(page);
+                        health.owe(page);
                     }
                     Some(HealthChange::Recovered { opened_at }) => {
-                        health
-                            .owed
-                            .push(pages::recovery_notice(probe, opened_at, clock.now()));
+                        health.owe(pages::recovery_notice(probe, opened_at, clock.now()));
                     }
                     None => {}
                 }
@@ -261,12 +266,20 @@ where
                     return false;
                 }
             };
-            let pages: Vec<Page> = claim
+            let mut pages: Vec<Page> = claim
                 .health
                 .owed
                 .iter()
                 .map(|page| page.to_page(&claim.health))
                 .collect();
+            if claim.health.owed_dropped > 0 {
+                if let Some(first) = pages.first_mut() {
+                    *first = first.clone().with_note(&format!(
+                        "{} earlier canary message(s) for this rule could not be published and were given up; the ledger's rule health and the canary's logs have them.",
+                        claim.health.owed_dropped
+                    ));
+                }
+            }
             let what = format!("{bucket} -> {destination} (rule {rule_id})");
             let delivered = deliver(&outbox, &self.notifier, &claim, &pages, &what).await;
             report.pages.extend(

@@ -92,6 +92,9 @@ impl<L: CanaryStore> HealthPages<'_, L> {
                 }
             }
             health.owed_claimed_at = None;
+            if sent > 0 {
+                health.owed_dropped = 0;
+            }
             if self
                 .ledger
                 .put_health(&health, Some(revision), self.expires_at)

@@ -3,6 +3,7 @@
 use super::audit::Finding;
 use super::probe::{OwedPage, ProbeRecord, ProbeStatus, RuleHealth};
 use crate::delivery::page::{shorten, Page, Urgency};
+use crate::delivery::text::{untrusted, Untrusted};
 use crate::severity::Severity;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use std::fmt::Write as _;
@@ -15,30 +16,25 @@ fn seconds(ms: u64) -> String {
     format!("{:.1} s", ms as f64 / 1000.0)
 }
 
-/// Text quoted from outside (AWS error messages) on one line: control characters, line and
-/// paragraph separators and bidirectional overrides escaped, at most `max_chars` characters.
+/// Text quoted from outside (AWS error messages) on one line: hidden characters (line breaks,
+/// bidirectional overrides, ...) escaped, at most `max_chars` characters.
 pub fn one_line(text: &str, max_chars: usize) -> String {
-    let hostile = |c: char| {
-        c.is_control()
-            || matches!(
-                c,
-                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{feff}'
-            )
-            || ('\u{202a}'..='\u{202e}').contains(&c)
-            || ('\u{2066}'..='\u{2069}').contains(&c)
-    };
-    let escaped: String = text
-        .trim()
-        .chars()
-        .map(|c| {
-            if hostile(c) {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect();
-    shorten(&escaped, max_chars)
+    shorten(&untrusted(text.trim()), max_chars)
+}
+
+/// Which source, destination and rule a canary message is about (names escaped).
+fn where_lines(body: &mut String, probe: &ProbeRecord) {
+    let _ = writeln!(
+        body,
+        "Source bucket:      {}",
+        Untrusted(&probe.source_bucket)
+    );
+    let _ = writeln!(
+        body,
+        "Destination bucket: {}",
+        Untrusted(&probe.destination_bucket)
+    );
+    let _ = writeln!(body, "Replication rule:   {}", Untrusted(&probe.rule_id));
 }
 
 /// Plain words for each bad outcome: what it means and what to do first.
@@ -114,9 +110,7 @@ pub fn incident_page(
     };
     let mut body = String::new();
     let _ = writeln!(body, "S3 replication canary: {what}.\n");
-    let _ = writeln!(body, "Source bucket:      {}", probe.source_bucket);
-    let _ = writeln!(body, "Destination bucket: {}", probe.destination_bucket);
-    let _ = writeln!(body, "Replication rule:   {}", probe.rule_id);
+    where_lines(&mut body, probe);
     let _ = writeln!(body, "Probe outcome:      {}", status.as_str());
     if let Some(detail) = &probe.detail {
         // Details quote AWS's answers: one line, control characters escaped.
@@ -127,9 +121,9 @@ pub fn incident_page(
     }
     let _ = writeln!(body, "\nWhat it means: {meaning}");
     let _ = writeln!(body, "What to do:    {fix}\n");
-    let _ = writeln!(body, "Probe key:          {}", probe.key);
+    let _ = writeln!(body, "Probe key:          {}", Untrusted(&probe.key));
     if let Some(version) = &probe.version_id {
-        let _ = writeln!(body, "Probe version:      {version}");
+        let _ = writeln!(body, "Probe version:      {}", Untrusted(version));
     }
     let _ = writeln!(body, "Written at:         {}", ts(probe.put_at));
     if let Some(bounds) = probe.bounds() {
@@ -144,7 +138,11 @@ pub fn incident_page(
         let _ = writeln!(body, "Deadline:           {}", ts(probe.deadline));
     }
     if let Some(source_status) = &probe.source_status {
-        let _ = writeln!(body, "Source ReplicationStatus: {source_status}");
+        let _ = writeln!(
+            body,
+            "Source ReplicationStatus: {}",
+            Untrusted(source_status)
+        );
     }
     let _ = writeln!(
         body,
@@ -180,9 +178,7 @@ pub fn recovery_notice(
         body,
         "S3 replication canary: probes arrive on time again.\n"
     );
-    let _ = writeln!(body, "Source bucket:      {}", probe.source_bucket);
-    let _ = writeln!(body, "Destination bucket: {}", probe.destination_bucket);
-    let _ = writeln!(body, "Replication rule:   {}", probe.rule_id);
+    where_lines(&mut body, probe);
     let _ = writeln!(body, "Incident opened:    {}", ts(opened_at));
     let _ = writeln!(
         body,
@@ -218,8 +214,11 @@ pub fn audit_notice(bucket: &str, finding: &Finding) -> Page {
         finding.summary
     );
     let body = format!(
-        "S3 replication configuration audit (a notice, not a page).\n\nSource bucket: {bucket}\nFinding:       {}\n\n{}\n\nThis notice repeats at most once per audit period while the finding stands.",
-        finding.summary, finding.detail
+        "S3 replication configuration audit (a notice, not a page).\n\nSource bucket: {}\nFinding:       {}\n\n{}\n\nThis notice repeats at most once per audit period while the finding stands.",
+        Untrusted(bucket),
+        Untrusted(&finding.summary),
+        // The detail is ours, in paragraphs; what it quotes was escaped where it was written.
+        finding.detail
     );
     Page::new(
         finding.severity,

@@ -134,6 +134,8 @@ pub struct ObjectFacts {
     pub version_id: Option<String>,
     /// `x-amz-replication-status`: PENDING, COMPLETED, FAILED on a source; REPLICA on a replica.
     pub replication_status: Option<String>,
+    /// The `replmon-probe` metadata: the probe's token ([`super::probe::probe_token`]).
+    pub probe_token: Option<String>,
 }
 
 /// S3, as the canary uses it.
@@ -167,11 +169,15 @@ pub trait ObjectStore: Send + Sync {
         version_id: Option<&str>,
     ) -> impl Future<Output = Result<Option<ObjectFacts>, StoreError>> + Send;
 
-    /// Delete every version and delete marker of exactly this key; how many went.
-    fn delete_all_versions(
+    /// Delete the probe's versions at exactly this key: `version_id` only when given (the one
+    /// the PUT answered), else every version; and only those whose `replmon-probe` metadata
+    /// holds the probe's token (checked with a HEAD of the version). Versions someone else
+    /// wrote there are left alone. How many went.
+    fn delete_probe(
         &self,
         bucket: BucketRef<'_>,
         key: &str,
+        version_id: Option<&str>,
     ) -> impl Future<Output = Result<u32, StoreError>> + Send;
 }
 
@@ -294,12 +300,13 @@ impl<T: ObjectStore> ObjectStore for &T {
     ) -> impl Future<Output = Result<Option<ObjectFacts>, StoreError>> + Send {
         (**self).head(bucket, key, version_id)
     }
-    fn delete_all_versions(
+    fn delete_probe(
         &self,
         bucket: BucketRef<'_>,
         key: &str,
+        version_id: Option<&str>,
     ) -> impl Future<Output = Result<u32, StoreError>> + Send {
-        (**self).delete_all_versions(bucket, key)
+        (**self).delete_probe(bucket, key, version_id)
     }
 }
 

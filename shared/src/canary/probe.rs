@@ -156,6 +156,15 @@ impl ProbeRecord {
     }
 }
 
+/// What the canary writes in a probe's `replmon-probe` metadata and checks before it deletes a
+/// version: derived from the probe's key, so that a version someone else wrote at that key (or
+/// a probe of another run) is never taken for this probe and deleted.
+pub fn probe_token(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("replmon-probe\n{key}").as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A message the canary owes on-call, kept in the health record until it is published so that a
 /// failed publish is retried by the next run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,7 +201,21 @@ pub struct RuleHealth {
     /// When a run claimed the owed pages to send them (the outbox's lease).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owed_claimed_at: Option<DateTime<Utc>>,
+    /// Owed pages given up (the oldest, beyond [`MAX_OWED_PAGES`]) since a page last went out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub owed_dropped: u32,
 }
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Pages a health keeps owing while SNS refuses them; older ones are given up (and counted).
+/// With bodies bounded to [`MAX_OWED_BODY_BYTES`], the health item stays far below DynamoDB's
+/// 400 KB item limit however long publishing fails.
+pub const MAX_OWED_PAGES: usize = 8;
+/// An owed page's body is cut to this size when it is owed (pages are 16 KB at most anyway).
+pub const MAX_OWED_BODY_BYTES: usize = 8 * 1024;
 
 /// How many recent probe IDs a health record remembers.
 const COUNTED_MEMORY: usize = 32;
@@ -220,6 +243,19 @@ impl RuleHealth {
             counted: Vec::new(),
             owed: Vec::new(),
             owed_claimed_at: None,
+            owed_dropped: 0,
+        }
+    }
+
+    /// Owe on-call a page: kept until published, bounded in number and size.
+    pub fn owe(&mut self, mut page: OwedPage) {
+        if page.body.len() > MAX_OWED_BODY_BYTES {
+            page.body = crate::delivery::page::bounded_body_to(&page.body, MAX_OWED_BODY_BYTES);
+        }
+        self.owed.push(page);
+        while self.owed.len() > MAX_OWED_PAGES {
+            self.owed.remove(0);
+            self.owed_dropped = self.owed_dropped.saturating_add(1);
         }
     }
 

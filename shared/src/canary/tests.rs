@@ -626,3 +626,65 @@ async fn a_probe_is_not_deleted_while_it_is_still_on_its_way_to_another_destinat
         );
     }
 }
+
+/// SNS refusing pages for a long time must not grow a health item toward DynamoDB's 400 KB
+/// limit: the oldest owed pages are given up and counted, and the next page that goes out says
+/// how many.
+#[tokio::test(start_paused = true)]
+async fn owed_pages_are_bounded_and_the_next_page_says_how_many_were_given_up() {
+    use crate::canary::probe::{OwedPage, MAX_OWED_PAGES};
+    let mut health = RuleHealth::new("src", "dst", "dr");
+    for i in 0..30 {
+        health.owe(OwedPage {
+            severity: crate::severity::Severity::High,
+            notice: false,
+            kind: "canary-failed".into(),
+            subject: format!("page {i}"),
+            body: "x".repeat(100 * 1024),
+        });
+    }
+    assert_eq!(health.owed.len(), MAX_OWED_PAGES);
+    assert_eq!(health.owed_dropped, 30 - MAX_OWED_PAGES as u32);
+    assert_eq!(
+        health.owed[0].subject,
+        format!("page {}", 30 - MAX_OWED_PAGES)
+    );
+    let size = serde_json::to_string(&health).unwrap().len();
+    assert!(size < 100 * 1024, "{size} bytes");
+
+    // Through a run: the health owes what it owed, the publish works again.
+    let world = World::new();
+    world.s3.set_arrival("dst", Arrival::Fails);
+    world.notifier.fail_publishes.store(1, Ordering::SeqCst);
+    world.run("run-1").await.unwrap_err();
+    let (mut stored, revision) = world
+        .ledger
+        .health("src", "dst", "dr")
+        .await
+        .unwrap()
+        .unwrap();
+    stored.owed_dropped = 5;
+    let expires = world.clock.now() + chrono::Duration::days(1);
+    assert!(world
+        .ledger
+        .put_health(&stored, Some(revision), expires)
+        .await
+        .unwrap());
+    world.wait(60).await;
+    world.run("run-2").await.unwrap();
+    let pages = world.notifier.pages();
+    assert_eq!(pages.len(), 1);
+    assert!(
+        pages[0].body().contains("5 earlier canary message(s)"),
+        "{}",
+        pages[0].body()
+    );
+    assert_eq!(
+        world
+            .ledger
+            .rule_health("src", "dst", "dr")
+            .unwrap()
+            .owed_dropped,
+        0
+    );
+}

@@ -67,6 +67,7 @@ impl Trigger {
         }
         .filter(|id| !id.trim().is_empty())
         .unwrap_or_else(|| request_id.to_owned());
+        check_run_id(&run_id)?;
         let buckets = input
             .buckets
             .map(|list| {
@@ -77,5 +78,52 @@ impl Trigger {
             })
             .filter(|list| !list.is_empty());
         Ok(Trigger { run_id, buckets })
+    }
+}
+
+/// A run ID names the probes' keys: one made only of dots and slashes (`..`, `/`), or holding
+/// control characters, or longer than a key part, would make keys that tools misread.
+fn check_run_id(run_id: &str) -> Result<(), CanaryError> {
+    let refuse = |why: &str| {
+        Err(CanaryError::BadTrigger(format!(
+            "run_id {:?} {why}",
+            crate::delivery::page::shorten(&crate::delivery::text::untrusted(run_id), 80)
+        )))
+    };
+    if run_id.chars().count() > 200 {
+        return refuse("is longer than 200 characters");
+    }
+    if run_id.chars().any(crate::delivery::text::is_hidden) {
+        return refuse("holds control or invisible characters");
+    }
+    if !run_id.chars().any(|c| c.is_ascii_alphanumeric()) {
+        return refuse("has no letter or digit");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_that_would_make_unusual_keys_are_refused() {
+        for bad in [
+            "..",
+            "/",
+            "./..",
+            " . ",
+            "run\n1",
+            "r\u{202e}",
+            &"r".repeat(201),
+        ] {
+            let payload = serde_json::json!({ "run_id": bad }).to_string();
+            let error = Trigger::parse(&payload, "request").unwrap_err();
+            assert!(error.to_string().contains("run_id"), "{error}");
+        }
+        for good in ["2026-12-01T03:00:00Z", "run-1", "a/../b"] {
+            let payload = serde_json::json!({ "run_id": good }).to_string();
+            assert_eq!(Trigger::parse(&payload, "request").unwrap().run_id, good);
+        }
     }
 }

@@ -5,3 +5,4 @@
 
 pub mod outbox;
 pub mod page;
+pub mod text;

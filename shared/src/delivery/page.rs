@@ -3,6 +3,7 @@
 //! Every function builds its messages with [`Page`], so subject length, body size and the message
 //! attributes subscribers filter on are the same everywhere.
 
+use crate::delivery::text::neutralised_body;
 use crate::severity::Severity;
 use std::future::Future;
 
@@ -53,7 +54,7 @@ impl Page {
     ) -> Self {
         Page {
             subject: bounded_subject(subject),
-            body: bounded_body(body),
+            body: bounded_body(&neutralised_body(body)),
             severity,
             urgency,
             kind: kind.to_owned(),
@@ -64,6 +65,12 @@ impl Page {
 
     pub fn with_source_bucket(mut self, bucket: &str) -> Self {
         self.source_bucket = Some(bucket.to_owned());
+        self
+    }
+
+    /// The body with a note of ours at its end (still within the size bound).
+    pub fn with_note(mut self, note: &str) -> Self {
+        self.body = bounded_body(&format!("{}\n\n{note}", self.body));
         self
     }
 
@@ -121,11 +128,16 @@ pub fn bounded_subject(subject: &str) -> String {
 
 /// Text that would push the body over [`BODY_MAX_BYTES`] is cut at a character boundary.
 pub fn bounded_body(body: &str) -> String {
+    bounded_body_to(body, BODY_MAX_BYTES)
+}
+
+/// [`bounded_body`] to `max_bytes` (at least the length of the note that marks the cut).
+pub fn bounded_body_to(body: &str, max_bytes: usize) -> String {
     const CUT_NOTE: &str = "\n[... message shortened to stay within the SNS size limit]";
-    if body.len() <= BODY_MAX_BYTES {
+    if body.len() <= max_bytes {
         return body.to_owned();
     }
-    let mut end = BODY_MAX_BYTES - CUT_NOTE.len();
+    let mut end = max_bytes.saturating_sub(CUT_NOTE.len());
     while !body.is_char_boundary(end) {
         end -= 1;
     }

@@ -187,10 +187,13 @@ pub fn open(payload: &str) -> Result<(Delivery, Vec<Envelope>), EnvelopeError> {
     // (Which to try is guessed from the text: a wrong guess costs a pass, never a message.)
     if payload.contains("aws:sqs") {
         if let Ok(event) = serde_json::from_str::<SqsEvent>(payload) {
-            if event
-                .records
-                .first()
-                .is_some_and(|r| r.event_source.as_deref() == Some("aws:sqs"))
+            // Every record says it is SQS's: serde also reads a JSON array as a record
+            // (positionally), which the record-by-record path below refuses.
+            if !event.records.is_empty()
+                && event
+                    .records
+                    .iter()
+                    .all(|r| r.event_source.as_deref() == Some("aws:sqs"))
             {
                 return Ok((
                     Delivery::Sqs,
@@ -244,8 +247,15 @@ pub fn open(payload: &str) -> Result<(Delivery, Vec<Envelope>), EnvelopeError> {
         delivery,
         records
             .iter()
-            .map(
-                |record| match serde_json::from_str::<RecordWire>(record.get()) {
+            .map(|record| {
+                // Only an object is a record: serde would read `[" "]` as one, positionally,
+                // and take " " for its message id.
+                let wire = if is_json_object_text(record.get()) {
+                    serde_json::from_str::<RecordWire>(record.get()).map_err(|e| e.to_string())
+                } else {
+                    Err("not a JSON object".to_owned())
+                };
+                match wire {
                     Ok(wire) => wire.into_envelope(delivery),
                     Err(error) => Envelope {
                         id: String::new(),
@@ -253,8 +263,8 @@ pub fn open(payload: &str) -> Result<(Delivery, Vec<Envelope>), EnvelopeError> {
                         body: Err(format!("{what} record: {error}")),
                         event: None,
                     },
-                },
-            )
+                }
+            })
             .collect(),
     ))
 }
@@ -278,7 +288,7 @@ fn sqs_envelope(record: SqsMessage) -> Envelope {
 /// is no SNS event).
 fn sns_event(payload: &str) -> Option<Vec<Envelope>> {
     let event: SnsEvent = serde_json::from_str(payload).ok()?;
-    if event.records.first()?.event_source != "aws:sns" {
+    if event.records.is_empty() || event.records.iter().any(|r| r.event_source != "aws:sns") {
         return None;
     }
     Some(

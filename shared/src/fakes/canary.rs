@@ -8,7 +8,7 @@ use crate::canary::ports::{
     BucketFacts, BucketRef, CanaryStore, ObjectFacts, ObjectStore, ProbeMeasurement, ProbeMetrics,
     ProbeObject, StoreError,
 };
-use crate::canary::probe::{ProbeRecord, RuleHealth};
+use crate::canary::probe::{probe_token, ProbeRecord, RuleHealth};
 use crate::canary::setup::ReplicationSetup;
 use crate::ledger::LedgerError;
 use chrono::{DateTime, Utc};
@@ -229,6 +229,8 @@ struct FakeVersion {
     version_id: String,
     visible_at: Instant,
     replica: bool,
+    /// The `replmon-probe` metadata (`None`: not written by the canary).
+    probe_token: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -345,6 +347,7 @@ impl FakeS3 {
                 version_id,
                 visible_at: Instant::now(),
                 replica: false,
+                probe_token: None,
             });
     }
 
@@ -416,6 +419,7 @@ impl ObjectStore for FakeS3 {
                 version_id: version_id.clone(),
                 visible_at: now,
                 replica: false,
+                probe_token: Some(probe_token(object.key)),
             });
         let destinations: Vec<String> = state
             .setups
@@ -443,6 +447,7 @@ impl ObjectStore for FakeS3 {
                         version_id: version_id.clone(),
                         visible_at: now + delay,
                         replica: true,
+                        probe_token: Some(probe_token(object.key)),
                     });
             }
         }
@@ -508,13 +513,15 @@ impl ObjectStore for FakeS3 {
         Ok(Some(ObjectFacts {
             version_id: Some(version.version_id.clone()),
             replication_status,
+            probe_token: version.probe_token.clone(),
         }))
     }
 
-    async fn delete_all_versions(
+    async fn delete_probe(
         &self,
         bucket: BucketRef<'_>,
         key: &str,
+        version_id: Option<&str>,
     ) -> Result<u32, StoreError> {
         self.check(bucket.bucket)?;
         if self.lock().undeletable.contains(bucket.bucket) {
@@ -524,12 +531,22 @@ impl ObjectStore for FakeS3 {
                 detail: "AccessDenied (object lock)".into(),
             });
         }
-        let removed = self
-            .lock()
-            .objects
-            .remove(&(bucket.bucket.into(), key.into()))
-            .map_or(0, |versions| versions.len());
-        Ok(removed as u32)
+        let token = probe_token(key);
+        let mut state = self.lock();
+        let Some(versions) = state.objects.get_mut(&(bucket.bucket.into(), key.into())) else {
+            return Ok(0);
+        };
+        let before = versions.len();
+        versions.retain(|v| {
+            let ours = v.probe_token.as_deref() == Some(token.as_str())
+                && version_id.is_none_or(|id| v.version_id == id);
+            !ours
+        });
+        let removed = before - versions.len();
+        if versions.is_empty() {
+            state.objects.remove(&(bucket.bucket.into(), key.into()));
+        }
+        Ok(u32::try_from(removed).unwrap_or(u32::MAX))
     }
 }
 

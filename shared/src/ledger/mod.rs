@@ -27,19 +27,24 @@ pub use commit::{
 /// DynamoDB sort keys hold at most 1,024 bytes and S3 keys up to 1,024: long keys are replaced
 /// by their SHA-256 in the sort key (the item keeps the real key in `key`).
 const MAX_SORT_KEY_BYTES: usize = 1024;
+/// Marks a sort key whose S3 key is its SHA-256.
+const HASHED: &str = "sha256:";
 
 /// An object version's place in its source bucket's records: destination, key, version. The
 /// ledger keeps a source's records in this order, which is the order `replmon backlog` pages in.
 pub fn object_sort_key(destination_bucket: &str, key: &str, version_id: Option<&str>) -> String {
     let version = version_id.unwrap_or("null");
     let plain = format!("{destination_bucket}#{key}#{version}");
-    if plain.len() <= MAX_SORT_KEY_BYTES {
+    // Destination and version cannot hold a `#` (checked at parse, `names`), so the key is
+    // what lies between the first and the last one. A key that itself starts with `sha256:` is
+    // hashed too, or it could be written to take the place of a long key's record.
+    if plain.len() <= MAX_SORT_KEY_BYTES && !key.starts_with(HASHED) {
         plain
     } else {
         use sha2::{Digest, Sha256};
         let digest = Sha256::digest(key.as_bytes());
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{destination_bucket}#sha256:{hex}#{version}")
+        format!("{destination_bucket}#{HASHED}{hex}#{version}")
     }
 }
 

@@ -90,3 +90,23 @@ fn next_permutation(v: &mut [usize]) {
     v.swap(i, j);
     v[i + 1..].reverse();
 }
+
+/// A long key's sort key is its SHA-256; a short key written to look like that digest is hashed
+/// too, so it cannot take the long key's record.
+#[test]
+fn a_key_that_spells_another_key_s_digest_has_a_sort_key_of_its_own() {
+    use sha2::{Digest, Sha256};
+    let long = "k".repeat(1024);
+    let digest: String = Sha256::digest(long.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let imitation = format!("sha256:{digest}");
+    let (a, b) = (
+        object_sort_key("dst", &long, Some("v1")),
+        object_sort_key("dst", &imitation, Some("v1")),
+    );
+    assert_eq!(a, format!("dst#sha256:{digest}#v1"));
+    assert_ne!(a, b);
+    assert!(b.starts_with("dst#sha256:") && b.len() == a.len());
+}

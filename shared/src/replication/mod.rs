@@ -21,6 +21,7 @@ mod pages;
 mod plan;
 mod write;
 use crate::delivery::page::{Notifier, NotifyError};
+use crate::delivery::text::Untrusted;
 use chrono::Duration;
 use futures::stream::{self, StreamExt};
 use rustc_hash::FxHashMap;
@@ -202,11 +203,11 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
                                 events.push((index, *event));
                             }
                             NotificationRecord::UnknownReplication { event_name } => {
-                                tracing::warn!(%message_id, event_name, "replication event type unknown to this version; acknowledged, not recorded");
+                                tracing::warn!(%message_id, event_name = %Untrusted(&event_name), "replication event type unknown to this version; acknowledged, not recorded");
                                 report.acknowledged += 1;
                             }
                             NotificationRecord::Other { event_name } => {
-                                tracing::info!(%message_id, event_name, "not a replication event; acknowledged");
+                                tracing::info!(%message_id, event_name = %Untrusted(&event_name), "not a replication event; acknowledged");
                                 report.acknowledged += 1;
                             }
                         }
@@ -289,7 +290,7 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
                     );
                 }
                 Err(error) => {
-                    tracing::error!(message_id = %ids[*index], key = %event.key, %error, retryable = error.retryable(), "recording a replication event failed");
+                    tracing::error!(message_id = %ids[*index], key = %Untrusted(&event.key), %error, retryable = error.retryable(), "recording a replication event failed");
                     report
                         .errors
                         .push(format!("message {}: {error}", ids[*index]));
@@ -316,7 +317,7 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
                 Ok(Settled::Paged { notice: false }) => report.pages += 1,
                 Ok(Settled::Paged { notice: true }) => report.notices += 1,
                 Err(error) => {
-                    tracing::error!(incident = %key.id(), source_bucket = %key.source_bucket, %error, "settling an incident failed; its messages will be retried");
+                    tracing::error!(incident = %Untrusted(&key.id()), source_bucket = %Untrusted(&key.source_bucket), %error, "settling an incident failed; its messages will be retried");
                     report
                         .errors
                         .push(format!("incident {}: {error}", key.id()));
@@ -424,7 +425,7 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         let Some(due) = incident.page_due(now, self.settings.summary_window) else {
             // Nothing new was counted since the last page.
             if let Err(error) = outbox.release(&claimed).await {
-                tracing::warn!(%error, incident = %key.id(), "could not release the page claim; it expires with its lease");
+                tracing::warn!(%error, incident = %Untrusted(&key.id()), "could not release the page claim; it expires with its lease");
             }
             return Ok(Settled::Quiet);
         };
@@ -448,8 +449,8 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         paged.event_count_at_last_page = incident.event_count;
         self.known.learn(key, Some(&paged));
         tracing::info!(
-            incident = %key.id(),
-            source_bucket = %key.source_bucket,
+            incident = %Untrusted(&key.id()),
+            source_bucket = %Untrusted(&key.source_bucket),
             cause = %key.cause.code(),
             objects = incident.event_count,
             page_type = ?due,

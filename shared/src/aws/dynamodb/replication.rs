@@ -8,6 +8,7 @@
 use super::{corrupt, get_n, get_s, get_time, n, s, sdk_error, ts, DynamoDbLedger, Item};
 use crate::alarm::monitor::BacklogCounter;
 use crate::delivery::outbox::Claimed;
+use crate::delivery::text::Untrusted;
 use crate::incident::{Incident, IncidentCause, IncidentKey};
 use crate::ledger::{
     object_sort_key, Commit, CommitOutcome, Ledger, LedgerError, ObjectRecord, PageClaim, PageSent,
@@ -104,7 +105,7 @@ impl Ledger for DynamoDbLedger {
             )
             .await?;
         if !confirmed {
-            tracing::warn!(incident = %incident.id(), "page sent after its claim expired; another page may follow");
+            tracing::warn!(incident = %Untrusted(&incident.id()), "page sent after its claim expired; another page may follow");
         }
         Ok(())
     }
