@@ -52,6 +52,12 @@ const monitorRoles = {
  * aws-sam-translator first), region, parameter values (as CloudFormation takes them: strings;
  * lists comma-separated) and the physical resources by logical ID (`Ref` and attributes).
  */
+/** A function's log group as the monitor template names it (`/replmon/<stack>/<function>`). */
+function logGroup(region, name) {
+  const group = `/replmon/replmon/${name}`;
+  return { Ref: group, Arn: `arn:aws:logs:${region}:${ACCOUNT}:log-group:${group}:*` };
+}
+
 export const stacks = {
   monitor: {
     template: 'infra/template.yaml',
@@ -67,6 +73,16 @@ export const stacks = {
     resources: {
       Ledger: { Ref: TABLE, Arn: `arn:aws:dynamodb:${REGION}:${ACCOUNT}:table/${TABLE}` },
       PageTopic: { Ref: TOPIC_ARN, TopicArn: TOPIC_ARN, TopicName: 'replmon-pages' },
+      // Not provisioned locally (only CloudWatch alarm actions publish there); named for the
+      // template's references.
+      OperationsTopic: {
+        Ref: `arn:aws:sns:${REGION}:${ACCOUNT}:replmon-operations`,
+        TopicArn: `arn:aws:sns:${REGION}:${ACCOUNT}:replmon-operations`,
+        TopicName: 'replmon-operations'
+      },
+      ReplicationEventsLogGroup: logGroup(REGION, 'replication-events'),
+      AlarmEventsLogGroup: logGroup(REGION, 'alarm-events'),
+      CanaryLogGroup: logGroup(REGION, 'canary'),
       MonitorKey: MONITOR_KEY,
       // The local event source mapping's queue (tests/tests/replmon_cli.rs, scripts/demo).
       ReplicationEventsQueue: queue(REGION, EVENTS_QUEUE),
