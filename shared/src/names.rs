@@ -127,7 +127,7 @@ pub fn region(field: &str, region: &str) -> Result<(), String> {
 
 /// Enough of a refused value to recognise it in an error, escaped.
 fn shortened(value: &str) -> String {
-    crate::delivery::page::shorten(&crate::delivery::text::untrusted(value), 80)
+    crate::delivery::text::untrusted_brief(value, 80)
 }
 
 #[cfg(test)]

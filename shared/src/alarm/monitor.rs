@@ -1,12 +1,12 @@
 //! The alarm-events handler: alarm state changes in, incidents and pages out.
 
-use super::pending::{PendingNotifications, Revisioned};
+use super::pending::PendingNotifications;
 use crate::alarm::{
     decide, parse_messages, AlarmChange, AlarmDecision, AlarmInput, AlarmMetric, AlarmNotification,
     AlarmRecord, FlapRule,
 };
 use crate::clock::Clock;
-use crate::delivery::outbox::{deliver, Claimed, Outbox};
+use crate::delivery::outbox::{deliver, AtRevision, Claimed, Outbox};
 use crate::delivery::page::{shorten, Notifier, NotifyError, Page, Urgency};
 use crate::delivery::text::{untrusted, Untrusted};
 use crate::envelope::{self, Delivery};
@@ -237,7 +237,13 @@ impl<S: AlarmStore + BacklogCounter, N: Notifier, M: MetricsSource, C: Clock>
                     {
                         return Err(ProcessError::InFlight);
                     }
-                    (Revisioned { record, revision }, notification)
+                    (
+                        AtRevision {
+                            item: record,
+                            revision,
+                        },
+                        notification,
+                    )
                 }
                 AlarmDecision::Apply(record) => {
                     let Some(notification) = record.pending else {
@@ -251,7 +257,13 @@ impl<S: AlarmStore + BacklogCounter, N: Notifier, M: MetricsSource, C: Clock>
                         return Ok(false);
                     };
                     // The decided change and its notification's claim: one write.
-                    (Revisioned { record, revision }, notification)
+                    (
+                        AtRevision {
+                            item: record,
+                            revision,
+                        },
+                        notification,
+                    )
                 }
             };
             let claim = match outbox.claim(&owed).await? {
@@ -259,7 +271,7 @@ impl<S: AlarmStore + BacklogCounter, N: Notifier, M: MetricsSource, C: Clock>
                 Claimed::Changed(_) => continue,
                 Claimed::Held(_) => return Err(ProcessError::InFlight),
             };
-            let page = self.page(change, &claim.record, notification).await;
+            let page = self.page(change, &claim.item, notification).await;
             let delivered = deliver(
                 &outbox,
                 &self.notifier,

@@ -4,7 +4,7 @@
 
 use super::monitor::AlarmStore;
 use super::AlarmRecord;
-use crate::delivery::outbox::{Claimed, Outbox};
+use crate::delivery::outbox::{AtRevision, Claimed, Outbox, Written};
 use crate::delivery::text::Untrusted;
 use crate::ledger::LedgerError;
 use chrono::{DateTime, Utc};
@@ -16,29 +16,17 @@ pub(super) struct PendingNotifications<'a, S> {
     pub expires_at: DateTime<Utc>,
 }
 
-/// A record as read (or as decided) with the revision it was read at (`None`: not stored).
-pub(super) struct Revisioned {
-    pub record: AlarmRecord,
-    pub revision: Option<u64>,
-}
-
-/// The record as the claim wrote it, at the revision the claim made.
-pub(super) struct AlarmClaim {
-    pub record: AlarmRecord,
-    pub revision: u64,
-}
-
 impl<S: AlarmStore> Outbox for PendingNotifications<'_, S> {
-    type Owed = Revisioned;
-    type Claim = AlarmClaim;
+    type Owed = AtRevision<AlarmRecord>;
+    type Claim = Written<AlarmRecord>;
 
     /// The write that claims also stores the state the notification is about (a decided change
     /// is claimed in the same write that records it).
     async fn claim(
         &self,
-        owed: &Revisioned,
-    ) -> Result<Claimed<AlarmClaim, Revisioned>, LedgerError> {
-        let mut record = owed.record.clone();
+        owed: &AtRevision<AlarmRecord>,
+    ) -> Result<Claimed<Written<AlarmRecord>, AtRevision<AlarmRecord>>, LedgerError> {
+        let mut record = owed.item.clone();
         record.pending_since = Some(self.now);
         if !self
             .store
@@ -48,21 +36,18 @@ impl<S: AlarmStore> Outbox for PendingNotifications<'_, S> {
             // Someone wrote the record since it was read: the caller reads it again.
             return Ok(Claimed::Changed(None));
         }
-        Ok(Claimed::Taken(AlarmClaim {
-            record,
-            revision: owed.revision.map_or(1, |r| r + 1),
-        }))
+        Ok(Claimed::Taken(owed.written(record)))
     }
 
-    async fn confirm(&self, claim: &AlarmClaim, _sent: usize) -> Result<(), LedgerError> {
-        let mut record = claim.record.clone();
+    async fn confirm(&self, claim: &Written<AlarmRecord>, _sent: usize) -> Result<(), LedgerError> {
+        let mut record = claim.item.clone();
         record.pending = None;
         record.pending_since = None;
         self.write(&record, claim.revision, "confirm").await
     }
 
-    async fn release(&self, claim: &AlarmClaim) -> Result<(), LedgerError> {
-        let mut record = claim.record.clone();
+    async fn release(&self, claim: &Written<AlarmRecord>) -> Result<(), LedgerError> {
+        let mut record = claim.item.clone();
         record.pending_since = None;
         self.write(&record, claim.revision, "release").await
     }

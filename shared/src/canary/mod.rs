@@ -28,13 +28,13 @@ pub use trigger::Trigger;
 
 use crate::catalog;
 use crate::clock::Clock;
-use crate::delivery::outbox::{deliver, Claimed, Outbox};
+use crate::delivery::outbox::{deliver, AtRevision, Claimed, Outbox};
 use crate::delivery::page::{Notifier, Page};
 use audit::{audit, AuditRecord, DestinationFacts};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use measure::{millis, LatencyBounds, PollSchedule};
-use owed::{AuditNotices, CountedHealth, HealthPages};
+use owed::{AuditNotices, HealthPages};
 use ports::{
     BucketFacts, BucketRef, CanaryStore, ObjectStore, ProbeMeasurement, ProbeMetrics, ProbeObject,
     StoreError,

@@ -192,8 +192,9 @@ where
                 .map(|bucket| self.store.delete_probe(bucket, &probe.key, None)),
         );
         let (source, replicas) = futures::join!(source, replicas);
-        let results = std::iter::once(source).chain(replicas);
-        results.into_iter().try_for_each(|r| r.map(|_| ()))?;
+        std::iter::once(source)
+            .chain(replicas)
+            .try_for_each(|r| r.map(|_| ()))?;
         Ok(true)
     }
 
@@ -257,7 +258,10 @@ where
                 }
                 return true;
             }
-            let owed = CountedHealth { health, revision };
+            let owed = AtRevision {
+                item: health,
+                revision,
+            };
             let claim = match outbox.claim(&owed).await {
                 Ok(Claimed::Taken(claim)) => claim,
                 Ok(Claimed::Changed(_) | Claimed::Held(_)) => continue,
@@ -267,29 +271,29 @@ where
                 }
             };
             let mut pages: Vec<Page> = claim
-                .health
+                .item
                 .owed
                 .iter()
-                .map(|page| page.to_page(&claim.health))
+                .map(|page| page.to_page(&claim.item))
                 .collect();
-            if claim.health.owed_dropped > 0 {
+            if claim.item.owed_dropped > 0 {
                 if let Some(first) = pages.first_mut() {
                     *first = first.clone().with_note(&format!(
                         "{} earlier canary message(s) for this rule could not be published and were given up; the ledger's rule health and the canary's logs have them.",
-                        claim.health.owed_dropped
+                        claim.item.owed_dropped
                     ));
                 }
             }
             let what = format!("{bucket} -> {destination} (rule {rule_id})");
             let delivered = deliver(&outbox, &self.notifier, &claim, &pages, &what).await;
             report.pages.extend(
-                claim.health.owed[..delivered.sent]
+                claim.item.owed[..delivered.sent]
                     .iter()
                     .map(|page| page.subject.clone()),
             );
             if let Some(e) = delivered.error {
                 // Still owed (the claim was released): the next run sends it.
-                let subject = &claim.health.owed[delivered.sent].subject;
+                let subject = &claim.item.owed[delivered.sent].subject;
                 report.errors.push(format!("publishing \"{subject}\": {e}"));
             }
             return true;

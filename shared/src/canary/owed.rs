@@ -4,7 +4,7 @@
 
 use super::ports::CanaryStore;
 use super::probe::RuleHealth;
-use crate::delivery::outbox::{Claimed, Outbox};
+use crate::delivery::outbox::{AtRevision, Claimed, Outbox, Written};
 use crate::ledger::LedgerError;
 use chrono::{DateTime, Duration, Utc};
 
@@ -19,18 +19,6 @@ pub(super) struct HealthPages<'a, L> {
     pub expires_at: DateTime<Utc>,
 }
 
-/// A health as counted (or as read) and the revision it was read at (`None`: not stored).
-pub(super) struct CountedHealth {
-    pub health: RuleHealth,
-    pub revision: Option<u64>,
-}
-
-/// The health as the claim wrote it, at the revision the claim made.
-pub(super) struct HealthClaim {
-    pub health: RuleHealth,
-    pub revision: u64,
-}
-
 impl<L: CanaryStore> HealthPages<'_, L> {
     /// Whether another run holds a live claim on the health's owed pages.
     pub fn held_by_another(&self, health: &RuleHealth) -> bool {
@@ -41,16 +29,16 @@ impl<L: CanaryStore> HealthPages<'_, L> {
 }
 
 impl<L: CanaryStore> Outbox for HealthPages<'_, L> {
-    type Owed = CountedHealth;
-    type Claim = HealthClaim;
+    type Owed = AtRevision<RuleHealth>;
+    type Claim = Written<RuleHealth>;
 
     /// Also stores the health's new counts: the pages a count owes are claimed in the same
     /// write that records them.
     async fn claim(
         &self,
-        owed: &CountedHealth,
-    ) -> Result<Claimed<HealthClaim, CountedHealth>, LedgerError> {
-        let mut health = owed.health.clone();
+        owed: &AtRevision<RuleHealth>,
+    ) -> Result<Claimed<Written<RuleHealth>, AtRevision<RuleHealth>>, LedgerError> {
+        let mut health = owed.item.clone();
         health.owed_claimed_at = Some(self.now);
         if !self
             .ledger
@@ -59,17 +47,14 @@ impl<L: CanaryStore> Outbox for HealthPages<'_, L> {
         {
             return Ok(Claimed::Changed(None));
         }
-        Ok(Claimed::Taken(HealthClaim {
-            health,
-            revision: owed.revision.map_or(1, |r| r + 1),
-        }))
+        Ok(Claimed::Taken(owed.written(health)))
     }
 
-    async fn confirm(&self, claim: &HealthClaim, sent: usize) -> Result<(), LedgerError> {
+    async fn confirm(&self, claim: &Written<RuleHealth>, sent: usize) -> Result<(), LedgerError> {
         self.settle(claim, sent).await
     }
 
-    async fn release(&self, claim: &HealthClaim) -> Result<(), LedgerError> {
+    async fn release(&self, claim: &Written<RuleHealth>) -> Result<(), LedgerError> {
         self.settle(claim, 0).await
     }
 }
@@ -78,11 +63,11 @@ impl<L: CanaryStore> HealthPages<'_, L> {
     /// Drop the claim and the first `sent` owed pages. Another run may have counted into the
     /// health meanwhile (keeping our claim and the pages, and perhaps owing more): the sent
     /// pages are then taken out of what it wrote, so that they are never sent again.
-    async fn settle(&self, claim: &HealthClaim, sent: usize) -> Result<(), LedgerError> {
-        let sent_pages = &claim.health.owed[..sent.min(claim.health.owed.len())];
-        let (mut health, mut revision) = (claim.health.clone(), claim.revision);
+    async fn settle(&self, claim: &Written<RuleHealth>, sent: usize) -> Result<(), LedgerError> {
+        let sent_pages = &claim.item.owed[..sent.min(claim.item.owed.len())];
+        let (mut health, mut revision) = (claim.item.clone(), claim.revision);
         for _ in 0..4 {
-            if health.owed_claimed_at != claim.health.owed_claimed_at {
+            if health.owed_claimed_at != claim.item.owed_claimed_at {
                 // Our claim is gone (another run took the pages over after the lease).
                 return Ok(());
             }

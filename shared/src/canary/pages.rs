@@ -2,8 +2,8 @@
 
 use super::audit::Finding;
 use super::probe::{OwedPage, ProbeRecord, ProbeStatus, RuleHealth};
-use crate::delivery::page::{shorten, Page, Urgency};
-use crate::delivery::text::{untrusted, Untrusted};
+use crate::delivery::page::{Page, Urgency};
+use crate::delivery::text::{untrusted_brief, Untrusted};
 use crate::severity::Severity;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use std::fmt::Write as _;
@@ -19,7 +19,7 @@ fn seconds(ms: u64) -> String {
 /// Text quoted from outside (AWS error messages) on one line: hidden characters (line breaks,
 /// bidirectional overrides, ...) escaped, at most `max_chars` characters.
 pub fn one_line(text: &str, max_chars: usize) -> String {
-    shorten(&untrusted(text.trim()), max_chars)
+    untrusted_brief(text.trim(), max_chars)
 }
 
 /// Which source, destination and rule a canary message is about (names escaped).

@@ -87,7 +87,7 @@ fn check_run_id(run_id: &str) -> Result<(), CanaryError> {
     let refuse = |why: &str| {
         Err(CanaryError::BadTrigger(format!(
             "run_id {:?} {why}",
-            crate::delivery::page::shorten(&crate::delivery::text::untrusted(run_id), 80)
+            crate::delivery::text::untrusted_brief(run_id, 80)
         )))
     };
     if run_id.chars().count() > 200 {

@@ -15,6 +15,7 @@
 
 use crate::backoff::jittered;
 use crate::delivery::page::{Notifier, NotifyError, Page};
+use crate::delivery::text::Untrusted;
 use crate::ledger::LedgerError;
 use std::future::Future;
 use std::time::Duration;
@@ -93,13 +94,43 @@ pub async fn deliver<O: Outbox, N: Notifier>(
         }
     }
     if delivered.sent == 0 {
-        if let Err(error) = again(|| outbox.release(claim)).await {
-            tracing::warn!(%error, what, "could not release the page claim; it expires with its lease");
-        }
+        release(outbox, claim, what).await;
     } else if let Err(error) = again(|| outbox.confirm(claim, delivered.sent)).await {
-        tracing::error!(%error, what, sent = delivered.sent, "page sent but not recorded as sent; acknowledged so that no retry sends it again (the claim holds others off until its lease ends)");
+        tracing::error!(%error, what = %Untrusted(what), sent = delivered.sent, "page sent but not recorded as sent; acknowledged so that no retry sends it again (the claim holds others off until its lease ends)");
     }
     delivered
+}
+
+/// End a claim with nothing sent (a failed publish, or nothing worth sending after all): the
+/// pages stay owed. A release that keeps failing is logged; the claim then expires with its
+/// lease.
+pub async fn release<O: Outbox>(outbox: &O, claim: &O::Claim, what: &str) {
+    if let Err(error) = again(|| outbox.release(claim)).await {
+        tracing::warn!(%error, what = %Untrusted(what), "could not release the page claim; it expires with its lease");
+    }
+}
+
+/// An item as read (or as decided) and the revision it was read at (`None`: not stored yet):
+/// what an outbox whose claim is a revision-guarded write of the item is owed.
+pub struct AtRevision<T> {
+    pub item: T,
+    pub revision: Option<u64>,
+}
+
+/// An item as a revision-guarded write stored it, at the revision that write made.
+pub struct Written<T> {
+    pub item: T,
+    pub revision: u64,
+}
+
+impl<T> AtRevision<T> {
+    /// `item`, stored by a write guarded on this revision.
+    pub fn written(&self, item: T) -> Written<T> {
+        Written {
+            item,
+            revision: self.revision.map_or(1, |r| r + 1),
+        }
+    }
 }
 
 /// A ledger call, again after a jittered pause while it fails for a reason that may pass.

@@ -52,6 +52,12 @@ pub fn untrusted(text: &str) -> String {
     }
 }
 
+/// [`untrusted`], at most `max_chars` characters (a cut marked): an outside value quoted in an
+/// error, a log line or a page.
+pub fn untrusted_brief(text: &str, max_chars: usize) -> String {
+    crate::delivery::page::shorten(&untrusted(text), max_chars)
+}
+
 /// A whole page body as a last line of defence: hidden characters other than the body's own
 /// line breaks escaped (values are escaped one by one where they are inserted, which is what
 /// keeps their line breaks from forging lines).

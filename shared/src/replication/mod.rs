@@ -4,7 +4,7 @@
 //! SNS in Lambda and against in-memory fakes in unit tests and the benchmark.
 
 use crate::clock::Clock;
-use crate::delivery::outbox::{deliver, Claimed, Outbox};
+use crate::delivery::outbox::{self, deliver, Claimed, Outbox};
 use crate::envelope::{self, Delivery, EnvelopeError};
 use crate::event::{NotificationRecord, ReplicationEvent, ReplicationEventKind, S3Notification};
 use crate::incident::{IncidentCause, IncidentKey};
@@ -424,9 +424,7 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         self.known.learn(key, Some(incident));
         let Some(due) = incident.page_due(now, self.settings.summary_window) else {
             // Nothing new was counted since the last page.
-            if let Err(error) = outbox.release(&claimed).await {
-                tracing::warn!(%error, incident = %Untrusted(&key.id()), "could not release the page claim; it expires with its lease");
-            }
+            outbox::release(&outbox, &claimed, &key.id()).await;
             return Ok(Settled::Quiet);
         };
         let samples: Vec<_> = batch.samples.iter().cloned().collect();
