@@ -171,18 +171,8 @@ impl S3Notification {
         }
         // Fast path: one typed pass for the common, well-formed message. Anything it cannot take
         // (odd shapes, bad values) goes through the record-by-record path for a precise answer.
-        if let Ok(fast) = serde_json::from_str::<FastMessageWire<'_>>(text) {
-            if fast.kind.is_none() && fast.event.is_none() {
-                if let Some(records) = fast.records {
-                    if let Ok(records) = records
-                        .into_iter()
-                        .map(FastRecordWire::into_record)
-                        .collect()
-                    {
-                        return Ok(Self::Records(records));
-                    }
-                }
-            }
+        if let Some(notification) = Self::well_formed_records(text) {
+            return Ok(notification);
         }
         let message: MessageWire<'_> =
             serde_json::from_str(text).map_err(|e| ParseError::InvalidJson(e.to_string()))?;
@@ -208,6 +198,21 @@ impl S3Notification {
                     .map_err(|reason| ParseError::InvalidRecord { index, reason })
             })
             .collect::<Result<Vec<_>, _>>()
+            .map(Self::Records)
+    }
+
+    /// The common case read in one typed pass: a top-level `Records` array of well-formed
+    /// records (`None`: anything else, which [`Self::from_json`] reads record by record).
+    pub fn well_formed_records(text: &str) -> Option<Self> {
+        let fast = serde_json::from_str::<FastMessageWire<'_>>(text).ok()?;
+        if fast.kind.is_some() || fast.event.is_some() {
+            return None;
+        }
+        fast.records?
+            .into_iter()
+            .map(FastRecordWire::into_record)
+            .collect::<Result<Vec<_>, ()>>()
+            .ok()
             .map(Self::Records)
     }
 

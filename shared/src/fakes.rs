@@ -32,7 +32,8 @@ type HeldClaim = (String, DateTime<Utc>);
 
 #[derive(Debug, Default)]
 struct LedgerState {
-    objects: HashMap<ObjectId, (ObjectRecord, u64)>,
+    /// Boxed: a storm grows the map to millions of records, and each rehash moves its entries.
+    objects: HashMap<ObjectId, Box<(ObjectRecord, u64)>>,
     /// Markers of not-tracked events, per incident.
     markers: HashMap<IncidentKey, HashSet<EventId>>,
     incidents: HashMap<IncidentKey, (Incident, Option<HeldClaim>)>,
@@ -106,7 +107,7 @@ impl InMemoryLedger {
             .lock()
             .objects
             .values()
-            .map(|(record, _)| record.clone())
+            .map(|stored| stored.0.clone())
             .collect();
         objects.sort_by(|a, b| (&a.key, &a.version_id).cmp(&(&b.key, &b.version_id)));
         objects
@@ -147,10 +148,10 @@ impl LedgerState {
         match write {
             Write::Object { expected, .. } => {
                 let stored = id.and_then(|id| self.objects.get(id));
-                if stored.map(|(_, revision)| *revision) == *expected {
+                if stored.map(|stored| stored.1) == *expected {
                     Verdict::Held
                 } else {
-                    Verdict::Object(stored.cloned())
+                    Verdict::Object(stored.map(|stored| (**stored).clone()))
                 }
             }
             Write::Marker { incident, event } => {
@@ -212,7 +213,8 @@ impl LedgerState {
             Write::Object { record, expected } => {
                 let revision = expected.map_or(1, |r| r + 1);
                 let id = id.unwrap_or_else(|| record_id(record));
-                self.objects.insert(id, (record.clone(), revision));
+                self.objects
+                    .insert(id, Box::new((record.clone(), revision)));
             }
             Write::Marker { incident, event } => {
                 self.markers
@@ -228,7 +230,7 @@ impl LedgerState {
                 }
                 IncidentMode::Add { .. } => {
                     if let Some((incident, _)) = self.incidents.get_mut(key) {
-                        *incident = delta.added_to(incident, now);
+                        delta.add_to(incident, now);
                     }
                 }
             },

@@ -142,6 +142,35 @@ pub enum PageDue {
 }
 
 impl Incident {
+    /// Take `other`'s state, keeping this incident's key (equal to `other`'s): no allocation,
+    /// for the per-process memory every batch updates. Destructured in full so that a new
+    /// field cannot be forgotten here.
+    pub fn update_from(&mut self, other: &Incident) {
+        let Incident {
+            key: _,
+            opened_at,
+            first_seen,
+            last_seen,
+            event_count,
+            recovered_count,
+            backlog_count,
+            pages_sent,
+            last_page_at,
+            event_count_at_last_page,
+            last_recorded_at,
+        } = *other;
+        self.opened_at = opened_at;
+        self.first_seen = first_seen;
+        self.last_seen = last_seen;
+        self.event_count = event_count;
+        self.recovered_count = recovered_count;
+        self.backlog_count = backlog_count;
+        self.pages_sent = pages_sent;
+        self.last_page_at = last_page_at;
+        self.event_count_at_last_page = event_count_at_last_page;
+        self.last_recorded_at = last_recorded_at;
+    }
+
     /// Cheap test before counting: could a page be due? (First page never sent, or the window
     /// has passed and events were recorded since the last page.)
     pub fn may_be_due(&self, now: DateTime<Utc>, summary_window: Duration) -> bool {

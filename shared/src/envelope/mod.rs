@@ -14,10 +14,11 @@
 use crate::event::is_json_object_text;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sns::SnsEvent;
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::SqsBatchResponse;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 
 /// How the invocation arrived; decides how failures are reported back to Lambda.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,25 +99,34 @@ struct PayloadWire<'a> {
     detail_type: Option<&'a RawValue>,
 }
 
-/// The parts of an SQS or SNS record read here (S3 records have neither).
+/// An SQS or SNS invocation read in one pass: every record an object.
 #[derive(Deserialize)]
-struct RecordWire {
-    #[serde(rename = "eventSource")]
-    sqs_source: Option<String>,
-    #[serde(rename = "EventSource")]
-    sns_source: Option<String>,
-    #[serde(rename = "messageId")]
-    message_id: Option<String>,
+struct RecordsWire<'a> {
+    #[serde(rename = "Records", borrow)]
+    records: Vec<ObjectOnly<RecordWire<'a>>>,
+}
+
+/// The parts of an SQS or SNS record read here (S3 records have neither). Borrowed where the
+/// text allows: a storm's SQS batches are read field by field at this layer first.
+#[derive(Deserialize)]
+struct RecordWire<'a> {
+    #[serde(rename = "eventSource", borrow)]
+    sqs_source: Option<Cow<'a, str>>,
+    #[serde(rename = "EventSource", borrow)]
+    sns_source: Option<Cow<'a, str>>,
+    #[serde(rename = "messageId", borrow)]
+    message_id: Option<Cow<'a, str>>,
     body: Option<String>,
-    attributes: Option<SqsAttributesWire>,
+    #[serde(borrow)]
+    attributes: Option<SqsAttributesWire<'a>>,
     #[serde(rename = "Sns")]
     sns: Option<SnsWire>,
 }
 
 #[derive(Deserialize)]
-struct SqsAttributesWire {
-    #[serde(rename = "ApproximateReceiveCount")]
-    receive_count: Option<String>,
+struct SqsAttributesWire<'a> {
+    #[serde(rename = "ApproximateReceiveCount", borrow)]
+    receive_count: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -127,7 +137,29 @@ struct SnsWire {
     message: Option<String>,
 }
 
-impl RecordWire {
+/// `T` read only from a JSON object: serde's derived readers also fill a struct from an array
+/// of its fields in order, which would make `[["aws:sqs"]]` an SQS record.
+struct ObjectOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Fields<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(Fields(std::marker::PhantomData))
+            .map(ObjectOnly)
+    }
+}
+
+impl RecordWire<'_> {
     fn delivery(&self) -> Delivery {
         if self.sqs_source.as_deref() == Some("aws:sqs") {
             Delivery::Sqs
@@ -141,7 +173,7 @@ impl RecordWire {
     fn into_envelope(self, delivery: Delivery) -> Envelope {
         let (id, first_delivery, body) = match delivery {
             Delivery::Sqs => (
-                self.message_id,
+                self.message_id.map(Cow::into_owned),
                 self.attributes
                     .and_then(|a| a.receive_count)
                     .is_some_and(|count| count == "1"),
@@ -186,18 +218,20 @@ pub fn open(payload: &str) -> Result<(Delivery, Vec<Envelope>), EnvelopeError> {
     // record and says what is wrong with each.
     // (Which to try is guessed from the text: a wrong guess costs a pass, never a message.)
     if payload.contains("aws:sqs") {
-        if let Ok(event) = serde_json::from_str::<SqsEvent>(payload) {
-            // Every record says it is SQS's: serde also reads a JSON array as a record
-            // (positionally), which the record-by-record path below refuses.
+        if let Ok(event) = serde_json::from_str::<RecordsWire<'_>>(payload) {
             if !event.records.is_empty()
                 && event
                     .records
                     .iter()
-                    .all(|r| r.event_source.as_deref() == Some("aws:sqs"))
+                    .all(|r| r.0.delivery() == Delivery::Sqs)
             {
                 return Ok((
                     Delivery::Sqs,
-                    event.records.into_iter().map(sqs_envelope).collect(),
+                    event
+                        .records
+                        .into_iter()
+                        .map(|r| r.0.into_envelope(Delivery::Sqs))
+                        .collect(),
                 ));
             }
         }
@@ -267,21 +301,6 @@ pub fn open(payload: &str) -> Result<(Delivery, Vec<Envelope>), EnvelopeError> {
             })
             .collect(),
     ))
-}
-
-/// An SQS record as `aws_lambda_events` reads it.
-fn sqs_envelope(record: SqsMessage) -> Envelope {
-    Envelope {
-        id: record.message_id.unwrap_or_default(),
-        first_delivery: record
-            .attributes
-            .get("ApproximateReceiveCount")
-            .is_some_and(|count| count == "1"),
-        body: record
-            .body
-            .ok_or_else(|| "SQS record has no string `body`".to_owned()),
-        event: None,
-    }
 }
 
 /// A well-formed SNS invocation as `aws_lambda_events` reads it (`None`: it refuses it, or it

@@ -86,3 +86,21 @@ fn the_sqs_response_names_the_failed_messages() {
         json!({"batchItemFailures": []})
     );
 }
+
+#[test]
+fn an_array_is_never_read_as_an_sqs_record() {
+    // serde fills a struct from an array of its fields in order: `ObjectOnly` refuses that on
+    // the one-pass path, and the record-by-record path names the record as not an object.
+    let short = r#"{"Records": [["aws:sqs", null, "spoofed-id", "{}"]]}"#;
+    assert!(open(short).is_err());
+    let payload = r#"{"Records": [["aws:sqs", null, "spoofed-id", "{}", null, null]]}"#;
+    let (delivery, envelopes) = open(payload).unwrap();
+    assert_eq!(delivery, Delivery::Sqs);
+    assert_eq!(envelopes.len(), 1);
+    assert_ne!(envelopes[0].id, "spoofed-id");
+    assert!(envelopes[0]
+        .body
+        .as_ref()
+        .unwrap_err()
+        .contains("not a JSON object"));
+}

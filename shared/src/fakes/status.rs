@@ -17,7 +17,12 @@ impl LedgerReader for InMemoryLedger {
             .incidents
             .keys()
             .map(|k| k.source_bucket.clone())
-            .chain(state.objects.values().map(|(o, _)| o.source_bucket.clone()))
+            .chain(
+                state
+                    .objects
+                    .values()
+                    .map(|stored| stored.0.source_bucket.clone()),
+            )
             .chain(state.canary.probes.keys().map(|(bucket, _)| bucket.clone()))
             .chain(
                 state
@@ -60,7 +65,7 @@ impl LedgerReader for InMemoryLedger {
             .lock()
             .objects
             .values()
-            .map(|(o, _)| o)
+            .map(|stored| &stored.0)
             .filter(|o| o.source_bucket == source_bucket)
             .filter(|o| destination_bucket.is_none_or(|d| o.destination_bucket == d))
             .filter(|o| matches!(o.status(), ObjectStatus::Failed | ObjectStatus::Late))

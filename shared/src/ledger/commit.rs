@@ -140,20 +140,25 @@ impl IncidentDelta {
     /// The incident with this delta added at `now`, as a commit leaves it.
     pub fn added_to(&self, incident: &Incident, now: DateTime<Utc>) -> Incident {
         let mut after = incident.clone();
-        after.event_count += self.events;
-        after.recovered_count += self.recovered;
-        after.backlog_count += self.backlog;
-        if let Some((first, last)) = self.span {
-            after.first_seen = Some(after.first_seen.map_or(first, |t| t.min(first)));
-            after.last_seen = Some(after.last_seen.map_or(last, |t| t.max(last)));
-            after.last_recorded_at = Some(now);
-        }
+        self.add_to(&mut after, now);
         after
+    }
+
+    /// [`Self::added_to`] in place.
+    pub fn add_to(&self, incident: &mut Incident, now: DateTime<Utc>) {
+        incident.event_count += self.events;
+        incident.recovered_count += self.recovered;
+        incident.backlog_count += self.backlog;
+        if let Some((first, last)) = self.span {
+            incident.first_seen = Some(incident.first_seen.map_or(first, |t| t.min(first)));
+            incident.last_seen = Some(incident.last_seen.map_or(last, |t| t.max(last)));
+            incident.last_recorded_at = Some(now);
+        }
     }
 
     /// The incident a commit creates with this delta as its counts.
     pub fn opened(&self, key: &IncidentKey, now: DateTime<Utc>) -> Incident {
-        let empty = Incident {
+        let mut opened = Incident {
             key: key.clone(),
             opened_at: now,
             first_seen: None,
@@ -166,6 +171,7 @@ impl IncidentDelta {
             event_count_at_last_page: 0,
             last_recorded_at: None,
         };
-        self.added_to(&empty, now)
+        self.add_to(&mut opened, now);
+        opened
     }
 }

@@ -130,9 +130,6 @@ pub struct ObjectRecord {
 pub struct Effect {
     /// Counted in its incident for the first time; `None` for a redelivery.
     pub counted: Option<Counted>,
-    /// The incident the object's absence from the replica is counted under, before and after
-    /// (`None`: not missing, or no record yet). Equal when the backlog did not move.
-    pub backlog: (Option<IncidentCause>, Option<IncidentCause>),
     /// Whether the record changed at all (a redelivery changes nothing and is not written).
     pub changed: bool,
 }
@@ -140,6 +137,10 @@ pub struct Effect {
 impl ObjectRecord {
     /// The record an event starts; `None` for events that do not concern a missing object.
     pub fn from_event(event: &ReplicationEvent) -> Option<Self> {
+        Self::started_by(event, membership(event).map(|(token, _)| token))
+    }
+
+    fn started_by(event: &ReplicationEvent, token: Option<String>) -> Option<Self> {
         if event.kind == ReplicationEventKind::OperationNotTracked {
             return None;
         }
@@ -160,7 +161,7 @@ impl ObjectRecord {
             last_seen: event.event_time,
             counted_in: BTreeSet::new(),
         };
-        record.merge(event);
+        record.merge_with(event, token);
         Some(record)
     }
 
@@ -169,24 +170,22 @@ impl ObjectRecord {
         stored: Option<&ObjectRecord>,
         event: &ReplicationEvent,
     ) -> Option<(Self, Effect)> {
-        let (record, before) = match stored {
+        // The membership token is built once per event: this runs for every record of a storm.
+        let (token, counted) = membership(event).unzip();
+        let counted = counted.filter(|_| {
+            !stored.is_some_and(|b| token.as_ref().is_some_and(|t| b.counted_in.contains(t)))
+        });
+        let record = match stored {
             Some(stored) => {
                 let mut record = stored.clone();
-                record.merge(event);
-                (record, Some(stored))
+                record.merge_with(event, token);
+                record
             }
-            None => (Self::from_event(event)?, None),
+            None => Self::started_by(event, token)?,
         };
-        let counted = membership(event).and_then(|(token, counted)| {
-            (!before.is_some_and(|b| b.counted_in.contains(&token))).then_some(counted)
-        });
         let effect = Effect {
             counted,
-            backlog: (
-                before.and_then(ObjectRecord::backlog_cause),
-                record.backlog_cause(),
-            ),
-            changed: before != Some(&record),
+            changed: stored != Some(&record),
         };
         Some((record, effect))
     }
@@ -194,19 +193,26 @@ impl ObjectRecord {
     /// Fold an event in. Commutative and idempotent: the result does not depend on the order or
     /// the number of times events are merged.
     pub fn merge(&mut self, event: &ReplicationEvent) {
+        self.merge_with(event, membership(event).map(|(token, _)| token));
+    }
+
+    /// [`Self::merge`] with the event's membership token already built.
+    fn merge_with(&mut self, event: &ReplicationEvent, token: Option<String>) {
         let at = event.event_time;
         self.first_seen = self.first_seen.min(at);
         self.last_seen = self.last_seen.max(at);
         self.size = self.size.or(event.size);
-        if let Some((token, _)) = membership(event) {
+        if let Some(token) = token {
             self.counted_in.insert(token);
         }
         match event.kind {
             ReplicationEventKind::OperationFailedReplication => {
                 // The earliest failure explains the object; ties broken by the code for determinism.
-                let candidate = (at, event.failure_reason.clone());
-                let current = self.failed_at.map(|t| (t, self.failure_reason.clone()));
-                if current.as_ref().is_none_or(|c| candidate < *c) {
+                let candidate = (at, event.failure_reason.as_deref());
+                if self
+                    .failed_at
+                    .is_none_or(|t| candidate < (t, self.failure_reason.as_deref()))
+                {
                     self.failed_at = Some(at);
                     self.failure_reason = event.failure_reason.clone();
                 }

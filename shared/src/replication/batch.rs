@@ -21,19 +21,19 @@ pub(super) struct IncidentBatch {
 
 /// The invocation's incidents.
 #[derive(Debug, Default)]
-pub(super) struct BatchPlan {
-    pub incidents: Vec<(IncidentKey, IncidentBatch)>,
-    index: FxHashMap<IncidentKey, usize>,
+pub(super) struct BatchPlan<'k> {
+    pub incidents: Vec<(&'k IncidentKey, IncidentBatch)>,
+    index: FxHashMap<&'k IncidentKey, usize>,
 }
 
-impl BatchPlan {
+impl<'k> BatchPlan<'k> {
     /// Fold in one written event of message `index` (`first_delivery`: SQS says so).
     pub fn add(
         &mut self,
         index: usize,
         first_delivery: bool,
         event: &ReplicationEvent,
-        key: &IncidentKey,
+        key: &'k IncidentKey,
         sample_keys: usize,
     ) {
         let position = self.position(key);
@@ -47,15 +47,12 @@ impl BatchPlan {
         }
     }
 
-    /// Where the incident's batch is; the key is cloned only for an incident new to the
-    /// invocation.
-    fn position(&mut self, key: &IncidentKey) -> usize {
-        if let Some(&position) = self.index.get(key) {
-            return position;
-        }
-        self.incidents.push((key.clone(), IncidentBatch::default()));
-        self.index.insert(key.clone(), self.incidents.len() - 1);
-        self.incidents.len() - 1
+    /// Where the incident's batch is (the key is the invocation's, lent).
+    fn position(&mut self, key: &'k IncidentKey) -> usize {
+        *self.index.entry(key).or_insert_with(|| {
+            self.incidents.push((key, IncidentBatch::default()));
+            self.incidents.len() - 1
+        })
     }
 }
 

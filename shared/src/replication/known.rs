@@ -28,12 +28,17 @@ impl KnownIncidents {
     pub fn learn(&self, key: &IncidentKey, incident: Option<&Incident>) {
         let mut known = self.lock();
         match incident {
-            Some(incident) => {
-                if known.len() >= KNOWN_INCIDENTS && !known.contains_key(key) {
-                    known.clear();
+            // Every batch learns each incident it touched: an incident already remembered is
+            // updated in place, without cloning its key again.
+            Some(incident) => match known.get_mut(key) {
+                Some(remembered) => remembered.update_from(incident),
+                None => {
+                    if known.len() >= KNOWN_INCIDENTS {
+                        known.clear();
+                    }
+                    known.insert(key.clone(), incident.clone());
                 }
-                known.insert(key.clone(), incident.clone());
-            }
+            },
             None => {
                 known.remove(key);
             }

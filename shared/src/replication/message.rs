@@ -28,6 +28,14 @@ struct DirectWire<'a> {
 /// Split an invocation payload into its messages and read each body as an S3 notification.
 pub fn messages(payload: &str) -> Result<(Delivery, Vec<Message>), EnvelopeError> {
     let (delivery, envelopes) = envelope::open(payload)?;
+    // A direct payload read by the fast path has its `Records`: the shape check below, a
+    // second pass over the whole payload, is for the others.
+    let mut direct = None;
+    if delivery == Delivery::Direct && envelopes.len() == 1 {
+        if let Some(Ok(body)) = envelopes.first().map(|e| &e.body) {
+            direct = S3Notification::well_formed_records(body);
+        }
+    }
     match delivery {
         Delivery::EventBridge => {
             return Err(EnvelopeError::Unrecognised(
@@ -35,7 +43,7 @@ pub fn messages(payload: &str) -> Result<(Delivery, Vec<Message>), EnvelopeError
                     .into(),
             ))
         }
-        Delivery::Direct if !envelopes.is_empty() => {
+        Delivery::Direct if !envelopes.is_empty() && direct.is_none() => {
             let shape: DirectWire<'_> = serde_json::from_str(payload).map_err(|e| {
                 EnvelopeError::Unrecognised(format!("not a JSON object of the expected shape: {e}"))
             })?;
@@ -52,10 +60,13 @@ pub fn messages(payload: &str) -> Result<(Delivery, Vec<Message>), EnvelopeError
             .map(|envelope| Message {
                 id: envelope.id,
                 first_delivery: envelope.first_delivery,
-                notification: envelope
-                    .body
-                    .map_err(ParseError::InvalidJson)
-                    .and_then(|body| S3Notification::from_json(&body)),
+                notification: match direct.take() {
+                    Some(notification) => Ok(notification),
+                    None => envelope
+                        .body
+                        .map_err(ParseError::InvalidJson)
+                        .and_then(|body| S3Notification::from_json(&body)),
+                },
             })
             .collect(),
     ))

@@ -7,7 +7,7 @@ use crate::clock::Clock;
 use crate::delivery::outbox::{self, deliver, Claimed, Outbox};
 use crate::envelope::{self, Delivery, EnvelopeError};
 use crate::event::{NotificationRecord, ReplicationEvent, ReplicationEventKind, S3Notification};
-use crate::incident::{IncidentCause, IncidentKey};
+use crate::incident::{Incident, IncidentCause, IncidentKey};
 use crate::ledger::{Ledger, LedgerError};
 use batch::{BatchPlan, IncidentBatch};
 pub use message::{messages, Message};
@@ -27,6 +27,7 @@ use futures::stream::{self, StreamExt};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 /// Tunables of the replication-events function (see the README's configuration table).
@@ -305,7 +306,7 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
                 (
                     key,
                     batch,
-                    self.settle(key, batch, incidents.get(key)).await,
+                    self.settle(key, batch, incidents.get(*key)).await,
                 )
             })
             .buffer_unordered(self.settings.concurrency.max(1))
@@ -341,11 +342,14 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
             return Ok(Settled::Quiet);
         }
         let now = self.clock.now();
-        let after = after.cloned().unwrap_or_default();
+        let (moved, known, first_claim) = match after {
+            Some(after) => (after.moved, &after.known, after.claim.as_ref()),
+            None => (false, &Known::Unknown, None),
+        };
         // Nothing new counted: an earlier attempt at these messages may still owe the page (a
         // failed publish), so a redelivery looks. A first delivery of a duplicate needs no look:
         // the message that recorded the events first owns their page.
-        if !after.moved && !batch.redelivered {
+        if !moved && !batch.redelivered {
             return Ok(Settled::Quiet);
         }
         let outbox = IncidentPages {
@@ -354,8 +358,9 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
             lease: self.settings.page_lease,
         };
         let window = self.settings.summary_window;
-        let mut incident = match after.known {
-            Known::Stored(incident) => incident,
+        // Borrowed until a claim needs it: most batches of a storm find no page due.
+        let mut incident: Cow<'_, Incident> = match known {
+            Known::Stored(incident) => Cow::Borrowed(incident),
             Known::Absent => return Ok(Settled::Quiet),
             // A page within the window stands whatever others counted since (pages only move
             // forward), and a picture that says a page may be due is checked by the claim. What
@@ -368,18 +373,23 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
             {
                 return Ok(Settled::Quiet)
             }
-            Known::Remembered(incident) if incident.may_be_due(now, window) => incident,
+            Known::Remembered(incident) if incident.may_be_due(now, window) => {
+                Cow::Borrowed(incident)
+            }
             Known::Remembered(_) | Known::Unknown => match self.ledger.incident(key).await? {
                 Some(incident) => {
                     self.known.learn(key, Some(&incident));
-                    incident
+                    Cow::Owned(incident)
                 }
                 None => return Ok(Settled::Quiet),
             },
         };
-        let claimed = match after.claim {
+        let claimed = match first_claim {
             // The commit that opened the incident took its first page's claim.
-            Some(claim) => IncidentClaim { claim, incident },
+            Some(claim) => IncidentClaim {
+                claim: claim.clone(),
+                incident: incident.into_owned(),
+            },
             None => {
                 let (mut waited, mut looks) = (0, 0);
                 loop {
@@ -401,7 +411,7 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
                             if looks > MAX_LOOKS {
                                 return Err(SettleError::ClaimHeld);
                             }
-                            incident = current;
+                            incident = Cow::Owned(current);
                         }
                         // Someone holds a live claim and is paging right now: give it a moment
                         // to confirm (a publish takes milliseconds). If it died, acknowledging
@@ -413,7 +423,7 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
                             }
                             tokio::time::sleep(CLAIM_WAIT * 2u32.pow(waited)).await;
                             waited += 1;
-                            incident = current;
+                            incident = Cow::Owned(current);
                         }
                     }
                     self.known.learn(key, Some(&incident));

@@ -1,7 +1,7 @@
 //! One round of a chunk's commit, planned from what is known: each unit's events folded into
 //! its stored record (or a new one), and the deltas they move on their incidents.
 
-use super::write::WriteContext;
+use super::write::{KeyOf, WriteContext};
 use crate::event::{ReplicationEvent, ReplicationEventKind};
 use crate::incident::IncidentKey;
 use crate::ledger::{
@@ -10,6 +10,7 @@ use crate::ledger::{
 };
 use chrono::{DateTime, Utc};
 use rustc_hash::FxHashMap;
+use std::borrow::Cow;
 
 /// A chunk's unit of writing: an object version with its events, or a not-tracked marker.
 #[derive(Debug, Clone)]
@@ -27,12 +28,12 @@ pub(super) struct Unit {
 
 /// One round's plan for a chunk.
 #[derive(Default)]
-pub(super) struct Round {
+pub(super) struct Round<'k> {
     pub writes: Vec<Write>,
     /// Per write: the unit it belongs to (`None`: an incident write).
     pub owners: Vec<Option<usize>>,
     pub effects: Vec<(usize, Effect)>,
-    pub deltas: Vec<(IncidentKey, IncidentDelta)>,
+    pub deltas: Vec<(KeyOf<'k>, IncidentDelta)>,
 }
 
 /// Group the events by object version (in order) and give each not-tracked event its marker.
@@ -85,22 +86,22 @@ pub(super) fn units(events: &[(&ReplicationEvent, &IncidentKey)]) -> Vec<Unit> {
 
 /// The round's writes from what is known: each unit's events folded into its stored record,
 /// and the incidents' deltas. `Err`: a unit whose incident is of the old layout.
-pub(super) fn plan(
-    events: &[(&ReplicationEvent, &IncidentKey)],
+pub(super) fn plan<'k>(
+    events: &[(&ReplicationEvent, &'k IncidentKey)],
     chunk: &[Unit],
-    incidents: &FxHashMap<IncidentKey, Option<StoredIncident>>,
+    incidents: &FxHashMap<KeyOf<'k>, Option<StoredIncident>>,
     context: &WriteContext<'_>,
-) -> Result<Round, (Vec<usize>, LedgerError)> {
+) -> Result<Round<'k>, (Vec<usize>, LedgerError)> {
     let mut round = Round::default();
-    let mut delta_of: FxHashMap<IncidentKey, usize> = FxHashMap::default();
+    let mut delta_of: FxHashMap<KeyOf<'k>, usize> = FxHashMap::default();
     let mut touches: Vec<(usize, usize)> = Vec::new();
-    let mut delta = |round: &mut Round, key: &IncidentKey, unit: usize| -> usize {
-        // Most events of a batch share a few incidents: the key is cloned once per incident.
-        let position = match delta_of.get(key) {
+    let mut delta = |round: &mut Round<'k>, key: KeyOf<'k>, unit: usize| -> usize {
+        // Most events of a batch share a few incidents, whose keys the events lend.
+        let position = match delta_of.get(&*key) {
             Some(&position) => position,
             None => {
-                round.deltas.push((key.clone(), IncidentDelta::default()));
-                delta_of.insert(key.clone(), round.deltas.len() - 1);
+                delta_of.insert(key.clone(), round.deltas.len());
+                round.deltas.push((key, IncidentDelta::default()));
                 round.deltas.len() - 1
             }
         };
@@ -120,13 +121,12 @@ pub(super) fn plan(
                     position,
                     Effect {
                         counted: counted.then_some(Counted::Event),
-                        backlog: (None, None),
                         changed: counted,
                     },
                 ));
             }
             if new {
-                let d = delta(&mut round, key, index);
+                let d = delta(&mut round, Cow::Borrowed(key), index);
                 count(
                     &mut round.deltas[d].1,
                     Counted::Event,
@@ -148,7 +148,7 @@ pub(super) fn plan(
                 continue;
             };
             if let Some(counted) = effect.counted {
-                let d = delta(&mut round, key, index);
+                let d = delta(&mut round, Cow::Borrowed(key), index);
                 let arrival = event.kind == ReplicationEventKind::OperationReplicatedAfterThreshold;
                 let at = (effect.changed && !arrival).then_some(event.event_time);
                 count(&mut round.deltas[d].1, counted, at);
@@ -158,7 +158,7 @@ pub(super) fn plan(
             {
                 // Not new to its incident, but it moved the record (an earlier failure time,
                 // say): the incident's span still widens.
-                let d = delta(&mut round, key, index);
+                let d = delta(&mut round, Cow::Borrowed(key), index);
                 widen(&mut round.deltas[d].1, event.event_time);
             }
             round.effects.push((position, effect));
@@ -183,9 +183,9 @@ pub(super) fn plan(
                         && own.rule_id == record.rule_id
                         && own.destination_bucket == record.destination_bucket
                     {
-                        delta(&mut round, own, index)
+                        delta(&mut round, Cow::Borrowed(own), index)
                     } else {
-                        delta(&mut round, &record.incident(cause), index)
+                        delta(&mut round, Cow::Owned(record.incident(cause)), index)
                     };
                     round.deltas[d].1.backlog += step;
                 }
@@ -201,7 +201,7 @@ pub(super) fn plan(
         if !delta.moves() {
             continue;
         }
-        let mode = match incidents.get(key) {
+        let mode = match incidents.get(&**key) {
             None | Some(None) => IncidentMode::Create {
                 first_page: (delta.events > 0).then(|| PageClaim {
                     token: (context.claim_token)(),
@@ -211,7 +211,7 @@ pub(super) fn plan(
                 }),
             },
             Some(Some(stored)) if !stored.migrated => {
-                let position = delta_of[key];
+                let position = delta_of.get(&**key).copied().unwrap_or_default();
                 let units = touches
                     .iter()
                     .filter(|(d, _)| *d == position)
@@ -232,7 +232,7 @@ pub(super) fn plan(
             }
         };
         round.writes.push(Write::Incident {
-            key: key.clone(),
+            key: key.clone().into_owned(),
             delta: delta.clone(),
             mode,
         });

@@ -16,6 +16,7 @@ use crate::ledger::{
 };
 use chrono::{DateTime, Duration, Utc};
 use rustc_hash::{FxHashMap, FxHashSet};
+use std::borrow::Cow;
 use std::time::Duration as StdDuration;
 
 pub(super) use super::known::KnownIncidents;
@@ -58,11 +59,16 @@ pub(super) struct IncidentAfter {
     pub claim: Option<PageClaim>,
 }
 
+/// An incident's key as the batch's events hold it (borrowed), or one a commit named that no
+/// event of the batch does (owned). A storm's batch touches each key many times: borrowing
+/// saves cloning it at every step.
+pub(super) type KeyOf<'k> = Cow<'k, IncidentKey>;
+
 /// The outcome of writing a batch: per event (in the order given), what it changed or why it
 /// failed, and what the commits showed of each incident.
-pub(super) struct Written {
+pub(super) struct Written<'k> {
     pub events: Vec<Result<Effect, LedgerError>>,
-    pub incidents: FxHashMap<IncidentKey, IncidentAfter>,
+    pub incidents: FxHashMap<KeyOf<'k>, IncidentAfter>,
 }
 
 /// What commits need besides the events.
@@ -75,11 +81,11 @@ pub(super) struct WriteContext<'a> {
 }
 
 /// Write every event, chunk by chunk.
-pub(super) async fn write_events<L: Ledger>(
+pub(super) async fn write_events<'k, L: Ledger>(
     ledger: &L,
-    events: &[(&ReplicationEvent, &IncidentKey)],
+    events: &[(&ReplicationEvent, &'k IncidentKey)],
     context: &WriteContext<'_>,
-) -> Written {
+) -> Written<'k> {
     let mut written = Written {
         events: (0..events.len())
             .map(|_| {
@@ -106,32 +112,32 @@ pub(super) async fn write_events<L: Ledger>(
     written
 }
 /// Commit one chunk in rounds; answers two halves instead when it is too big for one commit.
-async fn write_chunk<L: Ledger>(
+async fn write_chunk<'k, L: Ledger>(
     ledger: &L,
-    events: &[(&ReplicationEvent, &IncidentKey)],
+    events: &[(&ReplicationEvent, &'k IncidentKey)],
     mut chunk: Vec<Unit>,
     context: &WriteContext<'_>,
-    written: &mut Written,
+    written: &mut Written<'k>,
 ) -> Option<(Vec<Unit>, Vec<Unit>)> {
     // What the chunk's rounds learnt about its incidents (`None`: absent), starting from what
     // this process saw before.
-    let mut incidents: FxHashMap<IncidentKey, Option<StoredIncident>> = FxHashMap::default();
+    let mut incidents: FxHashMap<KeyOf<'k>, Option<StoredIncident>> = FxHashMap::default();
     // Incidents whose picture is only this process's memory (counters possibly stale), until a
     // cancellation answers what is stored.
-    let mut remembered: FxHashSet<IncidentKey> = FxHashSet::default();
+    let mut remembered: FxHashSet<&IncidentKey> = FxHashSet::default();
     for unit in &chunk {
         for &position in &unit.events {
             let key = events[position].1;
             if !incidents.contains_key(key) {
                 if let Some(incident) = context.known.get(key) {
                     incidents.insert(
-                        key.clone(),
+                        Cow::Borrowed(key),
                         Some(StoredIncident {
                             incident,
                             migrated: true,
                         }),
                     );
-                    remembered.insert(key.clone());
+                    remembered.insert(key);
                 }
             }
         }
@@ -229,7 +235,12 @@ async fn write_chunk<L: Ledger>(
                         }
                         (Verdict::Incident(stored), Write::Incident { key, .. }, _) => {
                             remembered.remove(key);
-                            incidents.insert(key.clone(), stored);
+                            match incidents.get_mut(key) {
+                                Some(known) => *known = stored,
+                                None => {
+                                    incidents.insert(Cow::Owned(key.clone()), stored);
+                                }
+                            }
                             learnt = true;
                         }
                         // Its condition held: what the round assumed is what is stored.
@@ -240,7 +251,9 @@ async fn write_chunk<L: Ledger>(
                         }
                         (Verdict::Held, Write::Incident { key, mode, .. }, _) => {
                             if matches!(mode, IncidentMode::Create { .. }) {
-                                incidents.entry(key.clone()).or_insert(None);
+                                if !incidents.contains_key(key) {
+                                    incidents.insert(Cow::Owned(key.clone()), None);
+                                }
                             }
                         }
                         _ => {}
@@ -310,14 +323,14 @@ fn commit_actions(writes: &[Write]) -> usize {
 }
 /// Record the chunk's final round: each event's effect, and each incident as the commit left
 /// it (`commit`: `None` when nothing needed writing).
-fn finish(
+fn finish<'k>(
     chunk: &[Unit],
-    round: Round,
-    incidents: &FxHashMap<IncidentKey, Option<StoredIncident>>,
-    remembered: &FxHashSet<IncidentKey>,
+    round: Round<'k>,
+    incidents: &FxHashMap<KeyOf<'k>, Option<StoredIncident>>,
+    remembered: &FxHashSet<&IncidentKey>,
     commit: Option<&Commit>,
     context: &WriteContext<'_>,
-    written: &mut Written,
+    written: &mut Written<'k>,
 ) {
     for unit in chunk {
         if let Some(error) = &unit.failed {
@@ -331,10 +344,11 @@ fn finish(
     }
     // What the rounds learnt, for incidents the commit did not write.
     for (key, stored) in incidents {
+        // Cloning a borrowed key copies a reference.
         let after = written.incidents.entry(key.clone()).or_default();
         if !after.moved {
             after.known = match stored {
-                Some(stored) if remembered.contains(key) => {
+                Some(stored) if remembered.contains(&**key) => {
                     Known::Remembered(stored.incident.clone())
                 }
                 Some(stored) => Known::Stored(stored.incident.clone()),
@@ -347,7 +361,14 @@ fn finish(
     }
     let Some(commit) = commit else { return };
     for (key, delta, mode) in commit.incidents() {
-        let after = written.incidents.entry(key.clone()).or_default();
+        // Every incident the commit wrote is one of the round's deltas, entered above.
+        let after = match written.incidents.get_mut(key) {
+            Some(after) => after,
+            None => written
+                .incidents
+                .entry(Cow::Owned(key.clone()))
+                .or_default(),
+        };
         // An addition's base is what this chunk's rounds read (they chose the mode from it).
         let base = match mode {
             IncidentMode::Create { .. } => None,
