@@ -258,7 +258,8 @@ struct FastRecordWire<'a> {
     #[serde(borrow)]
     event_time: Cow<'a, str>,
     s3: S3EntityWire,
-    replication_event_data: Option<ReplicationDataWire>,
+    #[serde(borrow)]
+    replication_event_data: Option<ReplicationDataWire<'a>>,
 }
 
 impl FastRecordWire<'_> {
@@ -306,7 +307,7 @@ fn parse_record(text: &str) -> Result<NotificationRecord, String> {
         .s3
         .ok_or_else(|| "missing field `s3`".to_owned())
         .and_then(|raw| serde_json::from_str(raw.get()).map_err(|e| format!("`s3`: {e}")))?;
-    let data: ReplicationDataWire = wire
+    let data: ReplicationDataWire<'_> = wire
         .replication_event_data
         .ok_or_else(|| format!("{event_name} record has no `replicationEventData`"))
         .and_then(|raw| {
@@ -324,7 +325,7 @@ fn build_event(
     region: Option<String>,
     event_time: &str,
     s3: S3EntityWire,
-    data: ReplicationDataWire,
+    data: ReplicationDataWire<'_>,
 ) -> Result<ReplicationEvent, String> {
     let event_time = parse_time(event_time).map_err(|e| format!("`eventTime`: {e}"))?;
     let request_time = data
@@ -418,11 +419,13 @@ struct ObjectWire {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ReplicationDataWire {
+struct ReplicationDataWire<'a> {
     replication_rule_id: String,
     destination_bucket: String,
     s3_operation: Option<String>,
-    request_time: Option<String>,
+    /// Only parsed into a time: borrowed (every record carries one).
+    #[serde(borrow)]
+    request_time: Option<Cow<'a, str>>,
     failure_reason: Option<String>,
     threshold: Option<Seconds>,
     replication_time: Option<Seconds>,

@@ -16,7 +16,7 @@ use crate::metrics::{MetricsError, MetricsSource, Series};
 use chrono::{DateTime, Duration, Utc};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 mod canary;
 mod notification;
@@ -32,8 +32,9 @@ type HeldClaim = (String, DateTime<Utc>);
 
 #[derive(Debug, Default)]
 struct LedgerState {
-    /// Boxed: a storm grows the map to millions of records, and each rehash moves its entries.
-    objects: HashMap<ObjectId, Box<(ObjectRecord, u64)>>,
+    /// Shared with the commit that wrote it (a storm's million records are not copied again);
+    /// a rehash moves only the pointers.
+    objects: HashMap<ObjectId, (Arc<ObjectRecord>, u64)>,
     /// Markers of not-tracked events, per incident.
     markers: HashMap<IncidentKey, HashSet<EventId>>,
     incidents: HashMap<IncidentKey, (Incident, Option<HeldClaim>)>,
@@ -107,7 +108,7 @@ impl InMemoryLedger {
             .lock()
             .objects
             .values()
-            .map(|stored| stored.0.clone())
+            .map(|(record, _)| (**record).clone())
             .collect();
         objects.sort_by(|a, b| (&a.key, &a.version_id).cmp(&(&b.key, &b.version_id)));
         objects
@@ -148,10 +149,12 @@ impl LedgerState {
         match write {
             Write::Object { expected, .. } => {
                 let stored = id.and_then(|id| self.objects.get(id));
-                if stored.map(|stored| stored.1) == *expected {
+                if stored.map(|(_, revision)| *revision) == *expected {
                     Verdict::Held
                 } else {
-                    Verdict::Object(stored.map(|stored| (**stored).clone()))
+                    Verdict::Object(
+                        stored.map(|(record, revision)| ((**record).clone(), *revision)),
+                    )
                 }
             }
             Write::Marker { incident, event } => {
@@ -213,8 +216,7 @@ impl LedgerState {
             Write::Object { record, expected } => {
                 let revision = expected.map_or(1, |r| r + 1);
                 let id = id.unwrap_or_else(|| record_id(record));
-                self.objects
-                    .insert(id, Box::new((record.clone(), revision)));
+                self.objects.insert(id, (Arc::clone(record), revision));
             }
             Write::Marker { incident, event } => {
                 self.markers

@@ -166,7 +166,7 @@ impl CanaryStore for InMemoryLedger {
             .lock()
             .objects
             .values()
-            .map(|stored| &stored.0)
+            .map(|(o, _)| &**o)
             .find(|o| {
                 o.source_bucket == probe.source_bucket
                     && o.destination_bucket == probe.destination_bucket

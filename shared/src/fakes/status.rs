@@ -65,7 +65,7 @@ impl LedgerReader for InMemoryLedger {
             .lock()
             .objects
             .values()
-            .map(|stored| &stored.0)
+            .map(|(o, _)| &**o)
             .filter(|o| o.source_bucket == source_bucket)
             .filter(|o| destination_bucket.is_none_or(|d| o.destination_bucket == d))
             .filter(|o| matches!(o.status(), ObjectStatus::Failed | ObjectStatus::Late))

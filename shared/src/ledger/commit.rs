@@ -16,6 +16,7 @@ use crate::incident::{Incident, IncidentKey};
 use chrono::{DateTime, Utc};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::OnceLock;
 
 /// DynamoDB takes at most 100 actions per transaction.
@@ -39,8 +40,9 @@ pub struct Commit {
 #[allow(clippy::large_enum_variant)]
 pub enum Write {
     /// The record, if the stored one is still at `expected` (`None`: if there is none).
+    /// Shared: a store may keep it as it is (the in-memory ledger does) instead of copying it.
     Object {
-        record: ObjectRecord,
+        record: Arc<ObjectRecord>,
         expected: Option<u64>,
     },
     /// A not-tracked event's marker in its incident, if not there yet.
@@ -137,14 +139,7 @@ impl IncidentDelta {
         self.events > 0 || self.recovered > 0 || self.backlog != 0 || self.span.is_some()
     }
 
-    /// The incident with this delta added at `now`, as a commit leaves it.
-    pub fn added_to(&self, incident: &Incident, now: DateTime<Utc>) -> Incident {
-        let mut after = incident.clone();
-        self.add_to(&mut after, now);
-        after
-    }
-
-    /// [`Self::added_to`] in place.
+    /// Add this delta to the incident at `now`, as a commit does.
     pub fn add_to(&self, incident: &mut Incident, now: DateTime<Utc>) {
         incident.event_count += self.events;
         incident.recovered_count += self.recovered;

@@ -15,14 +15,15 @@ use crate::event::{ReplicationEvent, ReplicationEventKind};
 use crate::incident::{failure_reason_code, Incident, IncidentCause, IncidentKey};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
-use std::collections::BTreeSet;
 use std::future::Future;
 
 mod commit;
+mod memberships;
 pub use commit::{
     commit_token, Commit, CommitOutcome, IncidentMode, StoredIncident, Verdict, Write,
     MAX_COMMIT_WRITES,
 };
+pub use memberships::Memberships;
 
 /// DynamoDB sort keys hold at most 1,024 bytes and S3 keys up to 1,024: long keys are replaced
 /// by their SHA-256 in the sort key (the item keeps the real key in `key`).
@@ -83,20 +84,28 @@ pub enum Counted {
 /// destination are the object's own) and whether it counts as an event or a recovery. Stored in
 /// the object record, so a redelivered event finds it there and counts nothing.
 pub fn membership(event: &ReplicationEvent) -> Option<(String, Counted)> {
-    let rule = &event.rule_id;
+    // Built for every event of a storm: concatenated, not formatted.
+    let token = |parts: &[&str]| {
+        let mut token = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        parts.iter().for_each(|part| token.push_str(part));
+        token
+    };
+    let rule = event.rule_id.as_str();
     match event.kind {
         ReplicationEventKind::OperationFailedReplication => Some((
-            format!(
-                "FAILED:{}#{rule}",
-                failure_reason_code(event.failure_reason.as_deref())
-            ),
+            token(&[
+                "FAILED:",
+                failure_reason_code(event.failure_reason.as_deref()),
+                "#",
+                rule,
+            ]),
             Counted::Event,
         )),
         ReplicationEventKind::OperationMissedThreshold => {
-            Some((format!("LATE#{rule}"), Counted::Event))
+            Some((token(&["LATE#", rule]), Counted::Event))
         }
         ReplicationEventKind::OperationReplicatedAfterThreshold => {
-            Some((format!("RECOVERED#{rule}"), Counted::Recovered))
+            Some((token(&["RECOVERED#", rule]), Counted::Recovered))
         }
         ReplicationEventKind::OperationNotTracked => None,
     }
@@ -122,7 +131,32 @@ pub struct ObjectRecord {
     /// The memberships counted for this object ([`membership`]): a set, so the order and number
     /// of deliveries cannot change it. Bookkeeping, not part of what `replmon backlog` shows.
     #[serde(skip)]
-    pub counted_in: BTreeSet<String>,
+    pub counted_in: Memberships,
+}
+
+/// The cause a missing object is counted under ([`IncidentCause`]), borrowed from its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BacklogOf<'a> {
+    /// Failed, with this failure code.
+    Failure(&'a str),
+    Late,
+}
+
+impl BacklogOf<'_> {
+    pub fn is(self, cause: &IncidentCause) -> bool {
+        match (self, cause) {
+            (BacklogOf::Failure(code), IncidentCause::Failure(theirs)) => code == theirs,
+            (BacklogOf::Late, IncidentCause::Late) => true,
+            _ => false,
+        }
+    }
+
+    pub fn to_cause(self) -> IncidentCause {
+        match self {
+            BacklogOf::Failure(code) => IncidentCause::Failure(code.to_owned()),
+            BacklogOf::Late => IncidentCause::Late,
+        }
+    }
 }
 
 /// What folding one event into an object record changed.
@@ -159,7 +193,7 @@ impl ObjectRecord {
             replication_time_seconds: None,
             first_seen: event.event_time,
             last_seen: event.event_time,
-            counted_in: BTreeSet::new(),
+            counted_in: Memberships::default(),
         };
         record.merge_with(event, token);
         Some(record)
@@ -274,11 +308,16 @@ impl ObjectRecord {
     /// The incident the object's absence from the replica is counted under: its failure's, or
     /// the late incident's while it has not arrived; `None` once it arrived.
     pub fn backlog_cause(&self) -> Option<IncidentCause> {
+        self.backlog_of().map(BacklogOf::to_cause)
+    }
+
+    /// [`Self::backlog_cause`], borrowed from the record (asked for every record written).
+    pub fn backlog_of(&self) -> Option<BacklogOf<'_>> {
         match self.status() {
-            ObjectStatus::Failed => Some(IncidentCause::Failure(
-                failure_reason_code(self.failure_reason.as_deref()).to_owned(),
-            )),
-            ObjectStatus::Late => Some(IncidentCause::Late),
+            ObjectStatus::Failed => Some(BacklogOf::Failure(failure_reason_code(
+                self.failure_reason.as_deref(),
+            ))),
+            ObjectStatus::Late => Some(BacklogOf::Late),
             ObjectStatus::ReplicatedLate => None,
         }
     }

@@ -8,21 +8,35 @@ use std::collections::BTreeSet;
 
 /// Events of one incident within one invocation.
 #[derive(Debug, Default)]
-pub(super) struct IncidentBatch {
+pub(super) struct IncidentBatch<'k> {
     /// Events of the incident that may page (not the arrivals of late objects).
     pub paging_events: usize,
     /// Some of its messages were delivered before (or may have been): an earlier attempt may
     /// have left a page owed, so the incident is looked at even if nothing new was counted.
     pub redelivered: bool,
-    pub samples: BTreeSet<SampleObject>,
-    /// Messages that fail if this incident's page fails.
-    pub messages: BTreeSet<usize>,
+    /// Key and version of the first objects, lent by the events (copied only for a page).
+    pub samples: BTreeSet<(&'k str, Option<&'k str>)>,
+    /// Messages that fail if this incident's page fails, in order, each once.
+    pub messages: Vec<usize>,
+}
+
+impl IncidentBatch<'_> {
+    /// The objects a page lists.
+    pub fn sample_objects(&self) -> Vec<SampleObject> {
+        self.samples
+            .iter()
+            .map(|(key, version)| SampleObject {
+                key: (*key).to_owned(),
+                version_id: version.map(str::to_owned),
+            })
+            .collect()
+    }
 }
 
 /// The invocation's incidents.
 #[derive(Debug, Default)]
 pub(super) struct BatchPlan<'k> {
-    pub incidents: Vec<(&'k IncidentKey, IncidentBatch)>,
+    pub incidents: Vec<(&'k IncidentKey, IncidentBatch<'k>)>,
     index: FxHashMap<&'k IncidentKey, usize>,
 }
 
@@ -32,13 +46,16 @@ impl<'k> BatchPlan<'k> {
         &mut self,
         index: usize,
         first_delivery: bool,
-        event: &ReplicationEvent,
+        event: &'k ReplicationEvent,
         key: &'k IncidentKey,
         sample_keys: usize,
     ) {
         let position = self.position(key);
         let batch = &mut self.incidents[position].1;
-        batch.messages.insert(index);
+        // Events come message by message.
+        if batch.messages.last() != Some(&index) {
+            batch.messages.push(index);
+        }
         batch.redelivered |= !first_delivery;
         // Arrivals of late objects only move counts; they never page.
         if event.kind != ReplicationEventKind::OperationReplicatedAfterThreshold {
@@ -56,14 +73,19 @@ impl<'k> BatchPlan<'k> {
     }
 }
 
-/// Keep the first keys in order; clone only what may be kept.
-fn keep_sample(samples: &mut BTreeSet<SampleObject>, event: &ReplicationEvent, limit: usize) {
+/// Keep the first keys in order.
+fn keep_sample<'k>(
+    samples: &mut BTreeSet<(&'k str, Option<&'k str>)>,
+    event: &'k ReplicationEvent,
+    limit: usize,
+) {
     let full = samples.len() >= limit;
-    if !full || samples.last().is_some_and(|last| event.key < last.key) {
-        samples.insert(SampleObject {
-            key: event.key.clone(),
-            version_id: event.version_id.clone(),
-        });
+    if !full
+        || samples
+            .last()
+            .is_some_and(|last| event.key.as_str() < last.0)
+    {
+        samples.insert((event.key.as_str(), event.version_id.as_deref()));
         if samples.len() > limit {
             samples.pop_last();
         }

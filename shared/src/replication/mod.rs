@@ -22,7 +22,7 @@ mod plan;
 mod write;
 use crate::delivery::page::{Notifier, NotifyError};
 use crate::delivery::text::Untrusted;
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use futures::stream::{self, StreamExt};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -121,6 +121,14 @@ enum Settled {
     Paged { notice: bool },
 }
 
+/// Settling an incident: nothing to do, decide from the incident as the commits left it, or
+/// read it first.
+enum FirstLook<'a> {
+    Quiet,
+    Decide(&'a Incident),
+    Read,
+}
+
 impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
     pub fn new(ledger: L, notifier: N, clock: C, settings: MonitorSettings) -> Self {
         ReplicationMonitor {
@@ -179,7 +187,8 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
             ..Default::default()
         };
         let mut failed: BTreeSet<usize> = BTreeSet::new();
-        let mut events: Vec<(usize, ReplicationEvent)> = Vec::new();
+        // Boxed as parsed: moving a record's event out of its box copies and frees it.
+        let mut events: Vec<(usize, Box<ReplicationEvent>)> = Vec::new();
 
         let mut ids = Vec::with_capacity(messages.len());
         let mut first_delivery = Vec::with_capacity(messages.len());
@@ -201,7 +210,7 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
                     for record in records {
                         match record {
                             NotificationRecord::Replication(event) => {
-                                events.push((index, *event));
+                                events.push((index, event));
                             }
                             NotificationRecord::UnknownReplication { event_name } => {
                                 tracing::warn!(%message_id, event_name = %Untrusted(&event_name), "replication event type unknown to this version; acknowledged, not recorded");
@@ -253,7 +262,7 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         let pairs: Vec<(&ReplicationEvent, &IncidentKey)> = events
             .iter()
             .zip(&event_groups)
-            .map(|((_, event), &group)| (event, &keys[group]))
+            .map(|((_, event), &group)| (&**event, &keys[group]))
             .collect();
         let context = WriteContext {
             now,
@@ -301,17 +310,23 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         }
 
         let incidents = &written.incidents;
-        let settled: Vec<_> = stream::iter(plan.incidents.iter())
-            .map(|(key, batch)| async move {
-                (
-                    key,
-                    batch,
-                    self.settle(key, batch, incidents.get(*key)).await,
-                )
-            })
-            .buffer_unordered(self.settings.concurrency.max(1))
-            .collect()
-            .await;
+        // Only incidents that may need a request go through the stream of futures.
+        let settled: Vec<_> = stream::iter(plan.incidents.iter().filter(|(key, batch)| {
+            !matches!(
+                self.first_look(batch, incidents.get(*key), now),
+                FirstLook::Quiet
+            )
+        }))
+        .map(|(key, batch)| async move {
+            (
+                key,
+                batch,
+                self.settle(key, batch, incidents.get(*key), now).await,
+            )
+        })
+        .buffer_unordered(self.settings.concurrency.max(1))
+        .collect()
+        .await;
         for (key, batch, result) in settled {
             match result {
                 Ok(Settled::Quiet) => {}
@@ -331,37 +346,37 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         report
     }
 
-    /// Send the incident's page if one is due, through the outbox (claim, publish, confirm).
-    async fn settle(
+    /// What settling an incident needs, as far as this batch's commits tell without a request:
+    /// most incidents of a storm's batch have had their page and are quiet at once.
+    fn first_look<'a>(
         &self,
-        key: &IncidentKey,
-        batch: &IncidentBatch,
-        after: Option<&IncidentAfter>,
-    ) -> Result<Settled, SettleError> {
+        batch: &IncidentBatch<'_>,
+        after: Option<&'a IncidentAfter>,
+        now: DateTime<Utc>,
+    ) -> FirstLook<'a> {
         if batch.paging_events == 0 {
-            return Ok(Settled::Quiet);
+            return FirstLook::Quiet;
         }
-        let now = self.clock.now();
-        let (moved, known, first_claim) = match after {
-            Some(after) => (after.moved, &after.known, after.claim.as_ref()),
-            None => (false, &Known::Unknown, None),
+        let Some(after) = after else {
+            return if batch.redelivered {
+                FirstLook::Read
+            } else {
+                FirstLook::Quiet
+            };
         };
         // Nothing new counted: an earlier attempt at these messages may still owe the page (a
         // failed publish), so a redelivery looks. A first delivery of a duplicate needs no look:
         // the message that recorded the events first owns their page.
-        if !moved && !batch.redelivered {
-            return Ok(Settled::Quiet);
+        if !after.moved && !batch.redelivered {
+            return FirstLook::Quiet;
         }
-        let outbox = IncidentPages {
-            ledger: &self.ledger,
-            now,
-            lease: self.settings.page_lease,
-        };
         let window = self.settings.summary_window;
-        // Borrowed until a claim needs it: most batches of a storm find no page due.
-        let mut incident: Cow<'_, Incident> = match known {
-            Known::Stored(incident) => Cow::Borrowed(incident),
-            Known::Absent => return Ok(Settled::Quiet),
+        match &after.known {
+            // The commit that opened the incident took its first page's claim.
+            Known::Stored(incident) if after.claim.is_some() => FirstLook::Decide(incident),
+            Known::Stored(incident) if !incident.may_be_due(now, window) => FirstLook::Quiet,
+            Known::Stored(incident) => FirstLook::Decide(incident),
+            Known::Absent => FirstLook::Quiet,
             // A page within the window stands whatever others counted since (pages only move
             // forward), and a picture that says a page may be due is checked by the claim. What
             // else memory says may hide events counted elsewhere, and with them a summary owed.
@@ -371,12 +386,34 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
                         .last_page_at
                         .is_some_and(|last| now - last < window) =>
             {
-                return Ok(Settled::Quiet)
+                FirstLook::Quiet
             }
             Known::Remembered(incident) if incident.may_be_due(now, window) => {
-                Cow::Borrowed(incident)
+                FirstLook::Decide(incident)
             }
-            Known::Remembered(_) | Known::Unknown => match self.ledger.incident(key).await? {
+            Known::Remembered(_) | Known::Unknown => FirstLook::Read,
+        }
+    }
+
+    /// Send the incident's page if one is due, through the outbox (claim, publish, confirm).
+    async fn settle(
+        &self,
+        key: &IncidentKey,
+        batch: &IncidentBatch<'_>,
+        after: Option<&IncidentAfter>,
+        now: DateTime<Utc>,
+    ) -> Result<Settled, SettleError> {
+        let first_claim = after.and_then(|after| after.claim.as_ref());
+        let outbox = IncidentPages {
+            ledger: &self.ledger,
+            now,
+            lease: self.settings.page_lease,
+        };
+        // Borrowed until a claim needs it.
+        let mut incident: Cow<'_, Incident> = match self.first_look(batch, after, now) {
+            FirstLook::Quiet => return Ok(Settled::Quiet),
+            FirstLook::Decide(incident) => Cow::Borrowed(incident),
+            FirstLook::Read => match self.ledger.incident(key).await? {
                 Some(incident) => {
                     self.known.learn(key, Some(&incident));
                     Cow::Owned(incident)
@@ -437,7 +474,7 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
             outbox::release(&outbox, &claimed, &key.id()).await;
             return Ok(Settled::Quiet);
         };
-        let samples: Vec<_> = batch.samples.iter().cloned().collect();
+        let samples = batch.sample_objects();
         let page = incident.page(due, &samples, self.settings.summary_window);
         let delivered = deliver(
             &outbox,

@@ -10,13 +10,15 @@ use crate::ledger::{
 };
 use chrono::{DateTime, Utc};
 use rustc_hash::FxHashMap;
+use smallvec::{smallvec, SmallVec};
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// A chunk's unit of writing: an object version with its events, or a not-tracked marker.
 #[derive(Debug, Clone)]
 pub(super) struct Unit {
-    /// Positions in the batch's events.
-    pub events: Vec<usize>,
+    /// Positions in the batch's events (nearly always one or two: no allocation).
+    pub events: SmallVec<[usize; 2]>,
     /// What is stored, once a round learnt it: `Some(None)`, known absent.
     pub stored: Option<Option<(ObjectRecord, u64)>>,
     pub marker: bool,
@@ -72,7 +74,7 @@ pub(super) fn units(events: &[(&ReplicationEvent, &IncidentKey)]) -> Vec<Unit> {
                     );
                 }
                 units.push(Unit {
-                    events: vec![position],
+                    events: smallvec![position],
                     stored: None,
                     marker,
                     marker_exists: false,
@@ -170,22 +172,26 @@ pub(super) fn plan<'k>(
             continue;
         }
         let (was, now) = (
-            before.and_then(ObjectRecord::backlog_cause),
-            record.backlog_cause(),
+            before.and_then(ObjectRecord::backlog_of),
+            record.backlog_of(),
         );
         if was != now {
             for (cause, step) in [(was, -1i64), (now, 1)] {
                 if let Some(cause) = cause {
                     // Usually the incident of the unit's own event: no key to build.
                     let own = events[unit.events[0]].1;
-                    let d = if own.cause == cause
+                    let d = if cause.is(&own.cause)
                         && own.source_bucket == record.source_bucket
                         && own.rule_id == record.rule_id
                         && own.destination_bucket == record.destination_bucket
                     {
                         delta(&mut round, Cow::Borrowed(own), index)
                     } else {
-                        delta(&mut round, Cow::Owned(record.incident(cause)), index)
+                        delta(
+                            &mut round,
+                            Cow::Owned(record.incident(cause.to_cause())),
+                            index,
+                        )
                     };
                     round.deltas[d].1.backlog += step;
                 }
@@ -193,7 +199,7 @@ pub(super) fn plan<'k>(
         }
         round.writes.push(Write::Object {
             expected: stored.as_ref().map(|(_, revision)| *revision),
-            record,
+            record: Arc::new(record),
         });
         round.owners.push(Some(index));
     }

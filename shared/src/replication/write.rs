@@ -97,8 +97,15 @@ pub(super) async fn write_events<'k, L: Ledger>(
             .collect(),
         incidents: FxHashMap::default(),
     };
-    let units = units(events);
-    let mut chunks: Vec<Vec<Unit>> = units.chunks(CHUNK).map(<[Unit]>::to_vec).collect();
+    // Split from the end (moving the units, not copying them), so that `pop` takes the chunks
+    // from the last.
+    let mut units = units(events);
+    let mut chunks: Vec<Vec<Unit>> = Vec::with_capacity(units.len().div_ceil(CHUNK));
+    while !units.is_empty() {
+        let last = units.split_off((units.len() - 1) / CHUNK * CHUNK);
+        chunks.push(last);
+    }
+    chunks.reverse();
     // Chunks run one after another: concurrent chunks of one batch would contend for the same
     // incident items.
     while let Some(chunk) = chunks.pop() {
@@ -163,7 +170,7 @@ async fn write_chunk<'k, L: Ledger>(
             finish(
                 &chunk,
                 round,
-                &incidents,
+                incidents,
                 &remembered,
                 None,
                 context,
@@ -198,7 +205,7 @@ async fn write_chunk<'k, L: Ledger>(
                 finish(
                     &chunk,
                     round,
-                    &incidents,
+                    incidents,
                     &remembered,
                     Some(&commit),
                     context,
@@ -249,12 +256,16 @@ async fn write_chunk<'k, L: Ledger>(
                         {
                             chunk[*unit].stored = Some(None);
                         }
-                        (Verdict::Held, Write::Incident { key, mode, .. }, _) => {
-                            if matches!(mode, IncidentMode::Create { .. }) {
-                                if !incidents.contains_key(key) {
-                                    incidents.insert(Cow::Owned(key.clone()), None);
-                                }
-                            }
+                        (
+                            Verdict::Held,
+                            Write::Incident {
+                                key,
+                                mode: IncidentMode::Create { .. },
+                                ..
+                            },
+                            _,
+                        ) if !incidents.contains_key(key) => {
+                            incidents.insert(Cow::Owned(key.clone()), None);
                         }
                         _ => {}
                     }
@@ -326,7 +337,7 @@ fn commit_actions(writes: &[Write]) -> usize {
 fn finish<'k>(
     chunk: &[Unit],
     round: Round<'k>,
-    incidents: &FxHashMap<KeyOf<'k>, Option<StoredIncident>>,
+    incidents: FxHashMap<KeyOf<'k>, Option<StoredIncident>>,
     remembered: &FxHashSet<&IncidentKey>,
     commit: Option<&Commit>,
     context: &WriteContext<'_>,
@@ -342,16 +353,26 @@ fn finish<'k>(
     for (position, effect) in round.effects {
         written.events[position] = Ok(effect);
     }
-    // What the rounds learnt, for incidents the commit did not write.
+    let committed: FxHashSet<&IncidentKey> = commit
+        .map(|commit| commit.incidents().map(|(key, _, _)| key).collect())
+        .unwrap_or_default();
+    // What the rounds learnt, for incidents the commit did not write; for those it did, the
+    // base it added to (what this chunk's rounds read: they chose the mode from it). Moved,
+    // not copied: the rounds are over.
+    let mut bases: FxHashMap<KeyOf<'k>, Incident> = FxHashMap::default();
     for (key, stored) in incidents {
+        if committed.contains(&*key) {
+            if let Some(stored) = stored {
+                bases.insert(key, stored.incident);
+            }
+            continue;
+        }
         // Cloning a borrowed key copies a reference.
         let after = written.incidents.entry(key.clone()).or_default();
         if !after.moved {
             after.known = match stored {
-                Some(stored) if remembered.contains(&**key) => {
-                    Known::Remembered(stored.incident.clone())
-                }
-                Some(stored) => Known::Stored(stored.incident.clone()),
+                Some(stored) if remembered.contains(&*key) => Known::Remembered(stored.incident),
+                Some(stored) => Known::Stored(stored.incident),
                 None => Known::Absent,
             };
         }
@@ -369,17 +390,17 @@ fn finish<'k>(
                 .entry(Cow::Owned(key.clone()))
                 .or_default(),
         };
-        // An addition's base is what this chunk's rounds read (they chose the mode from it).
         let base = match mode {
             IncidentMode::Create { .. } => None,
-            IncidentMode::Add { .. } => incidents
-                .get(key)
-                .and_then(|s| s.as_ref().map(|s| s.incident.clone())),
+            IncidentMode::Add { .. } => bases.remove(key),
         };
-        after.known = match base {
-            Some(incident) => Known::Stored(delta.added_to(&incident, context.now)),
-            None => Known::Stored(delta.opened(key, context.now)),
-        };
+        after.known = Known::Stored(match base {
+            Some(mut incident) => {
+                delta.add_to(&mut incident, context.now);
+                incident
+            }
+            None => delta.opened(key, context.now),
+        });
         after.moved = true;
         if let IncidentMode::Create {
             first_page: Some(claim),

@@ -11,13 +11,14 @@ use crate::delivery::outbox::Claimed;
 use crate::delivery::text::Untrusted;
 use crate::incident::{Incident, IncidentCause, IncidentKey};
 use crate::ledger::{
-    object_sort_key, Commit, CommitOutcome, Ledger, LedgerError, ObjectRecord, PageClaim, PageSent,
+    object_sort_key, Commit, CommitOutcome, Ledger, LedgerError, Memberships, ObjectRecord,
+    PageClaim, PageSent,
 };
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 /// Incidents created by this release carry it; an incident without it was written by an earlier
 /// release and gets its counts from `replmon migrate`.
@@ -269,10 +270,11 @@ pub fn object_from_item(
     let required_time = |name: &str| {
         get_time(item, name).ok_or_else(|| corrupt(item, &format!("no valid `{name}`")))
     };
-    let counted_in: Option<BTreeSet<String>> = item
+    let counted_in: Option<Memberships> = item
         .get("counted_in")
         .and_then(|v| v.as_ss().ok())
         .map(|set| set.iter().cloned().collect());
+    let written_with_memberships = counted_in.is_some();
     let mut record = ObjectRecord {
         source_bucket: required("source_bucket")?,
         destination_bucket: required("destination_bucket")?,
@@ -288,9 +290,9 @@ pub fn object_from_item(
         replication_time_seconds: get_n(item, "replication_time_seconds"),
         first_seen: required_time("first_seen")?,
         last_seen: required_time("last_seen")?,
-        counted_in: counted_in.clone().unwrap_or_default(),
+        counted_in: counted_in.unwrap_or_default(),
     };
-    if counted_in.is_none() {
+    if !written_with_memberships {
         record.derive_counted_in();
     }
     let revision = get_n(item, "revision").ok_or_else(|| corrupt(item, "no `revision`"))?;
