@@ -20,9 +20,11 @@ use std::sync::{Arc, Mutex};
 
 mod canary;
 mod notification;
+mod redrive;
 mod status;
 pub use canary::{Arrival, FakeS3, ProbePut, RecordedMeasurement, RecordingProbeMetrics};
 pub use notification::{thrice_shuffled, NotificationBuilder, SplitMix64};
+pub use redrive::{FakeBatchJobs, FakeJobFiles};
 
 /// Source, destination, key and version joined by NUL (which S3 names cannot hold in buckets).
 type ObjectId = String;
@@ -42,6 +44,8 @@ struct LedgerState {
     tokens: HashSet<String>,
     alarms: HashMap<String, (AlarmRecord, u64)>,
     canary: canary::CanaryState,
+    /// Current re-drive per source bucket, with its revision.
+    redrives: HashMap<String, (crate::redrive::RedriveRecord, u64)>,
 }
 
 /// The ledger in a mutex.

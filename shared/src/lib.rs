@@ -12,6 +12,7 @@
 //! replication/          S3 replication events -> one commit per batch (records + counters), pages
 //! alarm/                CloudWatch alarm changes -> alarm incidents, trend, backlog count
 //! canary/               probes under each rule, their timing, the set-up audit
+//! redrive/              FAILED versions back to the replica (S3 Batch Replication), and proof
 //! status/               what `replmon status` and `backlog` report
 //! delivery/             pages, the notifier port, the outbox every page goes through
 //!        |  ports (traits): ledger::Ledger, alarm::monitor::{AlarmStore, BacklogCounter},
@@ -38,6 +39,7 @@ pub mod incident;
 pub mod ledger;
 pub mod metrics;
 pub mod names;
+pub mod redrive;
 pub mod replication;
 pub mod severity;
 pub mod status;

@@ -60,6 +60,9 @@ pub enum ObjectStatus {
     ReplicatedLate,
     /// Will never be replicated by S3 on its own.
     Failed,
+    /// Failed, then replicated by a re-drive (S3 Batch Replication) whose report did not list
+    /// it as failed.
+    Redriven,
 }
 
 impl ObjectStatus {
@@ -68,6 +71,7 @@ impl ObjectStatus {
             ObjectStatus::Late => "LATE",
             ObjectStatus::ReplicatedLate => "REPLICATED_LATE",
             ObjectStatus::Failed => "FAILED",
+            ObjectStatus::Redriven => "REDRIVEN",
         }
     }
 }
@@ -132,6 +136,14 @@ pub struct ObjectRecord {
     /// of deliveries cannot change it. Bookkeeping, not part of what `replmon backlog` shows.
     #[serde(skip)]
     pub counted_in: Memberships,
+    /// Re-drive bookkeeping (`crate::redrive`): the batch job that last took this version, when
+    /// it replicated it (`None`: it did not), and the task's failure code when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redrive_job: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redriven_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redrive_failure: Option<String>,
 }
 
 /// The cause a missing object is counted under ([`IncidentCause`]), borrowed from its record.
@@ -194,6 +206,9 @@ impl ObjectRecord {
             first_seen: event.event_time,
             last_seen: event.event_time,
             counted_in: Memberships::default(),
+            redrive_job: None,
+            redriven_at: None,
+            redrive_failure: None,
         };
         record.merge_with(event, token);
         Some(record)
@@ -296,7 +311,9 @@ impl ObjectRecord {
     }
 
     pub fn status(&self) -> ObjectStatus {
-        if self.failed_at.is_some() {
+        if self.redriven_at.is_some() {
+            ObjectStatus::Redriven
+        } else if self.failed_at.is_some() {
             ObjectStatus::Failed
         } else if self.replicated_late_at.is_some() {
             ObjectStatus::ReplicatedLate
@@ -318,7 +335,7 @@ impl ObjectRecord {
                 self.failure_reason.as_deref(),
             ))),
             ObjectStatus::Late => Some(BacklogOf::Late),
-            ObjectStatus::ReplicatedLate => None,
+            ObjectStatus::ReplicatedLate | ObjectStatus::Redriven => None,
         }
     }
 

@@ -248,6 +248,9 @@ pub(super) fn object_item(record: &ObjectRecord, revision: u64, expires_at: Date
             (!record.counted_in.is_empty())
                 .then(|| AttributeValue::Ss(record.counted_in.iter().cloned().collect())),
         ),
+        ("redrive_job", record.redrive_job.clone().map(s)),
+        ("redriven_at", record.redriven_at.map(|t| s(ts(t)))),
+        ("redrive_failure", record.redrive_failure.clone().map(s)),
     ];
     for (name, value) in optional {
         if let Some(value) = value {
@@ -291,6 +294,9 @@ pub fn object_from_item(
         first_seen: required_time("first_seen")?,
         last_seen: required_time("last_seen")?,
         counted_in: counted_in.unwrap_or_default(),
+        redrive_job: get_s(item, "redrive_job").map(str::to_owned),
+        redriven_at: get_time(item, "redriven_at"),
+        redrive_failure: get_s(item, "redrive_failure").map(str::to_owned),
     };
     if !written_with_memberships {
         record.derive_counted_in();
