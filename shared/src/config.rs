@@ -2,7 +2,10 @@
 //! the variable, so a misconfigured deployment fails its first cold start with a clear message.
 
 use crate::replication::MonitorSettings;
+
+mod redrive;
 use chrono::Duration;
+pub use redrive::RedriveConfig;
 use std::time::Duration as StdDuration;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -4,6 +4,7 @@
 pub mod cloudwatch;
 pub mod dynamodb;
 pub mod s3;
+pub mod s3control;
 pub mod sns;
 pub mod warm_up;
 
@@ -19,6 +20,7 @@ use aws_smithy_http_client::tls;
 pub use cloudwatch::CloudWatchMetrics;
 pub use dynamodb::{DynamoDbLedger, Migration, MigrationReport};
 pub use s3::S3ObjectStore;
+pub use s3control::S3ControlJobs;
 pub use sns::SnsNotifier;
 pub use warm_up::{warm_up, WarmUpCall};
 

@@ -461,3 +461,51 @@ impl S3ObjectStore {
         Ok(versions)
     }
 }
+
+/// A re-drive job's manifest and report, read from the bucket's region.
+impl crate::redrive::JobFiles for S3ObjectStore {
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, crate::redrive::ports::FilesError> {
+        use crate::redrive::ports::FilesError;
+        if self
+            .regions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(bucket)
+            .is_none()
+        {
+            // Unknown region: ask once (a failure leaves the home region's client).
+            let _ = self.learn_region(bucket).await;
+        }
+        let client = self.client_for(BucketRef {
+            bucket,
+            region: None,
+        });
+        match client.get_object().bucket(bucket).key(key).send().await {
+            Ok(out) => out
+                .body
+                .collect()
+                .await
+                .map(|bytes| Some(bytes.to_vec()))
+                .map_err(|e| FilesError::Unavailable {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    detail: e.to_string(),
+                }),
+            Err(error) if error.code() == Some("NoSuchKey") => Ok(None),
+            Err(error) if is_transient(&error) => Err(FilesError::Unavailable {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                detail: describe(&error),
+            }),
+            Err(error) => Err(FilesError::Refused {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                detail: describe(&error),
+            }),
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //!
 //!     replmon status  [--json] [--window 24h] [--bucket B]...
 //!     replmon backlog --bucket B [--destination D] [--limit 100] [--after TOKEN | --all] [--json]
+//!     replmon redrive --bucket B [--destination D] [--dry-run] [--yes] [--force]
 //!     replmon migrate   (once, after upgrading from a release before the one-write ledger)
 //!
 //! The table comes from `--table` or `REPLMON_TABLE`; region and credentials from the usual AWS
@@ -18,6 +19,9 @@ use replmon_shared::status::{
     backlog_text, status, without_probes, BacklogCursor, BacklogPage, LedgerReader, StatusOptions,
 };
 use std::process::ExitCode;
+
+#[path = "replmon/redrive.rs"]
+mod redrive;
 
 #[derive(Parser)]
 #[command(
@@ -71,6 +75,27 @@ enum Command {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Get the replica its missing objects back: one S3 Batch Replication job for the source's
+    /// FAILED object versions, started only when the canary shows the cause cleared (or with
+    /// --force). Needs REPLMON_REDRIVE_ROLE_ARN and REPLMON_REDRIVE_REPORT_BUCKET.
+    Redrive {
+        /// The source bucket.
+        #[arg(long)]
+        bucket: String,
+        /// Only the incidents of this destination (the job itself re-drives every FAILED
+        /// version of the source).
+        #[arg(long)]
+        destination: Option<String>,
+        /// Print the plan (scope, versions, the job request, cost, caveats) and stop.
+        #[arg(long)]
+        dry_run: bool,
+        /// Start without asking.
+        #[arg(long)]
+        yes: bool,
+        /// Start even though the canary has not shown the cause cleared.
+        #[arg(long)]
+        force: bool,
     },
     /// List every source bucket and alarm of the table in its catalog (once, for a ledger
     /// written before the catalog existed; scans the table and needs dynamodb:Scan and PutItem).
@@ -195,6 +220,26 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 print_backlog(&bucket, destination.as_deref(), limit, &page);
             }
+        }
+        Command::Redrive {
+            bucket,
+            destination,
+            dry_run,
+            yes,
+            force,
+        } => {
+            redrive::redrive(
+                &sdk,
+                ledger,
+                redrive::Request {
+                    bucket,
+                    destination,
+                    dry_run,
+                    yes,
+                    force,
+                },
+            )
+            .await?;
         }
         Command::CatalogRebuild => {
             let listed = ledger.rebuild_catalog().await.map_err(explain)?;

@@ -14,6 +14,7 @@ pub mod files;
 pub mod plan;
 pub mod ports;
 pub mod record;
+pub mod render;
 mod settle;
 
 pub use plan::{Evidence, JobRequest, Scope};

@@ -75,7 +75,7 @@ fn json(attribute: &AttributeValue) -> Value {
 }
 
 /// A record's fields as item attributes, beside the keys and bookkeeping attributes.
-fn record_item<T: Serialize>(
+pub(super) fn record_item<T: Serialize>(
     record: &T,
     (pk, sk): (String, String),
     entity: &str,

@@ -29,6 +29,7 @@ mod alarm;
 mod canary;
 mod commit;
 mod migrate;
+mod redrive;
 mod replication;
 mod status;
 pub use alarm::alarm_from_item;

@@ -1,0 +1,193 @@
+//! The re-drive store: a source's current re-drive (`REDRIVE#<source>` / `CURRENT`, guarded by
+//! its revision), an index of the open ones (`REDRIVE_OPEN` / `<source>`: what the sweep reads),
+//! and the object records a finished job settles (one `BatchGetItem` per 100 versions).
+
+use super::canary::{record_from_item, record_item};
+use super::status::PartitionQuery;
+use super::{get_n, get_s, n, object_from_item, object_key_of, s, sdk_error, DynamoDbLedger, Item};
+use crate::ledger::{LedgerError, ObjectRecord};
+use crate::redrive::files::JobObject;
+use crate::redrive::ports::StoredRedrive;
+use crate::redrive::{RedriveRecord, RedriveStore};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use chrono::Utc;
+use std::collections::HashMap;
+
+const OPEN_PARTITION: &str = "REDRIVE_OPEN";
+/// Keys per `BatchGetItem` (DynamoDB's limit).
+const BATCH_GET: usize = 100;
+/// Rounds of `UnprocessedKeys` before giving up (each after a short pause).
+const UNPROCESSED_ROUNDS: u32 = 8;
+/// How long a re-drive record lives after its last write (its history for `replmon status`).
+const RECORD_DAYS: i64 = 90;
+
+fn current_key(source_bucket: &str) -> (String, String) {
+    (format!("REDRIVE#{source_bucket}"), "CURRENT".to_owned())
+}
+
+impl DynamoDbLedger {
+    async fn set_open_index(&self, source_bucket: &str, open: bool) -> Result<(), LedgerError> {
+        if open {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(OPEN_PARTITION))
+                .item("sk", s(source_bucket))
+                .item("entity", s("redrive-open"))
+                .item("source_bucket", s(source_bucket))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| sdk_error("index open re-drive", &e))
+        } else {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", s(OPEN_PARTITION))
+                .key("sk", s(source_bucket))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| sdk_error("unindex finished re-drive", &e))
+        }
+    }
+}
+
+impl RedriveStore for DynamoDbLedger {
+    async fn current(&self, source_bucket: &str) -> Result<Option<StoredRedrive>, LedgerError> {
+        let (pk, sk) = current_key(source_bucket);
+        let Some(item) = self.get(pk, sk, "read re-drive").await? else {
+            return Ok(None);
+        };
+        let revision =
+            get_n(&item, "revision").ok_or_else(|| super::corrupt(&item, "no `revision`"))?;
+        Ok(Some((record_from_item(&item)?, revision)))
+    }
+
+    /// The index is written before an open record and removed after a finished one, so every
+    /// open re-drive is in it (a stale entry is dropped by [`Self::open`]).
+    async fn put_current(
+        &self,
+        record: &RedriveRecord,
+        expected: Option<u64>,
+    ) -> Result<bool, LedgerError> {
+        let open = record.state.is_open();
+        if open {
+            self.set_open_index(&record.source_bucket, true).await?;
+        }
+        let expires_at = Utc::now() + chrono::Duration::days(RECORD_DAYS);
+        let item = record_item(
+            record,
+            current_key(&record.source_bucket),
+            "redrive",
+            vec![
+                ("revision", n(expected.map_or(1, |r| r + 1))),
+                ("expires_at", n(expires_at.timestamp())),
+            ],
+        )?;
+        let written = self.put_revised(item, expected, "write re-drive").await?;
+        if written && !open {
+            self.set_open_index(&record.source_bucket, false).await?;
+        }
+        Ok(written)
+    }
+
+    async fn open(&self) -> Result<Vec<StoredRedrive>, LedgerError> {
+        let sources: Vec<String> = self
+            .query_all(
+                PartitionQuery {
+                    pk: OPEN_PARTITION.to_owned(),
+                    sort: None,
+                    consistent: true,
+                },
+                "list open re-drives",
+            )
+            .await?
+            .iter()
+            .filter_map(|item| get_s(item, "source_bucket").map(str::to_owned))
+            .collect();
+        let mut open = Vec::new();
+        for source in sources {
+            match self.current(&source).await? {
+                Some(stored) if stored.0.state.is_open() => open.push(stored),
+                // Finished, and its index entry outlived it (a failed delete): drop it.
+                _ => {
+                    if let Err(error) = self.set_open_index(&source, false).await {
+                        tracing::warn!(%error, source_bucket = %source, "stale re-drive index entry left");
+                    }
+                }
+            }
+        }
+        Ok(open)
+    }
+
+    async fn object_records(
+        &self,
+        source_bucket: &str,
+        destination_bucket: &str,
+        objects: &[JobObject],
+    ) -> Result<Vec<(ObjectRecord, u64)>, LedgerError> {
+        let mut found = Vec::new();
+        for chunk in objects.chunks(BATCH_GET) {
+            let mut keys: Vec<HashMap<String, AttributeValue>> = chunk
+                .iter()
+                .map(|o| {
+                    let (pk, sk) = object_key_of(
+                        source_bucket,
+                        destination_bucket,
+                        &o.key,
+                        o.version_id.as_deref(),
+                    );
+                    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+                })
+                .collect();
+            // Duplicate keys make DynamoDB refuse the whole request.
+            keys.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+            keys.dedup();
+            let mut round = 0;
+            while !keys.is_empty() {
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| LedgerError::Refused {
+                        operation: "read object records",
+                        detail: e.to_string(),
+                    })?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("read object records", &e))?;
+                let items: Vec<Item> = out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default();
+                for item in items {
+                    found.push(object_from_item(&item)?);
+                }
+                keys = out
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    round += 1;
+                    if round > UNPROCESSED_ROUNDS {
+                        return Err(LedgerError::Unavailable {
+                            operation: "read object records",
+                            detail: "DynamoDB left keys unprocessed (throttled)".into(),
+                        });
+                    }
+                    tokio::time::sleep(crate::backoff::jittered(
+                        std::time::Duration::from_millis(50) * 2u32.pow(round.min(5)),
+                    ))
+                    .await;
+                }
+            }
+        }
+        Ok(found)
+    }
+}
