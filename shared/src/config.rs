@@ -263,6 +263,7 @@ impl CanaryConfig {
                 )?,
                 ttl: Duration::days(number(env, "REPLMON_LEDGER_TTL_DAYS", 90, 1, 3650)? as i64),
                 overlap_margin: Duration::seconds(60),
+                hand_over_redrives: redrive::auto_redrive(env)?,
             },
             aws: AwsSettings::from_env(env)?,
         })

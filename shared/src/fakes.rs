@@ -46,6 +46,8 @@ struct LedgerState {
     canary: canary::CanaryState,
     /// Current re-drive per source bucket, with its revision.
     redrives: HashMap<String, (crate::redrive::RedriveRecord, u64)>,
+    /// Rules the canary saw recover, by (source, destination, rule).
+    hand_overs: HashMap<(String, String, String), crate::redrive::HandOver>,
 }
 
 /// The ledger in a mutex.

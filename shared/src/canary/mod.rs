@@ -66,6 +66,8 @@ pub struct CanarySettings {
     /// A run may outlast its budget by this much (cleanup, records, pages): probes younger than
     /// budget + this may belong to a run still going, and other runs leave them alone.
     pub overlap_margin: chrono::Duration,
+    /// `REPLMON_AUTO_REDRIVE`: a rule that recovers is handed to the redrive function.
+    pub hand_over_redrives: bool,
 }
 
 impl Default for CanarySettings {
@@ -80,6 +82,7 @@ impl Default for CanarySettings {
             audit_period: chrono::Duration::days(1),
             ttl: chrono::Duration::days(90),
             overlap_margin: chrono::Duration::seconds(60),
+            hand_over_redrives: false,
         }
     }
 }

@@ -228,6 +228,7 @@ where
             let mut health = stored
                 .clone()
                 .unwrap_or_else(|| RuleHealth::new(bucket, destination, rule_id));
+            let mut recovered = None;
             for probe in probes {
                 match health.count(probe, limit) {
                     Some(HealthChange::Opened) => {
@@ -236,8 +237,23 @@ where
                     }
                     Some(HealthChange::Recovered { opened_at }) => {
                         health.owe(pages::recovery_notice(probe, opened_at, clock.now()));
+                        recovered = Some(probe.put_at);
                     }
                     None => {}
+                }
+            }
+            // Handed over before the health that counts the recovery is written: if this
+            // fails, the run fails and the next one counts (and hands over) again.
+            if let Some(probe_at) = recovered.filter(|_| self.settings.hand_over_redrives) {
+                let hand = crate::redrive::HandOver {
+                    source_bucket: bucket.to_owned(),
+                    destination_bucket: destination.to_owned(),
+                    rule_id: rule_id.to_owned(),
+                    probe_at,
+                };
+                if let Err(e) = self.ledger.hand_over_redrive(&hand).await {
+                    report.errors.push(e.to_string());
+                    return false;
                 }
             }
             // Nothing owed, or another run is sending what is owed: only the counts to write.

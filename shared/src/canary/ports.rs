@@ -252,6 +252,13 @@ pub trait CanaryStore: Send + Sync {
         &self,
         probe: &ProbeRecord,
     ) -> impl Future<Output = Result<Option<String>, LedgerError>> + Send;
+
+    /// Hand a recovered rule to the redrive function (automatic re-drive): idempotent, the
+    /// latest probe kept.
+    fn hand_over_redrive(
+        &self,
+        hand: &crate::redrive::HandOver,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 }
 
 /// One measured probe, as a metric data point.
@@ -383,5 +390,11 @@ impl<T: CanaryStore> CanaryStore for &T {
         probe: &ProbeRecord,
     ) -> impl Future<Output = Result<Option<String>, LedgerError>> + Send {
         (**self).replication_failure(probe)
+    }
+    fn hand_over_redrive(
+        &self,
+        hand: &crate::redrive::HandOver,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send {
+        (**self).hand_over_redrive(hand)
     }
 }

@@ -688,3 +688,48 @@ async fn owed_pages_are_bounded_and_the_next_page_says_how_many_were_given_up() 
         0
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_recovered_rule_is_handed_to_the_redrive_function_in_automatic_mode() {
+    for automatic in [false, true] {
+        let mut world = World::new();
+        world.settings.hand_over_redrives = automatic;
+        world.s3.set_arrival("dst", Arrival::Stuck);
+        for run in 1..=3 {
+            world.run(&format!("run-{run}")).await.unwrap();
+            world.wait(300).await;
+        }
+        assert!(
+            world.ledger.hand_overs().is_empty(),
+            "nothing recovered yet"
+        );
+        world
+            .s3
+            .set_arrival("dst", Arrival::After(Duration::from_secs(1)));
+        world.run("run-4").await.unwrap();
+        assert_eq!(world.page_kinds(), ["canary-stalled", "canary-recovered"]);
+        let handed = world.ledger.hand_overs();
+        if automatic {
+            assert_eq!(handed.len(), 1);
+            let probe_at = world
+                .ledger
+                .rule_health("src", "dst", "dr")
+                .unwrap()
+                .last_probe_at;
+            assert_eq!(Some(handed[0].probe_at), probe_at);
+            assert_eq!(
+                (
+                    handed[0].destination_bucket.as_str(),
+                    handed[0].rule_id.as_str()
+                ),
+                ("dst", "dr")
+            );
+        } else {
+            assert!(handed.is_empty(), "off by default");
+        }
+        // A good probe after a good one is no recovery: nothing more is handed over.
+        world.wait(300).await;
+        world.run("run-5").await.unwrap();
+        assert_eq!(world.ledger.hand_overs().len(), usize::from(automatic));
+    }
+}

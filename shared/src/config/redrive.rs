@@ -70,10 +70,16 @@ impl RedriveConfig {
             },
             account_id,
             s3control_endpoint,
-            auto: flag(env, "REPLMON_AUTO_REDRIVE")?,
+            auto: auto_redrive(env)?,
             aws: AwsSettings::from_env(env)?,
         })
     }
+}
+
+/// `REPLMON_AUTO_REDRIVE` (the canary hands recovered rules over; the redrive function starts
+/// their re-drives).
+pub(super) fn auto_redrive(env: &impl Environment) -> Result<bool, ConfigError> {
+    flag(env, "REPLMON_AUTO_REDRIVE")
 }
 
 fn iam_role_account(arn: &str) -> Option<&str> {

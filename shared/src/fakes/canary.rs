@@ -158,6 +158,19 @@ impl CanaryStore for InMemoryLedger {
         Ok(())
     }
 
+    async fn hand_over_redrive(&self, hand: &crate::redrive::HandOver) -> Result<(), LedgerError> {
+        let mut state = self.lock();
+        let key = super::redrive::hand_over_key(hand);
+        let newer = state
+            .hand_overs
+            .get(&key)
+            .is_none_or(|stored| stored.probe_at < hand.probe_at);
+        if newer {
+            state.hand_overs.insert(key, hand.clone());
+        }
+        Ok(())
+    }
+
     async fn replication_failure(
         &self,
         probe: &ProbeRecord,

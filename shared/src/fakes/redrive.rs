@@ -6,11 +6,21 @@ use crate::ledger::{LedgerError, ObjectRecord};
 use crate::redrive::files::JobObject;
 use crate::redrive::ports::{FilesError, StoredRedrive};
 use crate::redrive::{
-    BatchJobs, JobFiles, JobRequest, JobState, JobStatus, JobsError, RedriveRecord, RedriveStore,
+    BatchJobs, HandOver, JobFiles, JobRequest, JobState, JobStatus, JobsError, RedriveRecord,
+    RedriveStore,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+
+impl InMemoryLedger {
+    /// What the canary handed to the redrive function, oldest first.
+    pub fn hand_overs(&self) -> Vec<HandOver> {
+        let mut handed: Vec<HandOver> = self.lock().hand_overs.values().cloned().collect();
+        handed.sort_by_key(|h| h.probe_at);
+        handed
+    }
+}
 
 impl RedriveStore for InMemoryLedger {
     async fn current(&self, source_bucket: &str) -> Result<Option<StoredRedrive>, LedgerError> {
@@ -49,6 +59,21 @@ impl RedriveStore for InMemoryLedger {
             .collect();
         self.read(open.len() as u64);
         Ok(open)
+    }
+
+    async fn handed_over(&self) -> Result<Vec<HandOver>, LedgerError> {
+        let mut handed: Vec<HandOver> = self.lock().hand_overs.values().cloned().collect();
+        handed.sort_by_key(|h| h.probe_at);
+        Ok(handed)
+    }
+
+    async fn drop_hand_over(&self, hand: &HandOver) -> Result<(), LedgerError> {
+        let mut state = self.lock();
+        let key = hand_over_key(hand);
+        if state.hand_overs.get(&key) == Some(hand) {
+            state.hand_overs.remove(&key);
+        }
+        Ok(())
     }
 
     async fn object_records(
@@ -187,4 +212,12 @@ impl JobFiles for FakeJobFiles {
             .get(&(bucket.to_owned(), key.to_owned()))
             .cloned())
     }
+}
+
+pub(super) fn hand_over_key(hand: &HandOver) -> (String, String, String) {
+    (
+        hand.source_bucket.clone(),
+        hand.destination_bucket.clone(),
+        hand.rule_id.clone(),
+    )
 }

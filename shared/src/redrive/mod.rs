@@ -11,14 +11,17 @@
 //! this file the service the `replmon redrive` command and the redrive function share.
 
 pub mod files;
+mod handler;
 pub mod plan;
 pub mod ports;
 pub mod record;
 pub mod render;
 mod settle;
+pub mod trigger;
 
+pub use handler::HandlerError;
 pub use plan::{Evidence, JobRequest, Scope};
-pub use ports::{BatchJobs, JobFiles, JobState, JobStatus, JobsError, RedriveStore};
+pub use ports::{BatchJobs, HandOver, JobFiles, JobState, JobStatus, JobsError, RedriveStore};
 pub use record::{RedriveRecord, RedriveState, TaskFailures};
 
 use crate::clock::Clock;

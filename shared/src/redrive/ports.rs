@@ -5,7 +5,21 @@ use super::files::JobObject;
 use super::plan::JobRequest;
 use super::record::RedriveRecord;
 use crate::ledger::{LedgerError, ObjectRecord};
+use chrono::{DateTime, Utc};
 use std::future::Future;
+
+/// A rule the canary saw recover, handed to the redrive function (automatic mode): a re-drive
+/// of its source and destination is due if the guard holds. An item in the ledger rather than
+/// an invocation or an event: it survives a failed run, costs the canary no new permission,
+/// and the function's schedule picks it up (see README, "Re-drive").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandOver {
+    pub source_bucket: String,
+    pub destination_bucket: String,
+    pub rule_id: String,
+    /// The probe that arrived.
+    pub probe_at: DateTime<Utc>,
+}
 
 /// A batch job's status, as s3control names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +187,15 @@ pub trait RedriveStore: Send + Sync {
 
     /// Re-drives not finished, every source (a small partition: work in flight, not history).
     fn open(&self) -> impl Future<Output = Result<Vec<StoredRedrive>, LedgerError>> + Send;
+
+    /// What the canary handed over, oldest first (a small partition: removed once handled).
+    fn handed_over(&self) -> impl Future<Output = Result<Vec<HandOver>, LedgerError>> + Send;
+
+    /// Remove a hand-over once handled (unless a newer one replaced it).
+    fn drop_hand_over(
+        &self,
+        hand: &HandOver,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 
     /// The object records of these versions for this destination (those the ledger has).
     fn object_records(

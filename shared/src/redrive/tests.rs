@@ -380,3 +380,53 @@ async fn a_failed_job_pages_with_its_reasons() {
         .contains("AccessDenied: Reading the manifest is forbidden\\n"));
     assert_eq!(incident(&service).backlog_count, 1);
 }
+
+#[tokio::test]
+async fn automatic_mode_starts_what_the_canary_handed_over_and_events_follow_it() {
+    let service = service();
+    failures(&service, 2).await;
+    let last_failure = incident(&service).last_seen.unwrap();
+    let sweep = r#"{"version":"0","id":"s1","detail-type":"Scheduled Event","source":"aws.events","detail":{}}"#;
+    // Nothing handed over: the sweep starts nothing, automatic or not.
+    service.handle(sweep, true, "123456789012").await.unwrap();
+    assert!(service.jobs.requests().is_empty());
+
+    let probe_at = last_failure + Duration::minutes(3);
+    probe(&service, probe_at, ProbeStatus::Arrived).await;
+    let hand = HandOver {
+        source_bucket: SOURCE.into(),
+        destination_bucket: DEST.into(),
+        rule_id: RULE.into(),
+        probe_at,
+    };
+    CanaryStore::hand_over_redrive(&service.store, &hand)
+        .await
+        .unwrap();
+    // Off: the hand-over waits, nothing starts.
+    service.handle(sweep, false, "123456789012").await.unwrap();
+    assert!(service.jobs.requests().is_empty());
+    let answer = service.handle(sweep, true, "123456789012").await.unwrap();
+    assert_eq!(service.jobs.requests().len(), 1, "{answer}");
+    assert!(service.store.hand_overs().is_empty(), "handled once");
+    let record = service.store.current(SOURCE).await.unwrap().unwrap().0;
+    assert_eq!(record.requested_by, "auto");
+
+    let job = record.job_id.unwrap();
+    let state = job_files(&service, &job, &[0, 1], &[]);
+    service.jobs.set_state(&job, state);
+    let event = serde_json::json!({"version": "0", "id": "e1", "detail-type": "AWS Service Event via CloudTrail",
+        "source": "aws.s3", "account": "123456789012", "time": "2026-12-07T10:00:00Z", "region": "us-east-1",
+        "resources": [], "detail": {"eventSource": "s3.amazonaws.com", "eventName": "JobStatusChanged",
+        "serviceEventDetails": {"jobId": job, "status": "Complete"}}})
+    .to_string();
+    service.handle(&event, true, "123456789012").await.unwrap();
+    assert_eq!(incident(&service).backlog_count, 0);
+    // Redelivered: acknowledged, nothing more.
+    let again = service.handle(&event, true, "123456789012").await.unwrap();
+    assert!(
+        again.to_string().contains("not a running re-drive"),
+        "{again}"
+    );
+    assert_eq!(service.notifier.pages().len(), 1);
+    assert!(service.handle("[]", true, "123456789012").await.is_err());
+}

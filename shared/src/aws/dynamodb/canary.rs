@@ -288,6 +288,20 @@ impl CanaryStore for DynamoDbLedger {
             .map_err(|e| sdk_error("save audit", &e))
     }
 
+    async fn hand_over_redrive(&self, hand: &crate::redrive::HandOver) -> Result<(), LedgerError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(super::redrive::hand_over_item(hand)))
+            // Keep the latest probe's hand-over when runs race.
+            .condition_expression("attribute_not_exists(pk) OR probe_at < :at")
+            .expression_attribute_values(":at", s(super::ts(hand.probe_at)))
+            .send()
+            .await;
+        written(result, "hand over a re-drive").map(|_| ())
+    }
+
     async fn replication_failure(
         &self,
         probe: &ProbeRecord,

@@ -8,18 +8,46 @@ use super::{get_n, get_s, n, object_from_item, object_key_of, s, sdk_error, Dyna
 use crate::ledger::{LedgerError, ObjectRecord};
 use crate::redrive::files::JobObject;
 use crate::redrive::ports::StoredRedrive;
-use crate::redrive::{RedriveRecord, RedriveStore};
+use crate::redrive::{HandOver, RedriveRecord, RedriveStore};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use chrono::Utc;
 use std::collections::HashMap;
 
 const OPEN_PARTITION: &str = "REDRIVE_OPEN";
+const HANDED_PARTITION: &str = "REDRIVE_WANTED";
 /// Keys per `BatchGetItem` (DynamoDB's limit).
 const BATCH_GET: usize = 100;
 /// Rounds of `UnprocessedKeys` before giving up (each after a short pause).
 const UNPROCESSED_ROUNDS: u32 = 8;
 /// How long a re-drive record lives after its last write (its history for `replmon status`).
 const RECORD_DAYS: i64 = 90;
+
+/// The canary's hand-over of a recovered rule (`REDRIVE_WANTED` / `<source>#<dest>#<rule>`).
+pub(super) fn hand_over_item(hand: &HandOver) -> Item {
+    [
+        ("pk", s(HANDED_PARTITION)),
+        ("sk", s(hand_over_sk(hand))),
+        ("entity", s("redrive-wanted")),
+        ("source_bucket", s(hand.source_bucket.clone())),
+        ("destination_bucket", s(hand.destination_bucket.clone())),
+        ("rule_id", s(hand.rule_id.clone())),
+        ("probe_at", s(super::ts(hand.probe_at))),
+        (
+            "expires_at",
+            n((hand.probe_at + chrono::Duration::days(7)).timestamp()),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+fn hand_over_sk(hand: &HandOver) -> String {
+    format!(
+        "{}#{}#{}",
+        hand.source_bucket, hand.destination_bucket, hand.rule_id
+    )
+}
 
 fn current_key(source_bucket: &str) -> (String, String) {
     (format!("REDRIVE#{source_bucket}"), "CURRENT".to_owned())
@@ -119,6 +147,51 @@ impl RedriveStore for DynamoDbLedger {
             }
         }
         Ok(open)
+    }
+
+    async fn handed_over(&self) -> Result<Vec<HandOver>, LedgerError> {
+        let items = self
+            .query_all(
+                PartitionQuery {
+                    pk: HANDED_PARTITION.to_owned(),
+                    sort: None,
+                    consistent: true,
+                },
+                "list re-drive hand-overs",
+            )
+            .await?;
+        let mut handed = Vec::new();
+        for item in &items {
+            let field = |name: &str| {
+                get_s(item, name)
+                    .map(str::to_owned)
+                    .ok_or_else(|| super::corrupt(item, &format!("no `{name}`")))
+            };
+            handed.push(HandOver {
+                source_bucket: field("source_bucket")?,
+                destination_bucket: field("destination_bucket")?,
+                rule_id: field("rule_id")?,
+                probe_at: super::get_time(item, "probe_at")
+                    .ok_or_else(|| super::corrupt(item, "no valid `probe_at`"))?,
+            });
+        }
+        handed.sort_by_key(|h| h.probe_at);
+        Ok(handed)
+    }
+
+    async fn drop_hand_over(&self, hand: &HandOver) -> Result<(), LedgerError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(HANDED_PARTITION))
+            .key("sk", s(hand_over_sk(hand)))
+            // A newer hand-over (a later recovery) stays for the next sweep.
+            .condition_expression("probe_at = :at")
+            .expression_attribute_values(":at", s(super::ts(hand.probe_at)))
+            .send()
+            .await;
+        super::written(result, "drop a re-drive hand-over").map(|_| ())
     }
 
     async fn object_records(
