@@ -11,6 +11,7 @@ use crate::canary::setup::CanarySegment;
 use crate::catalog;
 use crate::incident::{failure_reason_code, Incident, IncidentCause};
 use crate::ledger::{LedgerError, ObjectRecord, ObjectStatus};
+use crate::redrive::RedriveRecord;
 use crate::severity::Severity;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
@@ -107,6 +108,12 @@ pub trait LedgerReader: Send + Sync {
         &self,
         source_bucket: &str,
     ) -> impl Future<Output = Result<Option<AuditRecord>, LedgerError>> + Send;
+
+    /// The source bucket's latest re-drive (running or finished).
+    fn latest_redrive(
+        &self,
+        source_bucket: &str,
+    ) -> impl Future<Output = Result<Option<RedriveRecord>, LedgerError>> + Send;
 }
 
 impl<T: LedgerReader> LedgerReader for &T {
@@ -149,6 +156,12 @@ impl<T: LedgerReader> LedgerReader for &T {
         source_bucket: &str,
     ) -> impl Future<Output = Result<Option<AuditRecord>, LedgerError>> + Send {
         (**self).latest_audit(source_bucket)
+    }
+    fn latest_redrive(
+        &self,
+        source_bucket: &str,
+    ) -> impl Future<Output = Result<Option<RedriveRecord>, LedgerError>> + Send {
+        (**self).latest_redrive(source_bucket)
     }
 }
 
@@ -195,6 +208,16 @@ pub struct StatusReport {
     pub canary: Vec<RuleLatency>,
     pub failures_by_reason: Vec<FailureCount>,
     pub findings: Vec<AuditFinding>,
+    /// Each source's latest re-drive (running, finished, failed), with its counts.
+    pub redrives: Vec<RedriveStatus>,
+}
+
+/// A re-drive and the incidents it resolved (no object missing any more).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RedriveStatus {
+    #[serde(flatten)]
+    pub record: RedriveRecord,
+    pub resolved_incidents: Vec<String>,
 }
 
 /// Which function opened an incident.
@@ -311,14 +334,29 @@ pub async fn status<R: LedgerReader>(
         canary: Vec::new(),
         failures_by_reason: Vec::new(),
         findings: Vec::new(),
+        redrives: Vec::new(),
     };
     let mut failures: BTreeMap<String, (u64, Vec<String>)> = BTreeMap::new();
     for bucket in &buckets {
         let backlog = BucketBacklog::read(reader, bucket, options.canary_segment.as_ref()).await?;
+        let redrive = reader.latest_redrive(bucket).await?;
+        let mut resolved = Vec::new();
         for incident in reader.incidents(bucket).await? {
             let missing = backlog.missing_for(&incident);
             let recent = incident.last_seen.is_some_and(|t| t >= since)
                 || incident.last_recorded_at.is_some_and(|t| t >= since);
+            // A finished re-drive that left nothing missing after the incident's last failure
+            // resolved it, however recent its events.
+            let redriven = redrive.as_ref().is_some_and(|r| {
+                r.state == crate::redrive::RedriveState::Finished
+                    && r.incidents.contains(&incident.key.id())
+                    && r.finished_at
+                        .is_some_and(|at| incident.last_seen.is_none_or(|l| l < at))
+            });
+            if missing == 0 && redriven {
+                resolved.push(incident.key.id());
+                continue;
+            }
             // An incident stays in the ledger until its TTL; it is open while the replica still
             // lacks its objects or while events keep coming.
             if missing > 0 || recent {
@@ -326,6 +364,12 @@ pub async fn status<R: LedgerReader>(
                     .incidents
                     .push(replication_incident(&incident, missing));
             }
+        }
+        if let Some(record) = redrive {
+            report.redrives.push(RedriveStatus {
+                record,
+                resolved_incidents: resolved,
+            });
         }
         for object in &backlog.objects {
             if let Some(at) = object.failed_at {

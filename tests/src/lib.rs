@@ -30,6 +30,7 @@ pub mod regions;
 pub mod replication_metrics;
 pub mod replication_sim;
 pub mod runtime_api;
+pub mod s3control_sim;
 
 pub use regions::REPLICA_REGION;
 

@@ -24,6 +24,11 @@
 //! `Replication:OperationFailedReplication` event is handed to the [`FailureSink`], the way S3
 //! notifies a Lambda function or an SQS queue), and [`ReplicationSimulator::stop`].
 //!
+//! For S3 Batch Replication (see [`crate::s3control_sim`]): [`ReplicationSimulator::failed_versions`]
+//! (the versions whose replication FAILED and that no copy has reached since) and
+//! [`ReplicationSimulator::redrive`] (copy one version again, to every destination of the current
+//! configuration, as a scan's copy does, unless a failure rule still matches its key).
+//!
 //! # moto's replication configuration bug
 //!
 //! moto answers `GetBucketReplication` with `Filter {Prefix: ""}` and `DeleteMarkerReplication
@@ -158,6 +163,43 @@ pub struct HeldReplication {
     pub version_id: String,
     pub destination_bucket: String,
     pub detected_at: DateTime<Utc>,
+}
+
+/// A version whose replication failed and that no copy (a re-drive) has reached since: what S3
+/// reports as replication status `FAILED`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedVersion {
+    pub source_bucket: String,
+    pub key: String,
+    pub version_id: String,
+    /// The destinations it failed to reach and has not reached since, in failure order.
+    pub destination_buckets: Vec<String>,
+    /// The reason of its latest failure.
+    pub reason: String,
+    /// When the scan that found the version returned.
+    pub detected_at: DateTime<Utc>,
+}
+
+/// Why [`ReplicationSimulator::redrive`] did not copy a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedriveError {
+    /// A failure rule still matches the key: the fault persists (the rule's reason).
+    FaultPersists(String),
+    /// No enabled rule of the bucket's replication configuration matches the key.
+    NoMatchingRule,
+    /// Reading the configuration or a copy failed (the error; also in
+    /// [`ReplicationSimulator::copy_errors`] for a copy).
+    Failed(String),
+}
+
+impl std::fmt::Display for RedriveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedriveError::FaultPersists(reason) => write!(f, "replication still fails: {reason}"),
+            RedriveError::NoMatchingRule => write!(f, "no replication rule matches the key"),
+            RedriveError::Failed(error) => write!(f, "{error}"),
+        }
+    }
 }
 
 /// Something that went wrong: a copy, a listing, a configuration read, a task.
@@ -350,6 +392,134 @@ impl ReplicationSimulator {
     /// Every error met (failed copies, listings, configuration reads), oldest first.
     pub fn copy_errors(&self) -> Vec<CopyError> {
         self.shared.lock().errors.clone()
+    }
+
+    /// The versions of `bucket` whose replication failed (a reported failure) and that no copy has
+    /// reached since, in the order of their first failure. Live replication never copies a version
+    /// it reported failed, so only [`Self::redrive`] takes a version off this list.
+    pub fn failed_versions(&self, bucket: &str) -> Vec<FailedVersion> {
+        let state = self.shared.lock();
+        let copied: HashSet<(&str, &str, &str)> = state
+            .replicated
+            .iter()
+            .filter(|r| r.source_bucket == bucket)
+            .map(|r| {
+                (
+                    r.key.as_str(),
+                    r.version_id.as_str(),
+                    r.destination_bucket.as_str(),
+                )
+            })
+            .collect();
+        let mut versions: Vec<FailedVersion> = Vec::new();
+        for failure in state.failures.iter().filter(|f| f.source_bucket == bucket) {
+            let reached = copied.contains(&(
+                failure.key.as_str(),
+                failure.version_id.as_str(),
+                failure.destination_bucket.as_str(),
+            ));
+            if reached {
+                continue;
+            }
+            match versions
+                .iter_mut()
+                .find(|v| v.key == failure.key && v.version_id == failure.version_id)
+            {
+                Some(version) => {
+                    if !version
+                        .destination_buckets
+                        .contains(&failure.destination_bucket)
+                    {
+                        version
+                            .destination_buckets
+                            .push(failure.destination_bucket.clone());
+                    }
+                    version.reason = failure.reason.clone();
+                }
+                None => versions.push(FailedVersion {
+                    source_bucket: failure.source_bucket.clone(),
+                    key: failure.key.clone(),
+                    version_id: failure.version_id.clone(),
+                    destination_buckets: vec![failure.destination_bucket.clone()],
+                    reason: failure.reason.clone(),
+                    detected_at: failure.detected_at,
+                }),
+            }
+        }
+        versions
+    }
+
+    /// The reason of the first failure rule of `bucket` whose substring `key` contains (the rule a
+    /// scan would apply to a new version of the key now), if any.
+    pub fn failure_reason(&self, bucket: &str, key: &str) -> Option<String> {
+        self.shared
+            .lock()
+            .failure_rules
+            .iter()
+            .find(|rule| rule.bucket == bucket && key.contains(&rule.key_substring))
+            .map(|rule| rule.reason.clone())
+    }
+
+    /// The destinations (rule id, destination bucket) the bucket's current replication
+    /// configuration gives `key`: the highest-priority matching rule per destination, with
+    /// [`SimulatorSettings::rule_prefixes`] applied. Empty when no rule matches or the bucket has
+    /// no configuration.
+    pub async fn destinations(&self, bucket: &str, key: &str) -> Result<Vec<(String, String)>> {
+        let rules = replication_rules(&self.shared.s3, bucket).await?;
+        Ok(targets(&rules, &self.shared.rule_prefixes, bucket, key)
+            .into_iter()
+            .map(|t| (t.rule_id, t.destination_bucket))
+            .collect())
+    }
+
+    /// Replicate one version again, as S3 Batch Replication does: unless a failure rule still
+    /// matches its key ([`RedriveError::FaultPersists`], nothing copied nor reported), copy it to
+    /// every destination the current configuration gives it, exactly as a scan's copy (same
+    /// `GetObject`/`PutObject`, recorded in [`Self::replicated`], so the version leaves
+    /// [`Self::failed_versions`]). No failure event and no replication metric: S3 Batch
+    /// Replication reports through its completion report. Answers the copies made.
+    pub async fn redrive(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> Result<Vec<Replicated>, RedriveError> {
+        if let Some(reason) = self.failure_reason(bucket, key) {
+            return Err(RedriveError::FaultPersists(reason));
+        }
+        let targets = self.destinations(bucket, key).await.map_err(|e| {
+            RedriveError::Failed(format!("reading the replication configuration: {e:#}"))
+        })?;
+        if targets.is_empty() {
+            return Err(RedriveError::NoMatchingRule);
+        }
+        // The detection time of the failed version when there is one (the copy's latency then
+        // counts from when S3 first saw it), else now.
+        let detected_at = self
+            .shared
+            .lock()
+            .failures
+            .iter()
+            .find(|f| f.source_bucket == bucket && f.key == key && f.version_id == version_id)
+            .map_or_else(Utc::now, |f| f.detected_at);
+        let mut copies = Vec::new();
+        for (rule_id, destination_bucket) in targets {
+            let job = Job {
+                source_bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                version_id: version_id.to_owned(),
+                size: 0,
+                e_tag: None,
+                rule_id,
+                destination_bucket,
+                detected_at,
+                delay: Duration::ZERO,
+                failure: None,
+                sequencer: String::new(),
+            };
+            copies.push(redrive_copy(&self.shared, job).await?);
+        }
+        Ok(copies)
     }
 }
 
@@ -797,6 +967,60 @@ async fn run_job(shared: Arc<Shared>, job: Job, start: Instant) {
                 destination_bucket: Some(job.destination_bucket),
                 message: format!("copy failed: {e:#}"),
             });
+        }
+    }
+}
+
+/// One copy of a re-drive, bracketed like a scan's copy in [`run_job`] (the destination key is
+/// marked as being written, the replica is recorded as seen) and recorded in `replicated`.
+async fn redrive_copy(shared: &Shared, job: Job) -> Result<Replicated, RedriveError> {
+    let putting_key = (job.destination_bucket.clone(), job.key.clone());
+    *shared
+        .lock()
+        .putting
+        .entry(putting_key.clone())
+        .or_default() += 1;
+    let result = copy(&shared.s3, &job).await;
+    let visible_at = Utc::now();
+    let mut state = shared.lock();
+    if let Some(count) = state.putting.get_mut(&putting_key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            state.putting.remove(&putting_key);
+        }
+    }
+    match result {
+        Ok(replica_version_id) => {
+            if let Some(replica) = &replica_version_id {
+                if let Some(seen) = state.seen.get_mut(&job.destination_bucket) {
+                    seen.insert((job.key.clone(), replica.clone()));
+                }
+            }
+            let replicated = Replicated {
+                source_bucket: job.source_bucket,
+                key: job.key,
+                version_id: job.version_id,
+                destination_bucket: job.destination_bucket,
+                rule_id: job.rule_id,
+                replica_version_id,
+                detected_at: job.detected_at,
+                visible_at,
+            };
+            state.replicated.push(replicated.clone());
+            Ok(replicated)
+        }
+        Err(e) => {
+            drop(state);
+            let message = format!("re-drive copy failed: {e:#}");
+            shared.record_error(CopyError {
+                at: visible_at,
+                source_bucket: job.source_bucket,
+                key: Some(job.key),
+                version_id: Some(job.version_id),
+                destination_bucket: Some(job.destination_bucket),
+                message: message.clone(),
+            });
+            Err(RedriveError::Failed(message))
         }
     }
 }

@@ -119,4 +119,15 @@ impl LedgerReader for InMemoryLedger {
     async fn latest_audit(&self, source_bucket: &str) -> Result<Option<AuditRecord>, LedgerError> {
         Ok(self.lock().canary.audits.get(source_bucket).cloned())
     }
+
+    async fn latest_redrive(
+        &self,
+        source_bucket: &str,
+    ) -> Result<Option<crate::redrive::RedriveRecord>, LedgerError> {
+        Ok(self
+            .lock()
+            .redrives
+            .get(source_bucket)
+            .map(|(record, _)| record.clone()))
+    }
 }

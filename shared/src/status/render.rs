@@ -209,6 +209,8 @@ pub(super) fn status(report: &StatusReport) -> String {
         }
     }
 
+    redrives(&mut out, report);
+
     heading(
         &mut out,
         "UNREPLICATED BACKLOG (what a failover would lose now)",
@@ -373,4 +375,97 @@ pub(super) fn backlog(page: &BacklogPage, now: DateTime<Utc>) -> String {
     }
     table.render(&mut out);
     out
+}
+
+/// Each source's latest re-drive.
+fn redrives(out: &mut String, report: &StatusReport) {
+    if report.redrives.is_empty() {
+        return;
+    }
+    heading(out, &format!("RE-DRIVES ({})", report.redrives.len()));
+    let mut table = Table::new(
+        vec![
+            "SOURCE",
+            "SCOPE",
+            "ATTEMPT",
+            "JOB",
+            "STATE",
+            "BY",
+            "STARTED",
+            "REPLICATED",
+            "STILL FAILING",
+            "FINISHED",
+        ],
+        vec![2, 7, 8],
+    );
+    for redrive in &report.redrives {
+        let r = &redrive.record;
+        let state = match (r.state, r.job_status.as_deref()) {
+            (crate::redrive::RedriveState::Running, Some(status)) => format!("running ({status})"),
+            (state, _) => format!("{state:?}").to_lowercase(),
+        };
+        let still = if r.still_failing.is_empty() {
+            "0".to_owned()
+        } else {
+            r.still_failing
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{} {}",
+                        f.count,
+                        crate::delivery::text::untrusted_brief(&f.code, 40)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let finished = r.finished_at.is_some();
+        table.rows.push(vec![
+            r.source_bucket.clone(),
+            r.destination_bucket.clone().unwrap_or_else(|| "all".into()),
+            r.attempt.to_string(),
+            r.job_id.clone().unwrap_or_else(|| "-".into()),
+            state,
+            format!(
+                "{}{}",
+                r.requested_by,
+                if r.forced { " (forced)" } else { "" }
+            ),
+            time(r.requested_at),
+            if finished {
+                r.replicated.to_string()
+            } else {
+                "-".into()
+            },
+            if finished { still } else { "-".into() },
+            opt_time(r.finished_at),
+        ]);
+    }
+    table.render(out);
+    for redrive in &report.redrives {
+        for id in &redrive.resolved_incidents {
+            let _ = writeln!(
+                out,
+                "  resolved by re-drive: {} {id} (nothing missing any more)",
+                redrive.record.source_bucket
+            );
+        }
+    }
+    for r in report
+        .redrives
+        .iter()
+        .map(|r| &r.record)
+        .filter(|r| !r.job_failures.is_empty())
+    {
+        let _ = writeln!(
+            out,
+            "  job {} failed: {}",
+            r.job_id.as_deref().unwrap_or("?"),
+            r.job_failures
+                .iter()
+                .map(|f| crate::delivery::text::untrusted_brief(f, 200))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
 }

@@ -251,6 +251,14 @@ impl LedgerReader for DynamoDbLedger {
             .map(|item| record_from_item(&item))
             .transpose()
     }
+
+    async fn latest_redrive(
+        &self,
+        source_bucket: &str,
+    ) -> Result<Option<crate::redrive::RedriveRecord>, LedgerError> {
+        use crate::redrive::RedriveStore;
+        Ok(self.current(source_bucket).await?.map(|(record, _)| record))
+    }
 }
 
 /// What [`DynamoDbLedger::rebuild_catalog`] listed.
