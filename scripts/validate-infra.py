@@ -504,7 +504,7 @@ def check_protection(cfn, name):
         if not props.get("RetentionInDays") or props.get("KmsKeyId") not in key_refs:
             failures.append(f"{name} {group_id}: log group without retention or KMS encryption")
     role_arn = lambda f: {"Fn::GetAtt": [f"{f}Role", "Arn"]}
-    functions = [role_arn(f) for f in ("ReplicationEventsFunction", "AlarmEventsFunction", "CanaryFunction")]
+    functions = [role_arn(f) for f in ("ReplicationEventsFunction", "AlarmEventsFunction", "CanaryFunction", "RedriveFunction")]
     topic_policies = of_type("AWS::SNS::TopicPolicy")
     for topic_id in of_type("AWS::SNS::Topic"):
         policies = [p for p in topic_policies.values() if {"Ref": topic_id} in p["Properties"]["Topics"]]
@@ -535,8 +535,8 @@ def check_monitor(cfn, name="template.yaml"):
     resources = cfn["Resources"]
     roles = {n: r for n, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
     functions = {n: r for n, r in resources.items() if r["Type"] == "AWS::Lambda::Function"}
-    if len(functions) != 3:
-        failures.append(f"expected 3 functions, found {sorted(functions)}")
+    if len(functions) != 4:
+        failures.append(f"expected 4 functions, found {sorted(functions)}")
     function_roles = {
         f["Properties"]["Role"]["Fn::GetAtt"][0]: n
         for n, f in functions.items()
@@ -561,9 +561,42 @@ def check_monitor(cfn, name="template.yaml"):
                     failures.append(f"{role_id}: {action} outside the canary segment: {suffixes}")
             if not s3_object_writes:
                 failures.append(f"{role_id}: the canary cannot write its probes")
+        elif function == "RedriveFunction":
+            # Re-drive: start and follow jobs, read their files; no object of a watched bucket.
+            reports = {"Fn::Sub": "${RedriveReports.Arn}/replmon-redrive/*"}
+            for statement in statements(role):
+                for action in actions(statement):
+                    if not action.startswith("s3:"):
+                        continue
+                    resource = statement.get("Resource")
+                    if action == "s3:CreateJob":
+                        continue
+                    if action == "s3:DescribeJob" and ":job/*" in json.dumps(resource):
+                        continue
+                    if action == "s3:GetObject" and resource == reports:
+                        continue
+                    if action == "s3:ListBucket" and resource == {"Fn::GetAtt": ["RedriveReports", "Arn"]}:
+                        continue
+                    failures.append(f"{role_id}: {action} on {resource} (re-drives read only their reports)")
+                if "iam:PassRole" in actions(statement) and (
+                    statement.get("Resource") != {"Fn::GetAtt": ["BatchReplicationRole", "Arn"]}
+                    or statement.get("Condition") != {"StringEquals": {"iam:PassedToService": "batchoperations.s3.amazonaws.com"}}
+                ):
+                    failures.append(f"{role_id}: iam:PassRole beyond BatchReplicationRole for Batch Operations")
+        elif role_id == "BatchReplicationRole":
+            trust = json.dumps(role["Properties"]["AssumeRolePolicyDocument"], sort_keys=True)
+            if "batchoperations.s3.amazonaws.com" not in trust or "aws:SourceAccount" not in trust:
+                failures.append(f"{role_id}: not trusted by Batch Operations of this account only")
+            allowed = {"s3:InitiateReplication", "s3:GetReplicationConfiguration", "s3:PutInventoryConfiguration", "s3:PutObject"}
+            for statement in statements(role):
+                for action in actions(statement):
+                    if action not in allowed:
+                        failures.append(f"{role_id}: {action} (a re-drive job needs only {sorted(allowed)})")
+                    if action == "s3:PutObject" and statement.get("Resource") != {"Fn::Sub": "${RedriveReports.Arn}/replmon-redrive/*"}:
+                        failures.append(f"{role_id}: writes outside the re-drive reports: {statement.get('Resource')}")
         elif any(a.startswith("s3:") for s in statements(role) for a in actions(s)):
             failures.append(f"{role_id} ({function}): may touch S3")
-    if "CanaryFunctionRole" not in roles or len(function_roles) != 3:
+    if "CanaryFunctionRole" not in roles or len(function_roles) != 4:
         failures.append(f"function roles not found: {sorted(function_roles)}")
     for logical_id, resource in resources.items():
         props = resource.get("Properties", {})

@@ -187,6 +187,8 @@ pub struct S3ControlSettings {
     pub region: String,
     /// Seeds job ids, event ids and file names.
     pub seed: u64,
+    /// The port to listen on (0: any free one).
+    pub port: u16,
 }
 
 impl Default for S3ControlSettings {
@@ -199,6 +201,7 @@ impl Default for S3ControlSettings {
             event_sink: None,
             region: crate::REGION.to_owned(),
             seed: clock.unsigned_abs(),
+            port: 0,
         }
     }
 }
@@ -307,14 +310,14 @@ pub struct S3ControlSimulator {
 }
 
 impl S3ControlSimulator {
-    /// Listen on a free port of 127.0.0.1. `s3` writes manifests and reports (path-style, as
+    /// Listen on 127.0.0.1 (`settings.port`, or a free port). `s3` writes manifests and reports (path-style, as
     /// [`crate::s3_client`] builds it); `replication` gives the failed versions and re-drives them.
     pub async fn start(
         s3: aws_sdk_s3::Client,
         replication: Arc<ReplicationSimulator>,
         settings: S3ControlSettings,
     ) -> Result<S3ControlSimulator> {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        let listener = TcpListener::bind(("127.0.0.1", settings.port))
             .await
             .context("binding the S3 control simulator")?;
         let address = listener.local_addr()?;
@@ -1913,6 +1916,10 @@ async fn generate(
         if filter.needs_head() && !head_selects(inner, filter, &version).await? {
             continue;
         }
+        // S3 lists the bucket's versions: one deleted since it failed is not in the manifest.
+        if !still_exists(inner, &version).await? {
+            continue;
+        }
         entries.push(ManifestEntry {
             bucket: version.source_bucket,
             key: version.key,
@@ -1922,13 +1929,12 @@ async fn generate(
     Ok(entries)
 }
 
-/// The size and storage-class filters, read with `HeadObject`.
-async fn head_selects(
+/// The failed version's `HeadObject` (`None`: deleted since it failed, so S3 would not list it).
+async fn head_version(
     inner: &Inner,
-    filter: &FilterSpec,
     version: &FailedVersion,
-) -> Result<bool, JobFailure> {
-    let head = inner
+) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>, JobFailure> {
+    match inner
         .s3
         .head_object()
         .bucket(&version.source_bucket)
@@ -1936,18 +1942,41 @@ async fn head_selects(
         .version_id(&version.version_id)
         .send()
         .await
-        .map_err(|e| {
-            failure(
-                "ManifestGenerationFailed",
-                format!(
-                    "HeadObject {}/{} ({}): {}",
-                    version.source_bucket,
-                    version.key,
-                    version.version_id,
-                    s3_error(e)
-                ),
-            )
-        })?;
+    {
+        Ok(head) => Ok(Some(head)),
+        Err(e)
+            if e.raw_response()
+                .is_some_and(|r| matches!(r.status().as_u16(), 404 | 400)) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(failure(
+            "ManifestGenerationFailed",
+            format!(
+                "HeadObject {}/{} ({}): {}",
+                version.source_bucket,
+                version.key,
+                version.version_id,
+                s3_error(e)
+            ),
+        )),
+    }
+}
+
+/// Whether the failed version is still in the source (a deleted one is not listed).
+async fn still_exists(inner: &Inner, version: &FailedVersion) -> Result<bool, JobFailure> {
+    Ok(head_version(inner, version).await?.is_some())
+}
+
+/// The size and storage-class filters, read with `HeadObject`.
+async fn head_selects(
+    inner: &Inner,
+    filter: &FilterSpec,
+    version: &FailedVersion,
+) -> Result<bool, JobFailure> {
+    let Some(head) = head_version(inner, version).await? else {
+        return Ok(false);
+    };
     let size = head.content_length.unwrap_or(0);
     let class = head
         .storage_class

@@ -25,6 +25,8 @@ const REPLICA_BUCKET = 'replmon-demo-replica'
 const TABLE = 'replmon-ledger'
 const TOPIC_ARN = `arn:aws:sns:${REGION}:${ACCOUNT}:replmon-pages`
 const EVENTS_QUEUE = 'replmon-replication-events'
+/** Re-drive manifests and reports (tests/src/bin/local-stack.rs provision). */
+const REDRIVE_REPORTS = 'replmon-redrive-reports'
 
 const key = (region, id) => ({ Ref: id, Arn: `arn:aws:kms:${region}:${ACCOUNT}:key/${id}`, KeyId: id })
 const MONITOR_KEY = key(REGION, '00000000-0000-4000-8000-00000000a001')
@@ -44,7 +46,10 @@ const bucket = (name) => ({ Ref: name, Arn: `arn:aws:s3:::${name}`, DomainName: 
 const monitorRoles = {
   ReplicationEventsFunctionRole: role('replmon-ReplicationEventsFunctionRole'),
   AlarmEventsFunctionRole: role('replmon-AlarmEventsFunctionRole'),
-  CanaryFunctionRole: role('replmon-CanaryFunctionRole')
+  CanaryFunctionRole: role('replmon-CanaryFunctionRole'),
+  RedriveFunctionRole: role('replmon-RedriveFunctionRole'),
+  // The role re-drive jobs run as (REPLMON_REDRIVE_ROLE_ARN in the demo's environment).
+  BatchReplicationRole: role('replmon-BatchReplicationRole')
 }
 
 /**
@@ -83,6 +88,8 @@ export const stacks = {
       ReplicationEventsLogGroup: logGroup(REGION, 'replication-events'),
       AlarmEventsLogGroup: logGroup(REGION, 'alarm-events'),
       CanaryLogGroup: logGroup(REGION, 'canary'),
+      RedriveLogGroup: logGroup(REGION, 'redrive'),
+      RedriveReports: bucket(REDRIVE_REPORTS),
       MonitorKey: MONITOR_KEY,
       // The local event source mapping's queue (tests/tests/replmon_cli.rs, scripts/demo).
       ReplicationEventsQueue: queue(REGION, EVENTS_QUEUE),
@@ -91,6 +98,7 @@ export const stacks = {
       ReplicationEventsFunction: fn(REGION, 'replication-events'),
       AlarmEventsFunction: fn(REGION, 'alarm-events'),
       CanaryFunction: fn(REGION, 'canary'),
+      RedriveFunction: fn(REGION, 'redrive'),
       ...monitorRoles
     }
   },
@@ -141,6 +149,7 @@ export const callers = {
   'replmon-replication-events-poller': { stack: 'monitor', function: 'ReplicationEventsFunction' },
   'replmon-alarm-events': { stack: 'monitor', function: 'AlarmEventsFunction' },
   'replmon-canary': { stack: 'monitor', function: 'CanaryFunction' },
+  'replmon-redrive': { stack: 'monitor', function: 'RedriveFunction' },
   // README, "replmon: the command line": read access to the table (Query, GetItem), and for
   // `catalog-rebuild` (its help text) Scan and PutItem, for `migrate` UpdateItem. An operator's
   // role of the same account.

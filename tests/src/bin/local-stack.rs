@@ -7,10 +7,12 @@
 //!     local-stack latency   --endpoint http://127.0.0.1:PORT   (demo datapoints for the latency alarm)
 //!     local-stack replicate --endpoint http://127.0.0.1:PORT [--delay-ms 1500]
 //!                           [--fail-key-containing TEXT --reason CODE] [--faults-file PATH]
-//!                           [--lambda-port PORT [--events-queue NAME]]
+//!                           [--lambda-port PORT [--events-queue NAME]] [--s3control-port PORT]
 //!         (the replication simulator, until stopped: moto does not replicate. Failure events go
 //!         to replication-events directly, or through an SQS queue and a local event source
-//!         mapping. The faults file is re-read while it runs: lines `<bucket> <reason> [key text]`.)
+//!         mapping. The faults file is re-read while it runs: lines `<bucket> <reason> [key text]`.
+//!         With --s3control-port, the S3 Batch Operations simulator listens there and sends its
+//!         job status events to the redrive function.)
 //!     local-stack put-objects --endpoint http://127.0.0.1:PORT --count N --prefix P
 //!                           [--wait-backlog N]   (a workload on the source bucket)
 
@@ -19,8 +21,11 @@ use replmon_tests::regions::{cloudwatch_in, put_replication_metric};
 use replmon_tests::{render_page, sdk_config, Stack, StackNames};
 use std::collections::BTreeMap;
 
+/// The bucket of re-drive manifests and reports (tools/iam-proof/local-stack.mjs names it too).
+const REDRIVE_REPORTS: &str = "replmon-redrive-reports";
+
 fn usage() -> &'static str {
-    "usage: local-stack (provision [--env-file PATH] | pages | ledger | latency | replicate [--delay-ms MS] [--fail-key-containing TEXT --reason CODE] [--faults-file PATH] [--lambda-port PORT [--events-queue NAME]] | put-objects --count N --prefix P [--wait-backlog N]) --endpoint URL"
+    "usage: local-stack (provision [--env-file PATH] | pages | ledger | latency | replicate [--delay-ms MS] [--fail-key-containing TEXT --reason CODE] [--faults-file PATH] [--lambda-port PORT [--events-queue NAME]] [--s3control-port PORT] | put-objects --count N --prefix P [--wait-backlog N]) --endpoint URL"
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -40,11 +45,24 @@ async fn main() -> Result<()> {
     match command {
         "provision" => {
             let stack = Stack::provision(&sdk, StackNames::default()).await?;
-            let env: Vec<String> = stack
+            // Re-drives: the bucket their manifests and reports go to (the template's
+            // RedriveReports), and the role their jobs run as (its BatchReplicationRole).
+            stack
+                .s3
+                .create_bucket()
+                .bucket(REDRIVE_REPORTS)
+                .send()
+                .await?;
+            let mut env: Vec<String> = stack
                 .function_env(&endpoint)
                 .into_iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
+            env.push(format!("REPLMON_REDRIVE_REPORT_BUCKET={REDRIVE_REPORTS}"));
+            env.push(
+                "REPLMON_REDRIVE_ROLE_ARN=arn:aws:iam::123456789012:role/replmon-BatchReplicationRole"
+                    .into(),
+            );
             if let Some(path) = option("--env-file") {
                 if let Some(dir) = std::path::Path::new(&path).parent() {
                     std::fs::create_dir_all(dir)?;
@@ -149,12 +167,44 @@ async fn main() -> Result<()> {
                     None => std::sync::Arc::new(LambdaInvokeSink { port, function }),
                 });
             }
-            let sim = ReplicationSimulator::start(
-                replmon_tests::s3_client(&sdk),
-                vec![names.source_bucket.clone()],
-                settings,
-            )
-            .await;
+            let lambda_port: Option<u16> = option("--lambda-port").and_then(|p| p.parse().ok());
+            let sim = std::sync::Arc::new(
+                ReplicationSimulator::start(
+                    replmon_tests::s3_client(&sdk),
+                    vec![names.source_bucket.clone()],
+                    settings,
+                )
+                .await,
+            );
+            // S3 Batch Operations beside it (moto has none): re-drive jobs replicate what the
+            // simulator failed; their status events go to the redrive function.
+            let control = match option("--s3control-port") {
+                Some(port) => {
+                    use replmon_tests::s3control_sim::{S3ControlSettings, S3ControlSimulator};
+                    let port: u16 = port.parse().context("--s3control-port expects a port")?;
+                    let control = S3ControlSimulator::start(
+                        replmon_tests::s3_client(&sdk),
+                        sim.clone(),
+                        S3ControlSettings {
+                            port,
+                            event_sink: lambda_port.map(|port| {
+                                std::sync::Arc::new(LambdaInvokeSink {
+                                    port,
+                                    function: "redrive".into(),
+                                })
+                                    as std::sync::Arc<
+                                        dyn replmon_tests::s3control_sim::JobEventSink,
+                                    >
+                            }),
+                            ..S3ControlSettings::default()
+                        },
+                    )
+                    .await?;
+                    println!("S3 Batch Operations simulator on {}", control.endpoint());
+                    Some(control)
+                }
+                None => None,
+            };
             let fixed_fault = option("--fail-key-containing").map(|text| {
                 let reason =
                     option("--reason").unwrap_or_else(|| "DstPutObjectNotPermitted".into());
@@ -197,6 +247,12 @@ async fn main() -> Result<()> {
                 apply(&faults);
                 println!("faults now: {faults:?}");
                 applied = Some(text);
+            }
+            if let Some(control) = control {
+                for job in control.jobs() {
+                    println!("batch job {}: {:?}", job.id, job.status);
+                }
+                control.stop().await;
             }
             sim.stop().await;
             if let Some(mapping) = mapping {
