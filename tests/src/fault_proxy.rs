@@ -588,6 +588,22 @@ pub fn classify(parts: &Parts, body: &[u8]) -> Operation {
             };
         }
     }
+    // S3 control (Batch Operations), signed as "s3" too: its paths are versioned.
+    if let Some(rest) = parts.uri.path().strip_prefix("/v20180820/") {
+        let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+        let operation = match (parts.method.as_str(), segments.as_slice()) {
+            ("POST", ["jobs"]) => "CreateJob",
+            ("GET", ["jobs"]) => "ListJobs",
+            ("GET", ["jobs", _]) => "DescribeJob",
+            ("POST", ["jobs", _, "status"]) => "UpdateJobStatus",
+            _ => "Unknown",
+        };
+        return Operation {
+            service: "s3control".to_owned(),
+            operation: operation.to_owned(),
+            protocol: Protocol::RestXml,
+        };
+    }
     Operation {
         service: "s3".to_owned(),
         operation: s3_operation(parts),

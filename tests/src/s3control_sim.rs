@@ -1289,6 +1289,49 @@ async fn handle(
     Ok(answer)
 }
 
+/// The IAM proof's recording (`crate::iam_record`): moto records what it serves, this simulator
+/// what it serves, in moto's document format, into the same directory when one is named.
+fn record_for_iam_proof(parts: &hyper::http::request::Parts, body: &[u8]) {
+    use base64::Engine;
+    use std::io::Write;
+    let Some(dir) = std::env::var_os(crate::iam_record::RECORDINGS_ENV).filter(|d| !d.is_empty())
+    else {
+        return;
+    };
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.into())))
+        .collect();
+    let host = parts
+        .headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let document = serde_json::json!({
+        "headers": headers,
+        "method": parts.method.as_str(),
+        "url": format!("http://{host}{}", parts.uri),
+        "body": base64::engine::general_purpose::STANDARD.encode(body),
+        "body_encoded": true,
+    });
+    let path =
+        std::path::PathBuf::from(dir).join(format!("s3control-{}.jsonl", std::process::id()));
+    // One write per document, as moto does, so concurrent requests never interleave.
+    let line = format!("{document}\n");
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| file.write_all(line.as_bytes()));
+    if let Err(error) = written {
+        eprintln!(
+            "s3control simulator: cannot record for the IAM proof in {}: {error}",
+            path.display()
+        );
+    }
+}
+
 fn xml_response(status: u16, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
@@ -1305,6 +1348,7 @@ async fn route(inner: &Arc<Inner>, request: Request<Incoming>) -> Result<String,
         .await
         .map_err(|e| invalid(format!("reading the body: {e}")))?
         .to_bytes();
+    record_for_iam_proof(&parts, &body);
     let account = parts
         .headers
         .get("x-amz-account-id")

@@ -151,8 +151,8 @@ export const callers = {
   'replmon-canary': { stack: 'monitor', function: 'CanaryFunction' },
   'replmon-redrive': { stack: 'monitor', function: 'RedriveFunction' },
   // README, "replmon: the command line": read access to the table (Query, GetItem), and for
-  // `catalog-rebuild` (its help text) Scan and PutItem, for `migrate` UpdateItem. An operator's
-  // role of the same account.
+  // `catalog-rebuild` (its help text) Scan and PutItem, for `migrate` UpdateItem, for `redrive`
+  // PutItem, s3:CreateJob and iam:PassRole of the job role. An operator's role of the same account.
   'replmon-cli': {
     principal: `arn:aws:iam::${ACCOUNT}:role/replmon-operator`,
     policies: [
@@ -163,7 +163,10 @@ export const callers = {
           Statement: [
             { Sid: 'ReadTheLedger', Effect: 'Allow', Action: ['dynamodb:Query', 'dynamodb:GetItem'], Resource: `arn:aws:dynamodb:${REGION}:${ACCOUNT}:table/${TABLE}` },
             { Sid: 'CatalogRebuild', Effect: 'Allow', Action: ['dynamodb:Scan', 'dynamodb:PutItem'], Resource: `arn:aws:dynamodb:${REGION}:${ACCOUNT}:table/${TABLE}` },
-            { Sid: 'Migrate', Effect: 'Allow', Action: ['dynamodb:UpdateItem'], Resource: `arn:aws:dynamodb:${REGION}:${ACCOUNT}:table/${TABLE}` }
+            { Sid: 'Migrate', Effect: 'Allow', Action: ['dynamodb:UpdateItem'], Resource: `arn:aws:dynamodb:${REGION}:${ACCOUNT}:table/${TABLE}` },
+            // `replmon redrive`: the re-drive record (PutItem, as above), the job, the job role.
+            { Sid: 'Redrive', Effect: 'Allow', Action: ['s3:CreateJob'], Resource: '*' },
+            { Sid: 'PassTheBatchReplicationRole', Effect: 'Allow', Action: ['iam:PassRole'], Resource: monitorRoles.BatchReplicationRole.Arn, Condition: { StringEquals: { 'iam:PassedToService': 'batchoperations.s3.amazonaws.com' } } }
           ]
         }
       }

@@ -56,9 +56,58 @@ pub fn authorizations(
             }
             _ => Err(unknown(operation)),
         },
+        "s3control" => s3control(name, parts, body, region, context),
         // Answers the caller's own identity; no policy can deny it.
         "sts" if name == "GetCallerIdentity" => Ok(Vec::new()),
         _ => Err(unknown(operation)),
+    }
+}
+
+/// S3 Batch Operations (the local stack's simulator records these, moto has none). CreateJob
+/// passes the job's role to Batch Operations: `iam:PassRole` is checked with it.
+fn s3control(
+    name: &str,
+    parts: &Parts,
+    body: &[u8],
+    region: &str,
+    context: &mut BTreeMap<String, String>,
+) -> Result<Needs, String> {
+    let account = parts
+        .headers
+        .get("x-amz-account-id")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| format!("s3control:{name} without x-amz-account-id"))?;
+    let job = |id: &str| format!("arn:aws:s3:{region}:{account}:job/{id}");
+    let segments: Vec<&str> = parts
+        .uri
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    match (name, segments.as_slice()) {
+        ("CreateJob", _) => {
+            let body = String::from_utf8_lossy(body);
+            let role = body
+                .split("<RoleArn>")
+                .nth(1)
+                .and_then(|rest| rest.split("</RoleArn>").next())
+                .ok_or("s3control:CreateJob without a RoleArn")?;
+            context.insert(
+                "iam:PassedToService".into(),
+                "batchoperations.s3.amazonaws.com".into(),
+            );
+            Ok(vec![
+                ("s3:CreateJob".into(), "*".into()),
+                ("iam:PassRole".into(), role.to_owned()),
+            ])
+        }
+        ("ListJobs", _) => Ok(vec![("s3:ListJobs".into(), "*".into())]),
+        ("DescribeJob", [_, "jobs", id]) => Ok(vec![("s3:DescribeJob".into(), job(id))]),
+        ("UpdateJobStatus", [_, "jobs", id, _]) => Ok(vec![("s3:UpdateJobStatus".into(), job(id))]),
+        _ => Err(format!(
+            "no IAM mapping for s3control:{name} {} (add it to tests/src/iam_record/actions.rs)",
+            parts.uri.path()
+        )),
     }
 }
 

@@ -5,7 +5,8 @@
 //!
 //! Design, and why:
 //!
-//! - **Recording point: moto server's own request recorder.** With `MOTO_ENABLE_RECORDING` set,
+//! - **Recording point: moto server's own request recorder** (and the S3 Batch Operations
+//!   simulator, `crate::s3control_sim`, which writes what it serves in the same format). With `MOTO_ENABLE_RECORDING` set,
 //!   moto 5.2.5 appends every request it serves (method, raw URL, headers, base64 body) as one
 //!   JSON document to `MOTO_RECORDER_FILEPATH`. [`moto_recorder_env`] turns it on for each
 //!   server when [`RECORDINGS_ENV`] names a directory (`scripts/test` does, for the whole run;
@@ -389,6 +390,35 @@ mod tests {
             "",
         );
         assert_eq!(rows(&delete)[0].0, some("s3:DeleteObjectVersion"));
+    }
+
+    #[test]
+    fn batch_operations_calls_name_their_job_and_the_role_they_pass() {
+        let auth = AUTH_DDB.replace("dynamodb", "s3");
+        let headers = json!({"Authorization": auth, "x-amz-account-id": "123456789012",
+            "User-Agent": "x app/replmon-redrive"});
+        let create = entry(
+            "POST",
+            "http://127.0.0.1:9/v20180820/jobs",
+            headers.clone(),
+            "<CreateJobRequest><RoleArn>arn:aws:iam::123456789012:role/job</RoleArn></CreateJobRequest>",
+        );
+        let found: Vec<_> = rows(&create).into_iter().map(|r| (r.0, r.1)).collect();
+        assert_eq!(
+            found,
+            [
+                (some("s3:CreateJob"), some("*")),
+                (
+                    some("iam:PassRole"),
+                    some("arn:aws:iam::123456789012:role/job")
+                ),
+            ]
+        );
+        let describe = entry("GET", "http://127.0.0.1:9/v20180820/jobs/j-1", headers, "");
+        assert_eq!(
+            rows(&describe)[0].1.as_deref(),
+            Some("arn:aws:s3:us-east-1:123456789012:job/j-1")
+        );
     }
 
     #[test]

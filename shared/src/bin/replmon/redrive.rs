@@ -45,6 +45,9 @@ pub async fn redrive(sdk: &SdkConfig, ledger: DynamoDbLedger, request: Request) 
     };
     let plan = redrives.plan(&scope, &config.account_id).await?;
     print!("{}", plan_text(&plan));
+    if !plan.incidents.is_empty() {
+        println!("{}", bytes_line(&redrives.store, &scope).await?);
+    }
     if plan.incidents.is_empty() || request.dry_run {
         return Ok(());
     }
@@ -81,6 +84,45 @@ pub async fn redrive(sdk: &SdkConfig, ledger: DynamoDbLedger, request: Request) 
         started.attempt
     );
     Ok(())
+}
+
+/// Versions the ledger lists as missing in scope, read page by page (at most `LIMIT`), and the
+/// bytes of those whose events gave a size.
+async fn bytes_line(ledger: &DynamoDbLedger, scope: &Scope) -> Result<String> {
+    use replmon_shared::status::{BacklogCursor, LedgerReader};
+    const LIMIT: usize = 100_000;
+    let (mut versions, mut sized, mut bytes) = (0usize, 0usize, 0u64);
+    let mut after: Option<BacklogCursor> = None;
+    loop {
+        let page = ledger
+            .backlog_page(
+                &scope.source_bucket,
+                scope.destination_bucket.as_deref(),
+                after.as_ref(),
+                1_000,
+            )
+            .await?;
+        for object in page.objects.iter().filter(|o| o.failed_at.is_some()) {
+            versions += 1;
+            if let Some(size) = object.size {
+                sized += 1;
+                bytes += size;
+            }
+        }
+        match page.next {
+            Some(next) if versions < LIMIT => after = Some(next),
+            Some(_) => {
+                return Ok(format!(
+                    "Bytes the ledger lists: at least {bytes} ({sized} of the first {versions} FAILED versions have a size; more follow)"
+                ))
+            }
+            None => {
+                return Ok(format!(
+                    "Bytes the ledger lists: {bytes} ({sized} of {versions} FAILED versions have a size)"
+                ))
+            }
+        }
+    }
 }
 
 fn confirmed(versions: &u64) -> Result<bool> {
