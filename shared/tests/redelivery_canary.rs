@@ -253,18 +253,18 @@ impl CanaryWorld {
 #[tokio::test(start_paused = true)]
 async fn canary_redelivered_triggers_neither_probe_nor_count_twice() {
     let fixtures = canary_fixtures();
-    assert_eq!(fixtures.len(), 6, "{fixtures:?}");
+    assert_eq!(fixtures.len(), 7, "{fixtures:?}");
     let all: Vec<usize> = (0..fixtures.len()).collect();
     let reference = CanaryWorld::new();
     let reference_outcomes = reference.deliver(&fixtures, &all).await;
     let expected = reference.state();
-    // One probe per run (five runs; the bad trigger is refused), each arrived, counted, cleaned.
+    // One probe per run (six runs; the bad trigger is refused), each arrived, counted, cleaned.
     assert_eq!(
         reference_outcomes.iter().filter(|o| *o == "error").count(),
         1,
         "{reference_outcomes:#?}"
     );
-    assert_eq!(expected.probe_puts.len(), 5, "{expected:#?}");
+    assert_eq!(expected.probe_puts.len(), 6, "{expected:#?}");
     assert!(
         expected
             .probes
@@ -272,9 +272,9 @@ async fn canary_redelivered_triggers_neither_probe_nor_count_twice() {
             .all(|p| p.2 == ProbeStatus::Arrived && p.5 && p.6),
         "{expected:#?}"
     );
-    assert_eq!(expected.health[0].4, 5, "five probes counted");
-    assert_eq!(expected.health[1].4, 5, "five configuration reads counted");
-    assert_eq!(expected.measurements, 5, "one per probe: {expected:#?}");
+    assert_eq!(expected.health[0].4, 6, "six probes counted");
+    assert_eq!(expected.health[1].4, 6, "six configuration reads counted");
+    assert_eq!(expected.measurements, 6, "one per probe: {expected:#?}");
     assert!(expected.keys_left.is_empty(), "{:?}", expected.keys_left);
 
     for seed in 0..SEEDS {
