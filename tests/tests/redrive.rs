@@ -214,9 +214,10 @@ async fn a_redrive_repairs_what_it_can_once_and_proves_it_in_the_ledger() -> Res
     let mut keys: Vec<&str> = backlog.objects.iter().map(|o| o.key.as_str()).collect();
     keys.sort_unstable();
     assert_eq!(keys, ["data/keep-1", "data/keep-2"]);
-    assert!(backlog.objects.iter().all(
-        |o| o.status() == ObjectStatus::Failed && o.redrive_failure.as_deref() == Some(REASON)
-    ));
+    assert!(backlog
+        .objects
+        .iter()
+        .all(|o| o.status() == ObjectStatus::Failed && o.redrive_failure() == Some(REASON)));
     for key in ["data/a", "data/b", "data/c"] {
         stack
             .s3

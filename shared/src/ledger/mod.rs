@@ -136,12 +136,22 @@ pub struct ObjectRecord {
     /// of deliveries cannot change it. Bookkeeping, not part of what `replmon backlog` shows.
     #[serde(skip)]
     pub counted_in: Memberships,
-    /// Re-drive bookkeeping (`crate::redrive`): the batch job that last took this version, when
-    /// it replicated it (`None`: it did not), and the task's failure code when it failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub redrive_job: Option<String>,
+    /// Re-drive bookkeeping (`crate::redrive`), for the few versions a re-drive took: boxed, so
+    /// the record every failure event writes stays small.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub redrive: Option<Box<RedriveMark>>,
+}
+
+/// What the latest re-drive that took an object version did with it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RedriveMark {
+    /// The batch job.
+    #[serde(rename = "redrive_job")]
+    pub job: String,
+    /// When it replicated the version (`None`: it did not).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redriven_at: Option<DateTime<Utc>>,
+    /// The task's failure code, when it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redrive_failure: Option<String>,
 }
@@ -206,9 +216,7 @@ impl ObjectRecord {
             first_seen: event.event_time,
             last_seen: event.event_time,
             counted_in: Memberships::default(),
-            redrive_job: None,
-            redriven_at: None,
-            redrive_failure: None,
+            redrive: None,
         };
         record.merge_with(event, token);
         Some(record)
@@ -310,8 +318,25 @@ impl ObjectRecord {
         )
     }
 
+    /// The re-drive job that last took this version.
+    pub fn redrive_job(&self) -> Option<&str> {
+        self.redrive.as_ref().map(|r| r.job.as_str())
+    }
+
+    /// When a re-drive replicated it.
+    pub fn redriven_at(&self) -> Option<DateTime<Utc>> {
+        self.redrive.as_ref().and_then(|r| r.redriven_at)
+    }
+
+    /// The failure code of the re-drive task that failed for it.
+    pub fn redrive_failure(&self) -> Option<&str> {
+        self.redrive
+            .as_ref()
+            .and_then(|r| r.redrive_failure.as_deref())
+    }
+
     pub fn status(&self) -> ObjectStatus {
-        if self.redriven_at.is_some() {
+        if self.redriven_at().is_some() {
             ObjectStatus::Redriven
         } else if self.failed_at.is_some() {
             ObjectStatus::Failed

@@ -15,7 +15,7 @@ use crate::delivery::text::untrusted_brief;
 use crate::incident::{IncidentCause, IncidentKey};
 use crate::ledger::{
     commit_token, Commit, CommitOutcome, IncidentDelta, IncidentMode, Ledger, LedgerError,
-    ObjectRecord, ObjectStatus, Write,
+    ObjectRecord, ObjectStatus, RedriveMark, Write,
 };
 use crate::severity::Severity;
 use crate::status::LedgerReader;
@@ -74,17 +74,19 @@ where
             let records =
                 settle_chunk(redrives, &key, &membership, chunk, &failed, &job_id, now).await?;
             for record in records {
-                if record.redrive_job.as_deref() != Some(job_id.as_str()) {
+                if record.redrive_job() != Some(job_id.as_str()) {
                     continue;
                 }
-                if record.redriven_at.is_some() {
+                if record.redriven_at().is_some() {
                     replicated += 1;
-                } else if let Some(code) = &record.redrive_failure {
-                    let entry = still.entry(code.clone()).or_insert_with(|| TaskFailures {
-                        code: code.clone(),
-                        count: 0,
-                        example: String::new(),
-                    });
+                } else if let Some(code) = record.redrive_failure() {
+                    let entry = still
+                        .entry(code.to_owned())
+                        .or_insert_with(|| TaskFailures {
+                            code: code.to_owned(),
+                            count: 0,
+                            example: String::new(),
+                        });
                     entry.count += 1;
                     if entry.example.is_empty() {
                         let object = JobObject {
@@ -194,7 +196,7 @@ where
         for (record, revision) in records {
             let mine = record.counted_in.contains(membership)
                 && record.status() == ObjectStatus::Failed
-                && record.redrive_job.as_deref() != Some(job_id);
+                && record.redrive_job() != Some(job_id);
             if !mine {
                 after.push(record);
                 continue;
@@ -205,15 +207,22 @@ where
                 version_id: record.version_id.clone(),
             };
             let mut moved = record.clone();
-            moved.redrive_job = Some(job_id.to_owned());
-            match failed.get(&object) {
-                Some(task) => moved.redrive_failure = Some(failure_code(task)),
+            let mark = match failed.get(&object) {
+                Some(task) => RedriveMark {
+                    job: job_id.to_owned(),
+                    redriven_at: None,
+                    redrive_failure: Some(failure_code(task)),
+                },
                 None => {
-                    moved.redriven_at = Some(now);
-                    moved.redrive_failure = None;
                     backlog -= 1;
+                    RedriveMark {
+                        job: job_id.to_owned(),
+                        redriven_at: Some(now),
+                        redrive_failure: None,
+                    }
                 }
-            }
+            };
+            moved.redrive = Some(Box::new(mark));
             after.push(moved.clone());
             writes.push(Write::Object {
                 record: Arc::new(moved),

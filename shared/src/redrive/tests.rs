@@ -282,7 +282,7 @@ async fn a_finished_job_moves_the_backlog_and_notices_once() {
     assert_eq!(redriven.len(), 3);
     assert!(redriven
         .iter()
-        .all(|o| o.redrive_job.as_deref() == Some(job.as_str())));
+        .all(|o| o.redrive_job() == Some(job.as_str())));
     let failing: Vec<_> = objects
         .iter()
         .filter(|o| o.status() == ObjectStatus::Failed)
@@ -292,9 +292,7 @@ async fn a_finished_job_moves_the_backlog_and_notices_once() {
         ["data/3", "data/4"],
         "never marked replicated when the report lists it failed"
     );
-    assert!(failing
-        .iter()
-        .all(|o| o.redrive_failure.as_deref() == Some(REASON)));
+    assert!(failing.iter().all(|o| o.redrive_failure() == Some(REASON)));
     assert_eq!(incident(&service).backlog_count, 2);
     let pages = service.notifier.pages();
     assert_eq!(pages.len(), 1);

@@ -12,7 +12,7 @@ use crate::delivery::text::Untrusted;
 use crate::incident::{Incident, IncidentCause, IncidentKey};
 use crate::ledger::{
     object_sort_key, Commit, CommitOutcome, Ledger, LedgerError, Memberships, ObjectRecord,
-    PageClaim, PageSent,
+    PageClaim, PageSent, RedriveMark,
 };
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -248,9 +248,9 @@ pub(super) fn object_item(record: &ObjectRecord, revision: u64, expires_at: Date
             (!record.counted_in.is_empty())
                 .then(|| AttributeValue::Ss(record.counted_in.iter().cloned().collect())),
         ),
-        ("redrive_job", record.redrive_job.clone().map(s)),
-        ("redriven_at", record.redriven_at.map(|t| s(ts(t)))),
-        ("redrive_failure", record.redrive_failure.clone().map(s)),
+        ("redrive_job", record.redrive_job().map(s)),
+        ("redriven_at", record.redriven_at().map(|t| s(ts(t)))),
+        ("redrive_failure", record.redrive_failure().map(s)),
     ];
     for (name, value) in optional {
         if let Some(value) = value {
@@ -294,9 +294,13 @@ pub fn object_from_item(
         first_seen: required_time("first_seen")?,
         last_seen: required_time("last_seen")?,
         counted_in: counted_in.unwrap_or_default(),
-        redrive_job: get_s(item, "redrive_job").map(str::to_owned),
-        redriven_at: get_time(item, "redriven_at"),
-        redrive_failure: get_s(item, "redrive_failure").map(str::to_owned),
+        redrive: get_s(item, "redrive_job").map(|job| {
+            Box::new(RedriveMark {
+                job: job.to_owned(),
+                redriven_at: get_time(item, "redriven_at"),
+                redrive_failure: get_s(item, "redrive_failure").map(str::to_owned),
+            })
+        }),
     };
     if !written_with_memberships {
         record.derive_counted_in();
