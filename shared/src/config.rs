@@ -330,12 +330,16 @@ pub fn topic_arn(env: &impl Environment) -> Result<String, ConfigError> {
 /// the SAM template turns it on for its 128 MB functions, where the first call was measured at
 /// hundreds of milliseconds.
 fn warm_up(env: &impl Environment) -> Result<bool, ConfigError> {
-    const VAR: &str = "REPLMON_WARM_UP";
-    match env.get(VAR).map(|v| v.trim().to_ascii_lowercase()) {
+    flag(env, "REPLMON_WARM_UP")
+}
+
+/// A true/false setting, false when unset or empty.
+fn flag(env: &impl Environment, var: &'static str) -> Result<bool, ConfigError> {
+    match env.get(var).map(|v| v.trim().to_ascii_lowercase()) {
         None => Ok(false),
         Some(v) if v.is_empty() || v == "false" || v == "0" => Ok(false),
         Some(v) if v == "true" || v == "1" => Ok(true),
-        Some(v) => Err(invalid(VAR, &v, "expected true or false")),
+        Some(v) => Err(invalid(var, &v, "expected true or false")),
     }
 }
 

@@ -930,59 +930,22 @@ async fn run_job(shared: Arc<Shared>, job: Job, start: Instant) {
             Err(_) => metrics.settle(&replication),
         }
     }
-    let mut state = shared.lock();
-    let putting_key = (job.destination_bucket.clone(), job.key.clone());
-    if let Some(count) = state.putting.get_mut(&putting_key) {
-        *count = count.saturating_sub(1);
-        if *count == 0 {
-            state.putting.remove(&putting_key);
-        }
-    }
-    match result {
-        Ok(replica_version_id) => {
-            if let Some(replica) = &replica_version_id {
-                // A replica is not replicated again (the destination may be a source too).
-                if let Some(seen) = state.seen.get_mut(&job.destination_bucket) {
-                    seen.insert((job.key.clone(), replica.clone()));
-                }
-            }
-            state.replicated.push(Replicated {
-                source_bucket: job.source_bucket,
-                key: job.key,
-                version_id: job.version_id,
-                destination_bucket: job.destination_bucket,
-                rule_id: job.rule_id,
-                replica_version_id,
-                detected_at: job.detected_at,
-                visible_at,
-            });
-        }
-        Err(e) => {
-            drop(state);
-            shared.record_error(CopyError {
-                at: visible_at,
-                source_bucket: job.source_bucket,
-                key: Some(job.key),
-                version_id: Some(job.version_id),
-                destination_bucket: Some(job.destination_bucket),
-                message: format!("copy failed: {e:#}"),
-            });
-        }
-    }
+    // Its error is recorded in `copy_errors`.
+    let _ = record_copy(&shared, job, result, visible_at, "copy failed");
 }
 
-/// One copy of a re-drive, bracketed like a scan's copy in [`run_job`] (the destination key is
-/// marked as being written, the replica is recorded as seen) and recorded in `replicated`.
-async fn redrive_copy(shared: &Shared, job: Job) -> Result<Replicated, RedriveError> {
-    let putting_key = (job.destination_bucket.clone(), job.key.clone());
-    *shared
-        .lock()
-        .putting
-        .entry(putting_key.clone())
-        .or_default() += 1;
-    let result = copy(&shared.s3, &job).await;
-    let visible_at = Utc::now();
+/// The end of a copy, a scan's or a re-drive's: the destination key no longer being written,
+/// the replica seen (a replica is not replicated again: the destination may be a source too),
+/// and the copy recorded in `replicated`, or its error in `copy_errors` (`what` says which copy).
+fn record_copy(
+    shared: &Shared,
+    job: Job,
+    result: Result<Option<String>>,
+    visible_at: DateTime<Utc>,
+    what: &str,
+) -> Result<Replicated, String> {
     let mut state = shared.lock();
+    let putting_key = (job.destination_bucket.clone(), job.key.clone());
     if let Some(count) = state.putting.get_mut(&putting_key) {
         *count = count.saturating_sub(1);
         if *count == 0 {
@@ -1011,7 +974,7 @@ async fn redrive_copy(shared: &Shared, job: Job) -> Result<Replicated, RedriveEr
         }
         Err(e) => {
             drop(state);
-            let message = format!("re-drive copy failed: {e:#}");
+            let message = format!("{what}: {e:#}");
             shared.record_error(CopyError {
                 at: visible_at,
                 source_bucket: job.source_bucket,
@@ -1020,9 +983,22 @@ async fn redrive_copy(shared: &Shared, job: Job) -> Result<Replicated, RedriveEr
                 destination_bucket: Some(job.destination_bucket),
                 message: message.clone(),
             });
-            Err(RedriveError::Failed(message))
+            Err(message)
         }
     }
+}
+
+/// One copy of a re-drive, bracketed like a scan's copy in [`run_job`] (the destination key is
+/// marked as being written, the replica is recorded as seen) and recorded in `replicated`.
+async fn redrive_copy(shared: &Shared, job: Job) -> Result<Replicated, RedriveError> {
+    *shared
+        .lock()
+        .putting
+        .entry((job.destination_bucket.clone(), job.key.clone()))
+        .or_default() += 1;
+    let result = copy(&shared.s3, &job).await;
+    record_copy(shared, job, result, Utc::now(), "re-drive copy failed")
+        .map_err(RedriveError::Failed)
 }
 
 /// GetObject(versionId) + GetObjectTagging on the source, PutObject on the destination.

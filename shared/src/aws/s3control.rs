@@ -56,10 +56,6 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let detail = describe(error);
-    let code = error.code().unwrap_or_default();
-    if code == "NoSuchJob" || code == "NotFoundException" {
-        return JobsError::NoSuchJob { job_id: detail };
-    }
     if is_transient(error) {
         JobsError::Unavailable { operation, detail }
     } else {
@@ -137,11 +133,11 @@ impl BatchJobs for S3ControlJobs {
             .job_id(job_id)
             .send()
             .await
-            .map_err(|e| match jobs_error(OP, &e) {
-                JobsError::NoSuchJob { .. } => JobsError::NoSuchJob {
+            .map_err(|e| match e.code() {
+                Some("NoSuchJob" | "NotFoundException") => JobsError::NoSuchJob {
                     job_id: job_id.to_owned(),
                 },
-                other => other,
+                _ => jobs_error(OP, &e),
             })?;
         let Some(job) = answer.job else {
             return Err(invalid(OP, "the answer has no job"));

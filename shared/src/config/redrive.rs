@@ -1,6 +1,8 @@
 //! Configuration of re-drives, shared by `replmon redrive` and the redrive function.
 
-use super::{invalid, number, required, valid_bucket_name, AwsSettings, ConfigError, Environment};
+use super::{
+    flag, invalid, number, required, valid_bucket_name, AwsSettings, ConfigError, Environment,
+};
 use crate::redrive::RedriveSettings;
 use chrono::Duration;
 
@@ -107,15 +109,6 @@ fn usd(env: &impl Environment, var: &'static str, default: f64) -> Result<f64, C
         .ok()
         .filter(|v| v.is_finite() && *v >= 0.0 && *v < 1_000.0)
         .ok_or_else(|| invalid(var, &raw, "expected an amount in USD, like 0.25"))
-}
-
-fn flag(env: &impl Environment, var: &'static str) -> Result<bool, ConfigError> {
-    match env.get(var).map(|v| v.trim().to_ascii_lowercase()) {
-        None => Ok(false),
-        Some(v) if v.is_empty() || v == "false" || v == "0" => Ok(false),
-        Some(v) if v == "true" || v == "1" => Ok(true),
-        Some(v) => Err(invalid(var, &v, "expected true or false")),
-    }
 }
 
 #[cfg(test)]

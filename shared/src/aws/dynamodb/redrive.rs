@@ -201,22 +201,21 @@ impl RedriveStore for DynamoDbLedger {
         objects: &[JobObject],
     ) -> Result<Vec<(ObjectRecord, u64)>, LedgerError> {
         let mut found = Vec::new();
-        for chunk in objects.chunks(BATCH_GET) {
+        // Duplicate keys make DynamoDB refuse the whole request.
+        let mut versions: Vec<(&str, Option<&str>)> = objects
+            .iter()
+            .map(|o| (o.key.as_str(), o.version_id.as_deref()))
+            .collect();
+        versions.sort_unstable();
+        versions.dedup();
+        for chunk in versions.chunks(BATCH_GET) {
             let mut keys: Vec<HashMap<String, AttributeValue>> = chunk
                 .iter()
-                .map(|o| {
-                    let (pk, sk) = object_key_of(
-                        source_bucket,
-                        destination_bucket,
-                        &o.key,
-                        o.version_id.as_deref(),
-                    );
+                .map(|(key, version)| {
+                    let (pk, sk) = object_key_of(source_bucket, destination_bucket, key, *version);
                     HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
                 })
                 .collect();
-            // Duplicate keys make DynamoDB refuse the whole request.
-            keys.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-            keys.dedup();
             let mut round = 0;
             while !keys.is_empty() {
                 let request = KeysAndAttributes::builder()
