@@ -262,6 +262,13 @@ impl CanaryConfig {
                     30 * 86_400,
                 )?,
                 ttl: Duration::days(number(env, "REPLMON_LEDGER_TTL_DAYS", 90, 1, 3650)? as i64),
+                rollup_retention: Duration::days(number(
+                    env,
+                    "REPLMON_CANARY_ROLLUP_DAYS",
+                    400,
+                    1,
+                    3650,
+                )? as i64),
                 overlap_margin: Duration::seconds(60),
                 hand_over_redrives: redrive::auto_redrive(env)?,
             },

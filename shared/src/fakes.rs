@@ -21,6 +21,9 @@ use std::sync::{Arc, Mutex};
 mod canary;
 mod notification;
 mod redrive;
+mod report;
+mod report_seed;
+pub use report_seed::{Expected, ReportSeed, SeededEvent, SEED_THRESHOLD_MS};
 mod status;
 pub use canary::{Arrival, FakeS3, ProbePut, RecordedMeasurement, RecordingProbeMetrics};
 pub use notification::{thrice_shuffled, NotificationBuilder, SplitMix64};
@@ -66,6 +69,8 @@ pub struct InMemoryLedger {
     pub fail_confirms: AtomicUsize,
     /// The next N canary health writes fail.
     pub fail_health: AtomicUsize,
+    /// The next N canary daily roll-up writes fail.
+    pub fail_rollup: AtomicUsize,
     /// Items read, as DynamoDB would count them: one per item a get returns, one per item a
     /// query examines. Writes that return an item on a failed condition read nothing.
     pub items_read: AtomicU64,
@@ -343,6 +348,7 @@ impl Ledger for InMemoryLedger {
         if let Some((stored, held)) = state.incidents.get_mut(incident) {
             if held.as_ref().map(|(t, _)| t) == Some(&claim.token) {
                 stored.pages_sent += 1;
+                stored.first_page_at.get_or_insert(sent.at);
                 stored.last_page_at = Some(sent.at);
                 stored.event_count_at_last_page = sent.event_count;
                 *held = None;

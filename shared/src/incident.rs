@@ -126,6 +126,8 @@ pub struct Incident {
     /// this reason, or late and not arrived); can dip below zero while moves race.
     pub backlog_count: i64,
     pub pages_sent: u64,
+    /// When its first page went out.
+    pub first_page_at: Option<DateTime<Utc>>,
     pub last_page_at: Option<DateTime<Utc>>,
     pub event_count_at_last_page: u64,
     /// When events were last recorded for it (by the monitor's clock).
@@ -155,6 +157,7 @@ impl Incident {
             recovered_count,
             backlog_count,
             pages_sent,
+            first_page_at,
             last_page_at,
             event_count_at_last_page,
             last_recorded_at,
@@ -166,6 +169,7 @@ impl Incident {
         self.recovered_count = recovered_count;
         self.backlog_count = backlog_count;
         self.pages_sent = pages_sent;
+        self.first_page_at = first_page_at;
         self.last_page_at = last_page_at;
         self.event_count_at_last_page = event_count_at_last_page;
         self.last_recorded_at = last_recorded_at;
@@ -433,6 +437,7 @@ mod tests {
             recovered_count: 0,
             backlog_count: 0,
             pages_sent: 0,
+            first_page_at: None,
             last_page_at: None,
             event_count_at_last_page: 0,
             last_recorded_at: Some(t),

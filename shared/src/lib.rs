@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod names;
 pub mod redrive;
 pub mod replication;
+pub mod report;
 pub mod severity;
 pub mod status;
 

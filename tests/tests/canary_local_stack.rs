@@ -7,7 +7,7 @@ use anyhow::Result;
 use futures::future::BoxFuture;
 use replmon_shared::aws::{DynamoDbLedger, S3ObjectStore, SnsNotifier};
 use replmon_shared::canary::ports::{
-    BucketFacts, BucketRef, ObjectFacts, ObjectStore, ProbeObject, StoreError,
+    BucketFacts, BucketRef, CanaryStore, ObjectFacts, ObjectStore, ProbeObject, StoreError,
 };
 use replmon_shared::canary::probe::ProbeStatus;
 use replmon_shared::canary::setup::ReplicationSetup;
@@ -204,6 +204,24 @@ async fn healthy_replication_is_timed_within_its_bounds_and_cleaned_up() {
     );
     assert!(upper - lower <= 600, "uncertainty {lower}..{upper}");
     assert_eq!(probe.latency_ms.unwrap() as i64, (lower + upper) / 2);
+
+    // The day's roll-up (what `replmon report` reads) has the probe once, with its latency.
+    let names = &local.stack.names;
+    let (rollup, _) = local
+        .ledger
+        .daily_rollup(
+            &names.source_bucket,
+            &names.replica_bucket,
+            &names.rule_id,
+            put_at.date_naive(),
+        )
+        .await
+        .unwrap()
+        .expect("the day's roll-up");
+    assert_eq!(rollup.outcomes.arrived, 1);
+    assert_eq!(rollup.marks.len(), 1);
+    assert_eq!(rollup.latency.max_ms, probe.latency_ms.unwrap());
+    assert_eq!(rollup.within_target, 1);
 
     assert!(local
         .keys(&local.stack.names.source_bucket)

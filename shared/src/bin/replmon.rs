@@ -3,6 +3,7 @@
 //!     replmon status  [--json] [--window 24h] [--bucket B]...
 //!     replmon backlog --bucket B [--destination D] [--limit 100] [--after TOKEN | --all] [--json]
 //!     replmon redrive --bucket B [--destination D] [--dry-run] [--yes] [--force]
+//!     replmon report  [--month YYYY-MM | --from DAY --to DAY] [--bucket B]... [--format html|md|json] [--out FILE]
 //!     replmon migrate   (once, after upgrading from a release before the one-write ledger)
 //!
 //! The table comes from `--table` or `REPLMON_TABLE`; region and credentials from the usual AWS
@@ -22,6 +23,8 @@ use std::process::ExitCode;
 
 #[path = "replmon/redrive.rs"]
 mod redrive;
+#[path = "replmon/report.rs"]
+mod report;
 
 #[derive(Parser)]
 #[command(
@@ -97,6 +100,10 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The period's replication evidence per source, rule and destination, for an auditor or
+    /// an on-call lead: canary latency against the 15-minute target, failed and late versions,
+    /// incidents, exposure, re-drives and audit findings, with a verdict per rule.
+    Report(report::Request),
     /// List every source bucket and alarm of the table in its catalog (once, for a ledger
     /// written before the catalog existed; scans the table and needs dynamodb:Scan and PutItem).
     CatalogRebuild,
@@ -240,6 +247,14 @@ async fn run(cli: Cli) -> Result<()> {
                 },
             )
             .await?;
+        }
+        Command::Report(request) => {
+            report::run(&ledger, cli.canary_prefix, request)
+                .await
+                .map_err(|e| match e.downcast::<LedgerError>() {
+                    Ok(error) => explain(error),
+                    Err(other) => other,
+                })?;
         }
         Command::CatalogRebuild => {
             let listed = ledger.rebuild_catalog().await.map_err(explain)?;

@@ -17,6 +17,7 @@ pub mod measure;
 pub mod pages;
 pub mod ports;
 pub mod probe;
+pub mod rollup;
 pub mod setup;
 
 mod arrival;
@@ -40,6 +41,7 @@ use ports::{
     StoreError,
 };
 use probe::{HealthChange, ProbeRecord, ProbeStatus, RuleHealth};
+use rollup::DailyRollup;
 use serde::Serialize;
 use setup::{CanarySegment, ReplicationRule, ReplicationSetup};
 use std::collections::BTreeMap;
@@ -63,6 +65,8 @@ pub struct CanarySettings {
     pub audit_period: chrono::Duration,
     /// Probe and health records expire after this.
     pub ttl: chrono::Duration,
+    /// Daily roll-ups (what `replmon report` reads) expire this long after their day.
+    pub rollup_retention: chrono::Duration,
     /// A run may outlast its budget by this much (cleanup, records, pages): probes younger than
     /// budget + this may belong to a run still going, and other runs leave them alone.
     pub overlap_margin: chrono::Duration,
@@ -81,6 +85,7 @@ impl Default for CanarySettings {
             poll: PollSchedule::default(),
             audit_period: chrono::Duration::days(1),
             ttl: chrono::Duration::days(90),
+            rollup_retention: chrono::Duration::days(400),
             overlap_margin: chrono::Duration::seconds(60),
             hand_over_redrives: false,
         }
@@ -441,6 +446,13 @@ where
         if let Err(e) = self
             .ledger
             .save_audit(&record, clock.wall_start + self.settings.ttl)
+            .await
+        {
+            report.errors.push(e.to_string());
+        }
+        if let Err(e) = self
+            .ledger
+            .note_findings(&record, clock.wall_start + self.settings.rollup_retention)
             .await
         {
             report.errors.push(e.to_string());

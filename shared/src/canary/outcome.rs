@@ -65,6 +65,12 @@ where
                     .filter(|c| c.destination_bucket == destination && c.rule_id == rule_id),
             );
             group.sort_by_key(|p| p.put_at);
+            // Into the day's roll-up first: a probe the roll-up has is never added twice, so a
+            // failure after this write only leaves the health count to the next run.
+            let fresh: Vec<&ProbeRecord> = indices.iter().map(|&i| &probes[i]).collect();
+            if !self.roll_up(&fresh, report).await {
+                continue;
+            }
             let counted = self
                 .update_health(bucket, &destination, &rule_id, &group, clock, report)
                 .await;
@@ -85,6 +91,74 @@ where
         for (probe, carried_over) in probes.iter().zip(carried) {
             report.probes.push(ProbeSummary::of(probe, carried_over));
         }
+    }
+
+    /// Count resolved probes (of one rule and destination) into their days' roll-ups, once
+    /// each. `false` when a roll-up could not be written: the probes stay uncounted.
+    pub(super) async fn roll_up(&self, probes: &[&ProbeRecord], report: &mut BucketReport) -> bool {
+        const ATTEMPTS: u32 = 4;
+        let mut days: BTreeMap<chrono::NaiveDate, Vec<&ProbeRecord>> = BTreeMap::new();
+        for probe in probes.iter().filter(|p| p.status != ProbeStatus::Pending) {
+            days.entry(DailyRollup::day_of(probe))
+                .or_default()
+                .push(probe);
+        }
+        for (day, probes) in days {
+            let Some(first) = probes.first() else {
+                continue;
+            };
+            let (source, destination, rule) = (
+                first.source_bucket.as_str(),
+                first.destination_bucket.as_str(),
+                first.rule_id.as_str(),
+            );
+            let mut written = false;
+            for _ in 0..ATTEMPTS {
+                let (mut rollup, revision) = match self
+                    .ledger
+                    .daily_rollup(source, destination, rule, day)
+                    .await
+                {
+                    Ok(Some((rollup, revision))) => (rollup, Some(revision)),
+                    Ok(None) => (DailyRollup::new(source, destination, rule, day), None),
+                    Err(e) => {
+                        report.errors.push(e.to_string());
+                        return false;
+                    }
+                };
+                let added = probes.iter().filter(|p| rollup.add(p)).count();
+                if added == 0 {
+                    written = true;
+                    break;
+                }
+                rollup.threshold_ms =
+                    u64::try_from(self.settings.latency_threshold.num_milliseconds()).unwrap_or(0);
+                rollup.bad_probes_to_page = self.settings.bad_probes_to_page;
+                let expires_at = day_start(day) + self.settings.rollup_retention;
+                match self
+                    .ledger
+                    .put_daily_rollup(&rollup, revision, expires_at)
+                    .await
+                {
+                    Ok(true) => {
+                        written = true;
+                        break;
+                    }
+                    Ok(false) => continue, // another run wrote the day first: read again
+                    Err(e) => {
+                        report.errors.push(e.to_string());
+                        return false;
+                    }
+                }
+            }
+            if !written {
+                report.errors.push(format!(
+                    "ledger: the {day} roll-up of {source} -> {destination} (rule {rule}) kept changing under this run"
+                ));
+                return false;
+            }
+        }
+        true
     }
 
     /// Emit the metric of a probe resolved in this run, and clean up a resolved probe.
@@ -319,6 +393,10 @@ where
         ));
         false
     }
+}
+
+fn day_start(day: chrono::NaiveDate) -> DateTime<Utc> {
+    day.and_time(chrono::NaiveTime::MIN).and_utc()
 }
 
 /// S3 reported the probe's replication as failed (a replication failure event in the ledger).

@@ -4,9 +4,10 @@
 use super::audit::AuditRecord;
 use super::kms::KmsRefusal;
 use super::probe::{ProbeRecord, RuleHealth};
+use super::rollup::DailyRollup;
 use super::setup::ReplicationSetup;
 use crate::ledger::LedgerError;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use std::future::Future;
 
 /// Why S3 could not answer.
@@ -259,6 +260,32 @@ pub trait CanaryStore: Send + Sync {
         &self,
         hand: &crate::redrive::HandOver,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send;
+
+    /// A day's roll-up of a rule and destination, and its revision (read consistently).
+    fn daily_rollup(
+        &self,
+        source_bucket: &str,
+        destination_bucket: &str,
+        rule_id: &str,
+        day: NaiveDate,
+    ) -> impl Future<Output = Result<Option<(DailyRollup, u64)>, LedgerError>> + Send;
+
+    /// Write a day's roll-up if its revision is still `expected`; `false` when another run
+    /// wrote first.
+    fn put_daily_rollup(
+        &self,
+        rollup: &DailyRollup,
+        expected: Option<u64>,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send;
+
+    /// Add an audit's findings to its day's set (a union: repeating it changes nothing), for
+    /// the findings `replmon report` lists as open during a period.
+    fn note_findings(
+        &self,
+        audit: &AuditRecord,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send;
 }
 
 /// One measured probe, as a metric data point.
@@ -396,5 +423,29 @@ impl<T: CanaryStore> CanaryStore for &T {
         hand: &crate::redrive::HandOver,
     ) -> impl Future<Output = Result<(), LedgerError>> + Send {
         (**self).hand_over_redrive(hand)
+    }
+    fn daily_rollup(
+        &self,
+        source_bucket: &str,
+        destination_bucket: &str,
+        rule_id: &str,
+        day: NaiveDate,
+    ) -> impl Future<Output = Result<Option<(DailyRollup, u64)>, LedgerError>> + Send {
+        (**self).daily_rollup(source_bucket, destination_bucket, rule_id, day)
+    }
+    fn put_daily_rollup(
+        &self,
+        rollup: &DailyRollup,
+        expected: Option<u64>,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, LedgerError>> + Send {
+        (**self).put_daily_rollup(rollup, expected, expires_at)
+    }
+    fn note_findings(
+        &self,
+        audit: &AuditRecord,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), LedgerError>> + Send {
+        (**self).note_findings(audit, expires_at)
     }
 }

@@ -40,6 +40,21 @@ impl ProbeStatus {
         }
     }
 
+    /// The inverse of [`ProbeStatus::as_str`].
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            ProbeStatus::Pending,
+            ProbeStatus::Arrived,
+            ProbeStatus::Slow,
+            ProbeStatus::Missing,
+            ProbeStatus::Stalled,
+            ProbeStatus::Failed,
+            ProbeStatus::Unverifiable,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
+    }
+
     /// A resolved probe that counts against the rule.
     pub fn is_bad(self) -> bool {
         !matches!(self, ProbeStatus::Pending | ProbeStatus::Arrived)

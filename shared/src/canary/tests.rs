@@ -733,3 +733,53 @@ async fn a_recovered_rule_is_handed_to_the_redrive_function_in_automatic_mode() 
         assert_eq!(world.ledger.hand_overs().len(), usize::from(automatic));
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_counted_probe_is_in_its_day_s_roll_up_once_whatever_fails() {
+    let world = World::new();
+    let day = world.clock.now().date_naive();
+    let rollup = || async {
+        world
+            .ledger
+            .daily_rollup("src", "dst", "dr", day)
+            .await
+            .unwrap()
+            .map(|(r, _)| r)
+    };
+    // The roll-up write fails: the probe is not counted into health either, and stays pending.
+    world.ledger.fail_rollup.store(1, Ordering::SeqCst);
+    let error = world.run("run-1").await.unwrap_err();
+    assert!(error.to_string().contains("roll-up"), "{error}");
+    assert!(rollup().await.is_none());
+    assert!(!world.ledger.pending_probes("src").await.unwrap()[0].counted);
+    // The health write fails after the roll-up was written: the retry counts health, and the
+    // roll-up keeps the probe once.
+    world.wait(200).await;
+    world.ledger.fail_health.store(1, Ordering::SeqCst);
+    let error = world.run("run-1").await.unwrap_err();
+    assert!(error.to_string().contains("canary health"), "{error}");
+    assert_eq!(rollup().await.unwrap().marks.len(), 1);
+    assert!(!world.ledger.pending_probes("src").await.unwrap()[0].counted);
+    world.wait(200).await;
+    world.run("run-1").await.unwrap();
+    assert!(world.ledger.pending_probes("src").await.unwrap().is_empty());
+    assert_eq!(rollup().await.unwrap().marks.len(), 1);
+    world.wait(200).await;
+    world.run("run-2").await.unwrap();
+    let rolled = rollup().await.unwrap();
+    assert_eq!(rolled.outcomes.arrived, 2, "{rolled:?}");
+    assert_eq!(rolled.marks.len(), 2);
+    assert_eq!(rolled.latency.count, 2);
+    assert_eq!(rolled.within_target, 2);
+    assert_eq!(rolled.threshold_ms, 60_000);
+    assert_eq!(rolled.bad_probes_to_page, world.settings.bad_probes_to_page);
+    assert!(rolled.latency.max_ms >= 2_000, "replicas arrive after 2 s");
+    let health = world
+        .ledger
+        .health("src", "dst", "dr")
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+    assert_eq!(health.counted.len(), 2, "health counted each once too");
+}

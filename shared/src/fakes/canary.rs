@@ -9,11 +9,13 @@ use crate::canary::ports::{
     ProbeObject, StoreError,
 };
 use crate::canary::probe::{probe_token, ProbeRecord, RuleHealth};
+use crate::canary::rollup::DailyRollup;
 use crate::canary::setup::ReplicationSetup;
 use crate::ledger::LedgerError;
-use chrono::{DateTime, Utc};
+use crate::report::NotedFinding;
+use chrono::{DateTime, NaiveDate, Utc};
 use rustc_hash::FxHashMap as HashMap;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -27,6 +29,10 @@ pub(super) struct CanaryState {
     pub(super) health: HashMap<(String, String, String), (RuleHealth, u64)>,
     notices: HashMap<(String, String), DateTime<Utc>>,
     pub(super) audits: BTreeMap<String, AuditRecord>,
+    /// Roll-ups by source, day, destination and rule (the adapter's sort order), with revisions.
+    pub(super) rollups: BTreeMap<(String, NaiveDate, String, String), (DailyRollup, u64)>,
+    /// Findings noticed per source and day: (id, severity, summary).
+    pub(super) audit_days: BTreeMap<(String, NaiveDate), BTreeSet<NotedFinding>>,
 }
 
 impl CanaryStore for InMemoryLedger {
@@ -155,6 +161,72 @@ impl CanaryStore for InMemoryLedger {
             .canary
             .audits
             .insert(audit.source_bucket.clone(), audit.clone());
+        Ok(())
+    }
+
+    async fn daily_rollup(
+        &self,
+        source_bucket: &str,
+        destination_bucket: &str,
+        rule_id: &str,
+        day: NaiveDate,
+    ) -> Result<Option<(DailyRollup, u64)>, LedgerError> {
+        let key = (
+            source_bucket.to_owned(),
+            day,
+            destination_bucket.to_owned(),
+            rule_id.to_owned(),
+        );
+        Ok(self.lock().canary.rollups.get(&key).cloned())
+    }
+
+    async fn put_daily_rollup(
+        &self,
+        rollup: &DailyRollup,
+        expected: Option<u64>,
+        _expires_at: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        if take_failure(&self.fail_rollup) {
+            return Err(unavailable("write canary daily roll-up"));
+        }
+        let key = (
+            rollup.source_bucket.clone(),
+            rollup.day,
+            rollup.destination_bucket.clone(),
+            rollup.rule_id.clone(),
+        );
+        let mut state = self.lock();
+        let stored = state
+            .canary
+            .rollups
+            .get(&key)
+            .map(|(_, revision)| *revision);
+        if stored != expected {
+            return Ok(false);
+        }
+        state
+            .canary
+            .rollups
+            .insert(key, (rollup.clone(), expected.map_or(1, |r| r + 1)));
+        Ok(true)
+    }
+
+    async fn note_findings(
+        &self,
+        audit: &AuditRecord,
+        _expires_at: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        let key = (audit.source_bucket.clone(), audit.audited_at.date_naive());
+        self.lock()
+            .canary
+            .audit_days
+            .entry(key)
+            .or_default()
+            .extend(audit.findings.iter().map(|f| NotedFinding {
+                severity: f.severity.as_str().to_owned(),
+                id: f.id.clone(),
+                summary: f.summary.clone(),
+            }));
         Ok(())
     }
 

@@ -162,6 +162,7 @@ impl IncidentDelta {
             recovered_count: 0,
             backlog_count: 0,
             pages_sent: 0,
+            first_page_at: None,
             last_page_at: None,
             event_count_at_last_page: 0,
             last_recorded_at: None,

@@ -490,6 +490,7 @@ impl<L: Ledger, N: Notifier, C: Clock> ReplicationMonitor<L, N, C> {
         // The page is out (its confirmation, if it failed, was logged by the outbox).
         let mut paged = incident.clone();
         paged.pages_sent += 1;
+        paged.first_page_at.get_or_insert(now);
         paged.last_page_at = Some(now);
         paged.event_count_at_last_page = incident.event_count;
         self.known.learn(key, Some(&paged));

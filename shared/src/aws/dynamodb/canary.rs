@@ -6,6 +6,9 @@
 //! - run claim  `pk=CANARY#<source bucket>`         `sk=RUN#<run id>`
 //! - notice     `pk=CANARY#<source bucket>`         `sk=NOTICE#<finding>`
 //! - audit      `pk=CANARY#<source bucket>`         `sk=AUDIT` (the latest findings)
+//! - audit day  `pk=CANARY#<source bucket>`         `sk=AUDIT_DAY#<YYYY-MM-DD>` (a string set
+//!   of the day's findings, `<severity>\t<id>\t<summary>`)
+//! - roll-up    `pk=CANARY_DAILY#<source bucket>`   `sk=<YYYY-MM-DD>#<destination>#<rule id>`
 //!
 //! Probe and health records are stored attribute by attribute from their serde form, so the
 //! table stays readable in the console and by `replmon`.
@@ -17,9 +20,10 @@ use super::{
 use crate::canary::audit::AuditRecord;
 use crate::canary::ports::CanaryStore;
 use crate::canary::probe::{ProbeRecord, RuleHealth};
+use crate::canary::rollup::DailyRollup;
 use crate::ledger::LedgerError;
 use aws_sdk_dynamodb::types::AttributeValue;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Number, Value};
@@ -30,6 +34,22 @@ fn probe_key(probe: &ProbeRecord) -> (String, String) {
 
 pub(super) fn audit_key(source: &str) -> (String, String) {
     (format!("CANARY#{source}"), "AUDIT".to_owned())
+}
+
+pub(super) fn rollup_key(
+    source: &str,
+    destination: &str,
+    rule: &str,
+    day: NaiveDate,
+) -> (String, String) {
+    (
+        format!("CANARY_DAILY#{source}"),
+        format!("{day}#{destination}#{rule}"),
+    )
+}
+
+pub(super) fn audit_day_key(source: &str, day: NaiveDate) -> (String, String) {
+    (format!("CANARY#{source}"), format!("AUDIT_DAY#{day}"))
 }
 
 fn health_key(source: &str, destination: &str, rule: &str) -> (String, String) {
@@ -178,6 +198,7 @@ impl CanaryStore for DynamoDbLedger {
             pk: format!("PROBE_PENDING#{source_bucket}"),
             sort: None,
             consistent: true,
+            upper: None,
         };
         let items = self.query_all(query, "read pending probes").await?;
         Ok(items
@@ -286,6 +307,75 @@ impl CanaryStore for DynamoDbLedger {
             .await
             .map(|_| ())
             .map_err(|e| sdk_error("save audit", &e))
+    }
+
+    async fn daily_rollup(
+        &self,
+        source_bucket: &str,
+        destination_bucket: &str,
+        rule_id: &str,
+        day: NaiveDate,
+    ) -> Result<Option<(DailyRollup, u64)>, LedgerError> {
+        let (pk, sk) = rollup_key(source_bucket, destination_bucket, rule_id, day);
+        let Some(item) = self.get(pk, sk, "read canary daily roll-up").await? else {
+            return Ok(None);
+        };
+        let revision = get_n(&item, "revision").ok_or_else(|| corrupt(&item, "no `revision`"))?;
+        Ok(Some((record_from_item(&item)?, revision)))
+    }
+
+    async fn put_daily_rollup(
+        &self,
+        rollup: &DailyRollup,
+        expected: Option<u64>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, LedgerError> {
+        let key = rollup_key(
+            &rollup.source_bucket,
+            &rollup.destination_bucket,
+            &rollup.rule_id,
+            rollup.day,
+        );
+        let item = record_item(
+            rollup,
+            key,
+            "canary-rollup",
+            vec![
+                ("revision", n(expected.map_or(1, |r| r + 1))),
+                ("expires_at", n(expires_at.timestamp())),
+            ],
+        )?;
+        self.put_revised(item, expected, "write canary daily roll-up")
+            .await
+    }
+
+    async fn note_findings(
+        &self,
+        audit: &AuditRecord,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        if audit.findings.is_empty() {
+            return Ok(());
+        }
+        let (pk, sk) = audit_day_key(&audit.source_bucket, audit.audited_at.date_naive());
+        let findings: Vec<String> = audit
+            .findings
+            .iter()
+            .map(|f| format!("{}\t{}\t{}", f.severity.as_str(), f.id, f.summary))
+            .collect();
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .update_expression("ADD findings :found SET entity = :entity, expires_at = :exp")
+            .expression_attribute_values(":found", AttributeValue::Ss(findings))
+            .expression_attribute_values(":entity", s("canary-audit-day"))
+            .expression_attribute_values(":exp", n(expires_at.timestamp()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| sdk_error("note audit findings", &e))
     }
 
     async fn hand_over_redrive(&self, hand: &crate::redrive::HandOver) -> Result<(), LedgerError> {

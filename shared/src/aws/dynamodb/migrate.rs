@@ -206,5 +206,6 @@ fn whole(pk: String) -> PartitionQuery {
         pk,
         sort: None,
         consistent: true,
+        upper: None,
     }
 }

@@ -31,6 +31,7 @@ mod commit;
 mod migrate;
 mod redrive;
 mod replication;
+mod report;
 mod status;
 pub use alarm::alarm_from_item;
 pub use migrate::{Migration, MigrationReport};

@@ -127,6 +127,7 @@ impl RedriveStore for DynamoDbLedger {
                     pk: OPEN_PARTITION.to_owned(),
                     sort: None,
                     consistent: true,
+                    upper: None,
                 },
                 "list open re-drives",
             )
@@ -156,6 +157,7 @@ impl RedriveStore for DynamoDbLedger {
                     pk: HANDED_PARTITION.to_owned(),
                     sort: None,
                     consistent: true,
+                    upper: None,
                 },
                 "list re-drive hand-overs",
             )

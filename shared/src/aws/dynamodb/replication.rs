@@ -333,6 +333,7 @@ pub fn incident_from_item(item: &HashMap<String, AttributeValue>) -> Result<Inci
         recovered_count: get_n(item, "recovered_count").unwrap_or(0),
         backlog_count: get_n(item, "backlog_count").unwrap_or(0),
         pages_sent: get_n(item, "pages_sent").unwrap_or(0),
+        first_page_at: get_time(item, "first_page_at"),
         last_page_at: get_time(item, "last_page_at"),
         event_count_at_last_page: get_n(item, "event_count_at_last_page").unwrap_or(0),
         last_recorded_at: get_time(item, "last_recorded_at"),

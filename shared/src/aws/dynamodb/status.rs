@@ -26,6 +26,8 @@ pub(super) struct PartitionQuery {
     pub sort: Option<(&'static str, String)>,
     /// A strongly consistent read (reports read eventually consistent, at half the cost).
     pub consistent: bool,
+    /// With `sk BETWEEN :sk AND :upper`: the range's upper end.
+    pub upper: Option<String>,
 }
 
 impl DynamoDbLedger {
@@ -68,6 +70,9 @@ impl DynamoDbLedger {
                 .expression_attribute_values(":sk", s(value.clone())),
             None => request.key_condition_expression("pk = :pk"),
         };
+        if let Some(upper) = &query.upper {
+            request = request.expression_attribute_values(":upper", s(upper.clone()));
+        }
         if query.consistent {
             request = request.consistent_read(true);
         }
@@ -79,7 +84,10 @@ impl DynamoDbLedger {
 
     /// Records of one type, skipping (and logging) unreadable items: one bad item must not hide
     /// every other from the on-call engineer.
-    fn readable<T>(items: Vec<Item>, read: impl Fn(&Item) -> Result<T, LedgerError>) -> Vec<T> {
+    pub(super) fn readable<T>(
+        items: Vec<Item>,
+        read: impl Fn(&Item) -> Result<T, LedgerError>,
+    ) -> Vec<T> {
         items
             .iter()
             .filter_map(|item| match read(item) {
@@ -103,6 +111,7 @@ impl DynamoDbLedger {
                     pk: CATALOG_PARTITION.to_owned(),
                     sort: Some(("begins_with(sk, :sk)", prefix.to_owned())),
                     consistent: false,
+                    upper: None,
                 },
                 "read catalog",
             )
@@ -140,6 +149,7 @@ impl LedgerReader for DynamoDbLedger {
                     pk: format!("INCIDENT#{source_bucket}"),
                     sort: None,
                     consistent: false,
+                    upper: None,
                 },
                 "read incidents",
             )
@@ -159,6 +169,7 @@ impl LedgerReader for DynamoDbLedger {
             pk: pk.clone(),
             sort: destination_bucket.map(|d| ("begins_with(sk, :sk)", format!("{d}#"))),
             consistent: false,
+            upper: None,
         };
         let limit = limit.max(1);
         let mut objects: Vec<(String, ObjectRecord)> = Vec::new();
@@ -223,6 +234,7 @@ impl LedgerReader for DynamoDbLedger {
                     pk: format!("PROBE#{source_bucket}"),
                     sort: Some(("sk >= :sk", ts(since))),
                     consistent: false,
+                    upper: None,
                 },
                 "read probes",
             )
@@ -237,6 +249,7 @@ impl LedgerReader for DynamoDbLedger {
                     pk: format!("CANARY#{source_bucket}"),
                     sort: Some(("begins_with(sk, :sk)", "HEALTH#".to_owned())),
                     consistent: false,
+                    upper: None,
                 },
                 "read canary health",
             )

@@ -1,0 +1,371 @@
+//! Assembling a report: which rules a source has in the period, their figures and verdicts,
+//! the summary table.
+
+use super::canary::{blind_matters, canary_figures, days_of};
+use super::events::{event_figures, exposure, incident_span, redrive_summary, Window};
+use super::model::*;
+use super::ports::{AuditDay, ReportReader};
+use crate::canary::rollup::{histogram_error, DailyRollup, TARGET_MS};
+use crate::canary::setup::CanarySegment;
+use crate::incident::{Incident, IncidentCause};
+use crate::ledger::{LedgerError, ObjectRecord};
+use crate::redrive::RedriveRecord;
+use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
+use std::collections::BTreeSet;
+
+impl Period {
+    /// A calendar month, UTC.
+    pub fn month(year: i32, month: u32) -> Option<Period> {
+        let first = NaiveDate::from_ymd_opt(year, month, 1)?;
+        let next = first.checked_add_months(Months::new(1))?;
+        Some(Period {
+            from: midnight(first),
+            to: midnight(next),
+            label: first.format("%Y-%m").to_string(),
+        })
+    }
+
+    /// The month before the one `now` is in: what a scheduled monthly run reports.
+    pub fn last_month(now: DateTime<Utc>) -> Option<Period> {
+        let this = NaiveDate::from_ymd_opt(now.year(), now.month(), 1)?;
+        let last = this.checked_sub_months(Months::new(1))?;
+        Period::month(last.year(), last.month())
+    }
+
+    /// Whole days `from..=to`, UTC.
+    pub fn days(from: NaiveDate, to: NaiveDate) -> Option<Period> {
+        let end = to.succ_opt()?;
+        (from <= to).then(|| Period {
+            from: midnight(from),
+            to: midnight(end),
+            label: format!("{from} to {to}"),
+        })
+    }
+
+    pub fn first_day(&self) -> NaiveDate {
+        self.from.date_naive()
+    }
+
+    /// The period's last day (its end is the midnight after it).
+    pub fn last_day(&self) -> NaiveDate {
+        (self.to - chrono::Duration::milliseconds(1)).date_naive()
+    }
+}
+
+fn midnight(day: NaiveDate) -> DateTime<Utc> {
+    day.and_time(chrono::NaiveTime::MIN).and_utc()
+}
+
+#[derive(Debug, Clone)]
+pub struct ReportOptions {
+    pub period: Period,
+    /// Only these source buckets (empty: every bucket in the ledger).
+    pub buckets: Vec<String>,
+    /// The canary's key segment: its probes are reported as probes, not as data.
+    pub canary_segment: Option<CanarySegment>,
+}
+
+/// Read the ledger and put the period's evidence together.
+pub async fn report<R: ReportReader>(
+    reader: &R,
+    options: &ReportOptions,
+    now: DateTime<Utc>,
+) -> Result<Report, LedgerError> {
+    let buckets = if options.buckets.is_empty() {
+        reader.source_buckets().await?
+    } else {
+        options.buckets.clone()
+    };
+    let period = &options.period;
+    let window = Window {
+        from: period.from,
+        to: period.to,
+        now,
+    };
+    let (first, last) = (period.first_day(), period.last_day());
+    let mut sources = Vec::new();
+    let mut read = (0usize, 0usize);
+    for bucket in buckets {
+        let rollups = reader.daily_rollups(&bucket, first, last).await?;
+        let records: Vec<ObjectRecord> = reader
+            .object_records(&bucket)
+            .await?
+            .into_iter()
+            .filter(|r| {
+                !options
+                    .canary_segment
+                    .as_ref()
+                    .is_some_and(|s| s.owns(&r.key))
+            })
+            .collect();
+        read.0 += rollups.len();
+        read.1 += records.len();
+        let incidents = reader.incidents(&bucket).await?;
+        let audit_days = reader.audit_days(&bucket, first, last).await?;
+        let redrive = reader.latest_redrive(&bucket).await?;
+        let source = Source {
+            bucket: &bucket,
+            rollups: &rollups,
+            records: &records,
+            incidents: &incidents,
+            redrive: redrive.as_ref(),
+        };
+        sources.push(source.report(&window, &days_of(first, last), &audit_days));
+    }
+    let mut summary: Vec<SummaryRow> = sources
+        .iter()
+        .flat_map(|s| s.rules.iter())
+        .map(summary_row)
+        .collect();
+    summary.sort_by_key(|row| row.verdict.level);
+    let error = histogram_error();
+    Ok(Report {
+        generated_at: now,
+        period: period.clone(),
+        target_seconds: TARGET_MS / 1000,
+        percentile_error: error,
+        summary,
+        sources,
+        notes: vec![
+            "All times are UTC; days are UTC days.".into(),
+            "Canary figures are probe-sampled: one probe per rule and destination each canary run. S3's Replication Time Control SLA counts all objects; the confidence interval (95%, Wilson score) is for the sampled share.".into(),
+            format!("Latency percentiles come from the canary's daily log-scale histograms ({} buckets per doubling) and are within ±{:.1}% of the exact value; the maximum is exact.", crate::canary::rollup::BUCKETS_PER_OCTAVE, error * 100.0),
+            "Blind time is the longest time between probes that replicated, between a rule's first probe in the period and its last probe's outcome.".into(),
+            "Event figures count distinct object versions S3 reported (failed, missed the threshold, replicated after it); the canary's own probe objects are left out. Replication incidents keep no close time: one whose backlog emptied is shown resolved at its last event, or at the end of the re-drive that repaired it.".into(),
+            format!("Read {} daily roll-ups and {} object records.", read.0, read.1),
+        ],
+    })
+}
+
+struct Source<'a> {
+    bucket: &'a str,
+    rollups: &'a [DailyRollup],
+    records: &'a [ObjectRecord],
+    incidents: &'a [Incident],
+    redrive: Option<&'a RedriveRecord>,
+}
+
+impl Source<'_> {
+    fn report(&self, window: &Window, days: &[NaiveDate], audit: &[AuditDay]) -> SourceReport {
+        // Rules with anything in the period: canary days, object versions, incidents.
+        let mut rules: BTreeSet<(&str, &str)> = BTreeSet::new();
+        rules.extend(
+            self.rollups
+                .iter()
+                .map(|r| (r.rule_id.as_str(), r.destination_bucket.as_str())),
+        );
+        rules.extend(
+            self.records
+                .iter()
+                .filter(|r| {
+                    window.holds(r.failed_at)
+                        || window.holds(r.late_at)
+                        || window.holds(r.replicated_late_at)
+                        || super::events::missing_at(r, window.end())
+                })
+                .map(|r| (r.rule_id.as_str(), r.destination_bucket.as_str())),
+        );
+        rules.extend(
+            self.incidents
+                .iter()
+                .filter(|i| incident_span(i, self.redrive, window).is_some())
+                .map(|i| (i.key.rule_id.as_str(), i.key.destination_bucket.as_str())),
+        );
+        SourceReport {
+            source_bucket: self.bucket.to_owned(),
+            rules: rules
+                .into_iter()
+                .map(|(rule, destination)| self.rule(rule, destination, window, days))
+                .collect(),
+            redrives: self
+                .redrive
+                .and_then(|r| redrive_summary(r, window))
+                .into_iter()
+                .collect(),
+            audit_findings: findings(audit),
+            not_tracked: self
+                .incidents
+                .iter()
+                .filter(|i| {
+                    i.key.cause == IncidentCause::NotTracked
+                        && i.opened_at < window.to
+                        && i.last_seen.is_none_or(|at| at >= window.from)
+                })
+                .map(|i| NotTrackedCount {
+                    rule_id: i.key.rule_id.clone(),
+                    destination_bucket: i.key.destination_bucket.clone(),
+                    events: i.event_count,
+                    first_seen: i.first_seen,
+                    last_seen: i.last_seen,
+                })
+                .collect(),
+        }
+    }
+
+    fn rule(
+        &self,
+        rule: &str,
+        destination: &str,
+        window: &Window,
+        days: &[NaiveDate],
+    ) -> RuleReport {
+        let rollups: Vec<&DailyRollup> = self
+            .rollups
+            .iter()
+            .filter(|r| r.rule_id == rule && r.destination_bucket == destination)
+            .collect();
+        let records: Vec<&ObjectRecord> = self
+            .records
+            .iter()
+            .filter(|r| r.rule_id == rule && r.destination_bucket == destination)
+            .collect();
+        let (canary, canary_incidents) = canary_figures(&rollups, days);
+        let events = event_figures(&records, window);
+        let mut incidents: Vec<IncidentSpan> = self
+            .incidents
+            .iter()
+            .filter(|i| i.key.rule_id == rule && i.key.destination_bucket == destination)
+            .filter_map(|i| incident_span(i, self.redrive, window))
+            .chain(canary_incidents)
+            .collect();
+        incidents.sort_by_key(|i| i.opened_at);
+        let exposure = exposure(&records, window);
+        let verdict = verdict(&canary, &events, &exposure);
+        RuleReport {
+            source_bucket: self.bucket.to_owned(),
+            rule_id: rule.to_owned(),
+            destination_bucket: destination.to_owned(),
+            verdict,
+            canary,
+            events,
+            incidents,
+            exposure,
+        }
+    }
+}
+
+fn findings(days: &[AuditDay]) -> Vec<AuditFindingSeen> {
+    let mut seen: Vec<AuditFindingSeen> = Vec::new();
+    for day in days {
+        for finding in &day.findings {
+            match seen.iter_mut().find(|s| s.id == finding.id) {
+                Some(s) => {
+                    s.first_day = s.first_day.min(day.day);
+                    s.last_day = s.last_day.max(day.day);
+                    s.days += 1;
+                    s.summary.clone_from(&finding.summary);
+                    s.severity.clone_from(&finding.severity);
+                }
+                None => seen.push(AuditFindingSeen {
+                    id: finding.id.clone(),
+                    severity: finding.severity.clone(),
+                    summary: finding.summary.clone(),
+                    first_day: day.day,
+                    last_day: day.day,
+                    days: 1,
+                }),
+            }
+        }
+    }
+    seen
+}
+
+fn percent(share: &Share) -> String {
+    format!("{:.2}%", share.share * 100.0)
+}
+
+/// One line per rule: the worst thing the period shows, or that the target was met.
+pub fn verdict(canary: &CanaryFigures, events: &EventFigures, exposure: &Exposure) -> Verdict {
+    let o = &canary.outcomes;
+    let mut missed = Vec::new();
+    if events.failed_versions > 0 {
+        let reasons: Vec<&str> = events
+            .failed_by_reason
+            .iter()
+            .map(|r| r.reason.as_str())
+            .collect();
+        missed.push(format!(
+            "{} object versions failed ({})",
+            events.failed_versions,
+            reasons.join(", ")
+        ));
+    }
+    let lost = o.missing + o.stalled + o.failed;
+    if lost > 0 {
+        missed.push(format!("{lost} of {} probes never replicated", o.total));
+    }
+    if exposure.versions_at_end > 0 {
+        missed.push(format!(
+            "{} versions missing from the replica at the end of the period",
+            exposure.versions_at_end
+        ));
+    }
+    if !missed.is_empty() {
+        return Verdict {
+            level: VerdictLevel::Missed,
+            text: missed.join("; "),
+        };
+    }
+    let mut risk = Vec::new();
+    if let Some(share) = canary.within_target.as_ref().filter(|s| s.hits < s.of) {
+        risk.push(format!(
+            "{} of probes within 15 minutes ({} of {})",
+            percent(share),
+            share.hits,
+            share.of
+        ));
+    }
+    if events.missed_threshold > 0 {
+        risk.push(format!(
+            "{} object versions missed the replication threshold",
+            events.missed_threshold
+        ));
+    }
+    if o.cannot_verify > 0 {
+        risk.push(format!("{} probes could not be verified", o.cannot_verify));
+    }
+    if let Some(blind) = canary.blind.as_ref().filter(|b| blind_matters(b)) {
+        risk.push(format!("blind for {} min at most", blind.seconds / 60));
+    }
+    if o.total == 0 {
+        risk.push("no canary probes: the latency target is not evidenced".into());
+    }
+    if !risk.is_empty() {
+        let level = if o.total == 0
+            && events.missed_threshold == 0
+            && events.replicated_after_threshold == 0
+        {
+            VerdictLevel::NoEvidence
+        } else {
+            VerdictLevel::AtRisk
+        };
+        return Verdict {
+            level,
+            text: risk.join("; "),
+        };
+    }
+    let p99 = canary.latency.as_ref().map(|l| l.p99_ms).unwrap_or(0);
+    Verdict {
+        level: VerdictLevel::Met,
+        text: format!(
+            "all {} probes replicated within 15 minutes (p99 {:.1} s); no failed versions; nothing missing at the end",
+            o.total,
+            p99 as f64 / 1000.0
+        ),
+    }
+}
+
+fn summary_row(rule: &RuleReport) -> SummaryRow {
+    SummaryRow {
+        source_bucket: rule.source_bucket.clone(),
+        rule_id: rule.rule_id.clone(),
+        destination_bucket: rule.destination_bucket.clone(),
+        verdict: rule.verdict.clone(),
+        probes: rule.canary.outcomes.total,
+        within_target: rule.canary.within_target.clone(),
+        p99_ms: rule.canary.latency.as_ref().map(|l| l.p99_ms),
+        failed_versions: rule.events.failed_versions,
+        incidents: rule.incidents.len() as u64,
+        backlog_at_end: rule.exposure.versions_at_end,
+    }
+}
