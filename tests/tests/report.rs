@@ -186,6 +186,24 @@ async fn a_seeded_month_reads_right_as_json_markdown_and_in_a_browser() {
         "noted on two days, twice on one: {findings:#}"
     );
     assert_eq!(report["summary"].as_array().map(Vec::len), Some(4));
+    // Bounded reads: the roll-ups of November's days only (the seed also has October's last
+    // and December's first days), by key range.
+    let november = seed
+        .rollups()
+        .iter()
+        .filter(|r| r.day >= from.date_naive() && r.day < to.date_naive())
+        .count();
+    assert!(seed.rollups().len() > november);
+    let read = format!("Read {november} daily roll-ups");
+    assert!(
+        report["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap_or("").starts_with(&read)),
+        "{read}: {:#}",
+        report["notes"]
+    );
 
     // Markdown: the summary table has a row per rule.
     let (code, md, err) = replmon(

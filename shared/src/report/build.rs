@@ -171,12 +171,15 @@ impl Source<'_> {
                 .filter(|i| incident_span(i, self.redrive, window).is_some())
                 .map(|i| (i.key.rule_id.as_str(), i.key.destination_bucket.as_str())),
         );
+        let mut rules: Vec<RuleReport> = rules
+            .into_iter()
+            .map(|(rule, destination)| self.rule(rule, destination, window, days))
+            .collect();
+        // Worst verdict first; among equals, the best-evidenced (most probes) first.
+        rules.sort_by_key(|r| (r.verdict.level, std::cmp::Reverse(r.canary.outcomes.total)));
         SourceReport {
             source_bucket: self.bucket.to_owned(),
-            rules: rules
-                .into_iter()
-                .map(|(rule, destination)| self.rule(rule, destination, window, days))
-                .collect(),
+            rules,
             redrives: self
                 .redrive
                 .and_then(|r| redrive_summary(r, window))
