@@ -49,6 +49,8 @@ struct LedgerState {
     canary: canary::CanaryState,
     /// Current re-drive per source bucket, with its revision.
     redrives: HashMap<String, (crate::redrive::RedriveRecord, u64)>,
+    /// Finished re-drives by source and attempt (the history `replmon report` lists).
+    redrive_history: std::collections::BTreeMap<(String, u32), crate::redrive::RedriveRecord>,
     /// Rules the canary saw recover, by (source, destination, rule).
     hand_overs: HashMap<(String, String, String), crate::redrive::HandOver>,
 }

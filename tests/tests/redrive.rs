@@ -312,6 +312,40 @@ async fn a_redrive_repairs_what_it_can_once_and_proves_it_in_the_ledger() -> Res
         text.contains("RE-DRIVES (1)") && text.contains("resolved by re-drive"),
         "{text}"
     );
+    // The month's report lists both re-drives (each kept when it finished) and the incident
+    // resolved by the second.
+    let month = replmon_shared::report::Period::month(
+        chrono::Datelike::year(&chrono::Utc::now()),
+        chrono::Datelike::month(&chrono::Utc::now()),
+    )
+    .expect("this month");
+    let evidence = replmon_shared::report::report(
+        &ledger,
+        &replmon_shared::report::ReportOptions {
+            period: month,
+            buckets: vec![source.clone()],
+            canary_segment: None,
+        },
+        chrono::Utc::now(),
+    )
+    .await?;
+    let attempts: Vec<(u32, u64)> = evidence.sources[0]
+        .redrives
+        .iter()
+        .map(|r| (r.attempt, r.replicated))
+        .collect();
+    assert_eq!(attempts, [(1, 3), (2, 2)]);
+    let repaired = evidence.sources[0]
+        .rules
+        .iter()
+        .flat_map(|r| &r.incidents)
+        .find(|i| i.cause.starts_with("FAILED:"))
+        .expect("the failure incident");
+    assert_eq!(repaired.resolution.as_deref(), Some("re-drive attempt 2"));
+    assert_eq!(
+        repaired.resolved_at,
+        Some(record.finished_at.expect("finished"))
+    );
     assert_eq!(recorded, 5);
     Ok(())
 }

@@ -42,6 +42,12 @@ impl RedriveStore for InMemoryLedger {
         if stored != expected {
             return Ok(false);
         }
+        if !record.state.is_open() {
+            state.redrive_history.insert(
+                (record.source_bucket.clone(), record.attempt),
+                record.clone(),
+            );
+        }
         state.redrives.insert(
             record.source_bucket.clone(),
             (record.clone(), expected.map_or(1, |r| r + 1)),

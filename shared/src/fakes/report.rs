@@ -4,6 +4,7 @@
 use super::InMemoryLedger;
 use crate::canary::rollup::DailyRollup;
 use crate::ledger::{LedgerError, ObjectRecord};
+use crate::redrive::RedriveRecord;
 use crate::report::{AuditDay, ReportReader};
 use chrono::NaiveDate;
 
@@ -40,6 +41,16 @@ impl ReportReader for InMemoryLedger {
             ))
         });
         Ok(records)
+    }
+
+    async fn redrives(&self, source_bucket: &str) -> Result<Vec<RedriveRecord>, LedgerError> {
+        Ok(self
+            .lock()
+            .redrive_history
+            .iter()
+            .filter(|((source, _), _)| source == source_bucket)
+            .map(|(_, record)| record.clone())
+            .collect())
     }
 
     async fn audit_days(

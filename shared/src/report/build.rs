@@ -102,13 +102,19 @@ pub async fn report<R: ReportReader>(
         read.1 += records.len();
         let incidents = reader.incidents(&bucket).await?;
         let audit_days = reader.audit_days(&bucket, first, last).await?;
-        let redrive = reader.latest_redrive(&bucket).await?;
+        // Finished re-drives, and the latest (which may still run) in place of its copy.
+        let mut redrives = reader.redrives(&bucket).await?;
+        if let Some(latest) = reader.latest_redrive(&bucket).await? {
+            redrives.retain(|r| r.attempt != latest.attempt);
+            redrives.push(latest);
+        }
+        redrives.sort_by_key(|r| r.attempt);
         let source = Source {
             bucket: &bucket,
             rollups: &rollups,
             records: &records,
             incidents: &incidents,
-            redrive: redrive.as_ref(),
+            redrives: &redrives,
         };
         sources.push(source.report(&window, &days_of(first, last), &audit_days));
     }
@@ -142,7 +148,7 @@ struct Source<'a> {
     rollups: &'a [DailyRollup],
     records: &'a [ObjectRecord],
     incidents: &'a [Incident],
-    redrive: Option<&'a RedriveRecord>,
+    redrives: &'a [RedriveRecord],
 }
 
 impl Source<'_> {
@@ -168,7 +174,7 @@ impl Source<'_> {
         rules.extend(
             self.incidents
                 .iter()
-                .filter(|i| incident_span(i, self.redrive, window).is_some())
+                .filter(|i| incident_span(i, self.redrives, window).is_some())
                 .map(|i| (i.key.rule_id.as_str(), i.key.destination_bucket.as_str())),
         );
         let mut rules: Vec<RuleReport> = rules
@@ -181,9 +187,9 @@ impl Source<'_> {
             source_bucket: self.bucket.to_owned(),
             rules,
             redrives: self
-                .redrive
-                .and_then(|r| redrive_summary(r, window))
-                .into_iter()
+                .redrives
+                .iter()
+                .filter_map(|r| redrive_summary(r, window))
                 .collect(),
             audit_findings: findings(audit),
             not_tracked: self
@@ -228,7 +234,7 @@ impl Source<'_> {
             .incidents
             .iter()
             .filter(|i| i.key.rule_id == rule && i.key.destination_bucket == destination)
-            .filter_map(|i| incident_span(i, self.redrive, window))
+            .filter_map(|i| incident_span(i, self.redrives, window))
             .chain(canary_incidents)
             .collect();
         incidents.sort_by_key(|i| i.opened_at);

@@ -119,14 +119,17 @@ pub fn exposure(records: &[&ObjectRecord], window: &Window) -> Exposure {
 /// when the re-drive that repaired it finished.
 pub fn incident_span(
     incident: &Incident,
-    redrive: Option<&RedriveRecord>,
+    redrives: &[RedriveRecord],
     window: &Window,
 ) -> Option<IncidentSpan> {
     if incident.key.cause == IncidentCause::NotTracked || incident.opened_at >= window.to {
         return None;
     }
-    let repaired = redrive
-        .filter(|r| r.state == RedriveState::Finished && r.incidents.contains(&incident.key.id()));
+    let id = incident.key.id();
+    let repaired = redrives
+        .iter()
+        .filter(|r| r.state == RedriveState::Finished && r.incidents.contains(&id))
+        .max_by_key(|r| r.finished_at);
     let resolved =
         (incident.backlog_count <= 0).then(|| match repaired.and_then(|r| r.finished_at) {
             Some(at) => (

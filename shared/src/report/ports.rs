@@ -5,6 +5,7 @@
 
 use crate::canary::rollup::DailyRollup;
 use crate::ledger::{LedgerError, ObjectRecord};
+use crate::redrive::RedriveRecord;
 use crate::status::LedgerReader;
 use chrono::NaiveDate;
 use std::future::Future;
@@ -38,6 +39,12 @@ pub trait ReportReader: LedgerReader {
         &self,
         source_bucket: &str,
     ) -> impl Future<Output = Result<Vec<ObjectRecord>, LedgerError>> + Send;
+
+    /// A source's finished re-drives (the latest, running or not, is `latest_redrive`).
+    fn redrives(
+        &self,
+        source_bucket: &str,
+    ) -> impl Future<Output = Result<Vec<RedriveRecord>, LedgerError>> + Send;
 
     /// Audit findings of a source for the days `from..=to`.
     fn audit_days(

@@ -355,7 +355,8 @@ pub fn latency_histogram(rule_index: usize, bars: &[HistogramBar], target_second
             let below = bars.iter().all(|b| b.to_ms <= target);
             let side = if below { "below" } else { "at or above" };
             let note = format!("every bucket {side} the {target_label} target");
-            svg.text((f.2 - 6.0, f.1 + 14.0), "end", palette::TARGET, &note);
+            // Above the frame, beside the legend: inside it the note would cover the bars.
+            svg.text((f.2, f.1 - 10.0), "end", palette::TARGET, &note);
         }
     }
     svg.end()

@@ -53,6 +53,19 @@ fn current_key(source_bucket: &str) -> (String, String) {
     (format!("REDRIVE#{source_bucket}"), "CURRENT".to_owned())
 }
 
+/// A finished re-drive's copy, kept for `replmon report` (`CURRENT` holds only the latest).
+pub(super) const ATTEMPT_PREFIX: &str = "ATTEMPT#";
+
+fn attempt_key(record: &RedriveRecord) -> (String, String) {
+    (
+        format!("REDRIVE#{}", record.source_bucket),
+        format!("{ATTEMPT_PREFIX}{:06}", record.attempt),
+    )
+}
+
+/// How long a finished re-drive's copy is kept: as long as the canary's roll-ups.
+const HISTORY_DAYS: i64 = 400;
+
 impl DynamoDbLedger {
     async fn set_open_index(&self, source_bucket: &str, open: bool) -> Result<(), LedgerError> {
         if open {
@@ -102,6 +115,23 @@ impl RedriveStore for DynamoDbLedger {
         let open = record.state.is_open();
         if open {
             self.set_open_index(&record.source_bucket, true).await?;
+        } else {
+            // Its copy first (an idempotent put): a failure after it leaves the record open,
+            // and the next look finishes it again.
+            let expires_at = Utc::now() + chrono::Duration::days(HISTORY_DAYS);
+            let copy = record_item(
+                record,
+                attempt_key(record),
+                "redrive-attempt",
+                vec![("expires_at", n(expires_at.timestamp()))],
+            )?;
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(copy))
+                .send()
+                .await
+                .map_err(|e| sdk_error("keep the finished re-drive", &e))?;
         }
         let expires_at = Utc::now() + chrono::Duration::days(RECORD_DAYS);
         let item = record_item(

@@ -3,10 +3,12 @@
 //! object records by partition.
 
 use super::canary::{audit_day_key, record_from_item, rollup_key};
+use super::redrive::ATTEMPT_PREFIX;
 use super::status::PartitionQuery;
 use super::{object_from_item, DynamoDbLedger};
 use crate::canary::rollup::DailyRollup;
 use crate::ledger::{LedgerError, ObjectRecord};
+use crate::redrive::RedriveRecord;
 use crate::report::{AuditDay, NotedFinding, ReportReader};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::NaiveDate;
@@ -51,6 +53,21 @@ impl ReportReader for DynamoDbLedger {
         Ok(Self::readable(items, |item| {
             object_from_item(item).map(|(record, _)| record)
         }))
+    }
+
+    async fn redrives(&self, source_bucket: &str) -> Result<Vec<RedriveRecord>, LedgerError> {
+        let items = self
+            .query_all(
+                PartitionQuery {
+                    pk: format!("REDRIVE#{source_bucket}"),
+                    sort: Some(("begins_with(sk, :sk)", ATTEMPT_PREFIX.to_owned())),
+                    consistent: false,
+                    upper: None,
+                },
+                "read finished re-drives",
+            )
+            .await?;
+        Ok(Self::readable(items, record_from_item))
     }
 
     async fn audit_days(
