@@ -168,6 +168,50 @@ pub fn render_with_timeout(
         .with_context(|| format!("decoding chromium's screenshot of {}", page.display()))
 }
 
+/// Print the HTML file to PDF as a user's "Print to PDF" would (A4 unless the page's CSS
+/// says otherwise); the PDF's bytes.
+pub fn print_to_pdf(html: &Path) -> Result<Vec<u8>> {
+    let page = std::fs::canonicalize(html)
+        .with_context(|| format!("the page to print, {}", html.display()))?;
+    let url = file_url(&page);
+    let scratch = ScratchDir::new("chromium-pdf")?;
+    let pdf = scratch.path().join("page.pdf");
+    let deadline = Instant::now() + TIMEOUT;
+    let mut print = Chromium::start(
+        "print-to-pdf",
+        scratch.path(),
+        1280,
+        1024,
+        &[
+            format!("--print-to-pdf={}", pdf.display()),
+            "--no-pdf-header-footer".to_owned(),
+        ],
+        &url,
+    )?;
+    print.wait(deadline, TIMEOUT)?;
+    let bytes = std::fs::read(&pdf).with_context(|| {
+        format!(
+            "chromium printed no PDF of {}{}",
+            page.display(),
+            print.stderr_tail()
+        )
+    })?;
+    ensure!(
+        bytes.starts_with(b"%PDF-"),
+        "chromium's PDF of {} is not a PDF",
+        page.display()
+    );
+    Ok(bytes)
+}
+
+/// Pages of a PDF Chromium printed (its page objects; Chromium writes them uncompressed).
+pub fn pdf_pages(pdf: &[u8]) -> usize {
+    let needle = b"/Type /Page";
+    pdf.windows(needle.len() + 1)
+        .filter(|w| &w[..needle.len()] == needle && w[needle.len()] != b's')
+        .count()
+}
+
 /// The Chromium binary: `REPLMON_CHROMIUM`, or `chromium` on the `PATH`.
 pub fn chromium_program() -> OsString {
     std::env::var_os("REPLMON_CHROMIUM")

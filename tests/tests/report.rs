@@ -205,6 +205,24 @@ async fn a_seeded_month_reads_right_as_json_markdown_and_in_a_browser() {
         report["notes"]
     );
 
+    // UTC throughout: the machine's time zone changes nothing but the time it was generated.
+    let elsewhere: Vec<(String, String)> = env
+        .iter()
+        .cloned()
+        .chain([("TZ".to_owned(), "Pacific/Kiritimati".to_owned())])
+        .collect();
+    let (code, out, err) = replmon(
+        &binary,
+        &elsewhere,
+        &["report", "--month", "2026-11", "--format", "json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut shifted: Value = serde_json::from_str(&out).unwrap();
+    let mut plain = report.clone();
+    shifted["generated_at"] = Value::Null;
+    plain["generated_at"] = Value::Null;
+    assert_eq!(shifted, plain, "the report depends on the time zone");
+
     // Markdown: the summary table has a row per rule.
     let (code, md, err) = replmon(
         &binary,
@@ -269,6 +287,10 @@ async fn a_seeded_month_reads_right_as_json_markdown_and_in_a_browser() {
         rendered.dom.contains(&percent),
         "{percent} is not on the page"
     );
+    // It prints: a PDF of several pages (the page's print styles keep charts whole).
+    let pdf = browser::print_to_pdf(&page).unwrap();
+    let pages = browser::pdf_pages(&pdf);
+    assert!((2..=40).contains(&pages), "{pages} pages printed");
     // The charts drew: each colour covers real pixels in the screenshot.
     for (what, colour, least) in [
         ("daily p50 line", palette::P50, 300),
