@@ -23,7 +23,7 @@ mod notification;
 mod redrive;
 mod report;
 mod report_seed;
-pub use report_seed::{Expected, ReportSeed, SeededEvent, SEED_THRESHOLD_MS};
+pub use report_seed::{resolved_probe, Expected, ReportSeed, SeededEvent, SEED_THRESHOLD_MS};
 mod status;
 pub use canary::{Arrival, FakeS3, ProbePut, RecordedMeasurement, RecordingProbeMetrics};
 pub use notification::{thrice_shuffled, NotificationBuilder, SplitMix64};

@@ -96,6 +96,43 @@ fn probed_rules<'a>(
     ]
 }
 
+/// A probe the canary resolved: `status` at `resolved_at`, with its latency if it replicated.
+pub fn resolved_probe(
+    source: &str,
+    destination: &str,
+    rule: &str,
+    put_at: DateTime<Utc>,
+    status: ProbeStatus,
+    latency_ms: Option<u64>,
+    resolved_at: DateTime<Utc>,
+) -> ProbeRecord {
+    ProbeRecord {
+        source_bucket: source.to_owned(),
+        destination_bucket: destination.to_owned(),
+        destination_region: None,
+        rule_id: rule.to_owned(),
+        run_id: put_at.timestamp().to_string(),
+        key: format!("replmon-canary/{rule}/{}", put_at.timestamp()),
+        version_id: None,
+        put_at,
+        deadline: put_at + Duration::minutes(15),
+        status,
+        latency_ms,
+        latency_min_ms: None,
+        latency_max_ms: None,
+        last_miss_at: None,
+        head_requests: 1,
+        resolved_at: Some(resolved_at),
+        detail: None,
+        source_status: None,
+        source_region: None,
+        cleaned: true,
+        counted: false,
+        cleanup_attempts: 0,
+        kms_refusal: None,
+    }
+}
+
 impl ReportSeed {
     /// November 2026 (and its edges) for `source`, replicating to `a` and `b`.
     pub fn november(source: &str, a: &str, b: &str) -> Self {
@@ -134,31 +171,15 @@ impl ReportSeed {
                     + latency.map_or(Duration::minutes(15), |ms| {
                         Duration::milliseconds(ms as i64)
                     });
-                probes.push(ProbeRecord {
-                    source_bucket: source.to_owned(),
-                    destination_bucket: destination.to_owned(),
-                    destination_region: None,
-                    rule_id: rule.to_owned(),
-                    run_id: put_at.timestamp().to_string(),
-                    key: format!("replmon-canary/{rule}/{}", put_at.timestamp()),
-                    version_id: None,
+                probes.push(resolved_probe(
+                    source,
+                    destination,
+                    rule,
                     put_at,
-                    deadline: put_at + Duration::minutes(15),
                     status,
-                    latency_ms: latency,
-                    latency_min_ms: None,
-                    latency_max_ms: None,
-                    last_miss_at: None,
-                    head_requests: 1,
-                    resolved_at: Some(resolved_at),
-                    detail: None,
-                    source_status: None,
-                    source_region: None,
-                    cleaned: true,
-                    counted: false,
-                    cleanup_attempts: 0,
-                    kms_refusal: None,
-                });
+                    latency,
+                    resolved_at,
+                ));
                 slot += Duration::minutes(30);
             }
         }
