@@ -1,5 +1,5 @@
 # The two commands of the README, plus the benchmarks.
-.PHONY: demo test bench bench-canary bench-startup bench-ledger setup
+.PHONY: demo test bench bench-canary bench-startup bench-ledger bench-report setup
 
 demo:
 	bash scripts/demo
@@ -27,6 +27,11 @@ bench-ledger:
 	bash scripts/setup
 	cargo build --release -p replication-events -p alarm-events
 	cargo run --release -p replmon-tests --bin ledger-bench -- --objects 1000,10000 --peer-objects 1000,10000
+
+# What `replmon report` reads and costs for a month and a year of canary roll-ups (BENCHMARKS.md).
+bench-report:
+	bash scripts/setup
+	cargo run --release -p replmon-tests --bin report-bench -- --days 365 --rules 3 --interval-minutes 5
 
 setup:
 	bash scripts/setup

@@ -88,13 +88,15 @@ async fn main() -> Result<()> {
     );
     let last_month = Period::last_month(Utc::now()).unwrap_or_else(|| unreachable!());
     let whole = Period::days(first, today - Duration::days(1)).unwrap_or_else(|| unreachable!());
-    println!("| range | days | roll-ups read | KB read | probe records a per-probe report reads | report time |");
-    println!("|---|---|---|---|---|---|");
+    println!("| range | days | roll-ups read | KB read | probe records a per-probe report reads | roll-up query time | report time |");
+    println!("|---|---|---|---|---|---|---|");
     for (name, period) in [("last month", last_month), ("whole range", whole)] {
         let span_days = (period.to - period.from).num_days();
+        let read_started = Instant::now();
         let read_rollups = ledger
             .daily_rollups(&source, period.first_day(), period.last_day())
             .await?;
+        let read_ms = read_started.elapsed().as_secs_f64() * 1000.0;
         let read_bytes: usize = read_rollups
             .iter()
             .map(|r| serde_json::to_vec(r).map(|v| v.len()).unwrap_or(0))
@@ -114,7 +116,7 @@ async fn main() -> Result<()> {
         times.sort_by(f64::total_cmp);
         let per_probe = span_days as u64 * rules * (24 * 60 / interval as u64);
         println!(
-            "| {name} | {span_days} | {} | {:.0} | {per_probe} | {:.0} ms (median of 5) |",
+            "| {name} | {span_days} | {} | {:.0} | {per_probe} | {read_ms:.0} ms | {:.0} ms (median of 5) |",
             read_rollups.len(),
             read_bytes as f64 / 1024.0,
             times[2]
