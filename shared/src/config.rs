@@ -266,7 +266,8 @@ impl CanaryConfig {
                     env,
                     "REPLMON_CANARY_ROLLUP_DAYS",
                     400,
-                    1,
+                    // A month's report and the week before it.
+                    40,
                     3650,
                 )? as i64),
                 overlap_margin: Duration::seconds(60),

@@ -41,6 +41,7 @@ fn probe(source: &str, destination: &str, key: &str, version: Option<String>) ->
         source_region: None,
         cleaned: false,
         counted: false,
+        rolled_up: false,
         cleanup_attempts: 0,
         kms_refusal: None,
     }

@@ -186,12 +186,13 @@ async fn a_seeded_month_reads_right_as_json_markdown_and_in_a_browser() {
         "noted on two days, twice on one: {findings:#}"
     );
     assert_eq!(report["summary"].as_array().map(Vec::len), Some(4));
-    // Bounded reads: the roll-ups of November's days only (the seed also has October's last
-    // and December's first days), by key range.
+    // Bounded reads: the roll-ups of November's days and the week before (whose marks replay
+    // the canary's incidents), by key range; not December's.
+    let look_back = from - Duration::days(7);
     let november = seed
         .rollups()
         .iter()
-        .filter(|r| r.day >= from.date_naive() && r.day < to.date_naive())
+        .filter(|r| r.day >= look_back.date_naive() && r.day < to.date_naive())
         .count();
     assert!(seed.rollups().len() > november);
     let read = format!("Read {november} daily roll-ups");

@@ -423,6 +423,7 @@ where
             source_region: None,
             cleaned: true,
             counted: false,
+            rolled_up: false,
             cleanup_attempts: 0,
             kms_refusal: None,
         }
@@ -547,6 +548,7 @@ where
             source_region: source.region.clone(),
             cleaned: false,
             counted: false,
+            rolled_up: false,
             cleanup_attempts: 0,
             kms_refusal: None,
         };

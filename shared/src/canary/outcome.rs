@@ -35,6 +35,26 @@ where
             report.problems.extend(problem);
             probes.push(probe);
         }
+        // Into their days' roll-ups: a probe a roll-up has is never added twice, and one that
+        // could not be added stays pending (`rolled_up`) for the next run; health and pages
+        // do not wait for it.
+        let mut unrolled: BTreeMap<HealthKey, Vec<usize>> = BTreeMap::new();
+        for (i, probe) in probes.iter().enumerate() {
+            if probe.status != ProbeStatus::Pending && !probe.rolled_up {
+                unrolled
+                    .entry((probe.destination_bucket.clone(), probe.rule_id.clone()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        for indices in unrolled.into_values() {
+            let group: Vec<&ProbeRecord> = indices.iter().map(|&i| &probes[i]).collect();
+            if self.roll_up(&group, report).await {
+                for i in indices {
+                    probes[i].rolled_up = true;
+                }
+            }
+        }
         let mut by_rule: BTreeMap<HealthKey, Vec<usize>> = BTreeMap::new();
         if let Some(setup) = setup {
             // Every rule's health is visited each run, so pages a failed publish left owed go out.
@@ -65,12 +85,6 @@ where
                     .filter(|c| c.destination_bucket == destination && c.rule_id == rule_id),
             );
             group.sort_by_key(|p| p.put_at);
-            // Into the day's roll-up first: a probe the roll-up has is never added twice, so a
-            // failure after this write only leaves the health count to the next run.
-            let fresh: Vec<&ProbeRecord> = indices.iter().map(|&i| &probes[i]).collect();
-            if !self.roll_up(&fresh, report).await {
-                continue;
-            }
             let counted = self
                 .update_health(bucket, &destination, &rule_id, &group, clock, report)
                 .await;

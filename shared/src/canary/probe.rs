@@ -124,6 +124,10 @@ pub struct ProbeRecord {
     /// The outcome is counted into the rule's health.
     #[serde(default)]
     pub counted: bool,
+    /// The outcome is in its day's roll-up (what `replmon report` reads). Apart from
+    /// `counted`, so a roll-up that cannot be written never holds up health and pages.
+    #[serde(default)]
+    pub rolled_up: bool,
     #[serde(default)]
     pub cleanup_attempts: u32,
     /// KMS refused the probe write: which key, which permission, which policy (for the page).
@@ -158,7 +162,7 @@ impl ProbeRecord {
     /// Work is left on this probe (resolving, cleaning up or counting it): it stays on the
     /// pending list that every run reads.
     pub fn unfinished(&self) -> bool {
-        self.status == ProbeStatus::Pending || !self.cleaned || !self.counted
+        self.status == ProbeStatus::Pending || !self.cleaned || !self.counted || !self.rolled_up
     }
 
     /// Settle the probe (idempotent callers check `status` first).
@@ -352,6 +356,7 @@ mod tests {
             source_region: None,
             cleaned: true,
             counted: false,
+            rolled_up: false,
             cleanup_attempts: 0,
             kms_refusal: None,
         }

@@ -326,6 +326,7 @@ mod tests {
             source_region: None,
             cleaned: false,
             counted: false,
+            rolled_up: false,
             cleanup_attempts: 0,
             kms_refusal: None,
         }

@@ -746,26 +746,32 @@ async fn every_counted_probe_is_in_its_day_s_roll_up_once_whatever_fails() {
             .unwrap()
             .map(|(r, _)| r)
     };
-    // The roll-up write fails: the probe is not counted into health either, and stays pending.
+    // The roll-up write fails: the run fails and the probe stays pending, but health counts it
+    // (a page would go out): the report's roll-up never holds up paging.
     world.ledger.fail_rollup.store(1, Ordering::SeqCst);
     let error = world.run("run-1").await.unwrap_err();
     assert!(error.to_string().contains("roll-up"), "{error}");
     assert!(rollup().await.is_none());
-    assert!(!world.ledger.pending_probes("src").await.unwrap()[0].counted);
-    // The health write fails after the roll-up was written: the retry counts health, and the
-    // roll-up keeps the probe once.
-    world.wait(200).await;
-    world.ledger.fail_health.store(1, Ordering::SeqCst);
-    let error = world.run("run-1").await.unwrap_err();
-    assert!(error.to_string().contains("canary health"), "{error}");
-    assert_eq!(rollup().await.unwrap().marks.len(), 1);
-    assert!(!world.ledger.pending_probes("src").await.unwrap()[0].counted);
+    let pending = world.ledger.pending_probes("src").await.unwrap();
+    assert!(pending[0].counted && !pending[0].rolled_up, "{pending:?}");
+    // Lambda's retry of the run rolls it up, and counts nothing twice.
     world.wait(200).await;
     world.run("run-1").await.unwrap();
-    assert!(world.ledger.pending_probes("src").await.unwrap().is_empty());
     assert_eq!(rollup().await.unwrap().marks.len(), 1);
+    assert!(world.ledger.pending_probes("src").await.unwrap().is_empty());
+    // The health write fails after the roll-up was written: the retry counts health, and the
+    // roll-up keeps each probe once.
+    world.wait(200).await;
+    // (Both health writes of the run fail: the bucket's configuration check, then the rule's.)
+    world.ledger.fail_health.store(2, Ordering::SeqCst);
+    let error = world.run("run-2").await.unwrap_err();
+    assert!(error.to_string().contains("canary health"), "{error}");
+    assert_eq!(rollup().await.unwrap().marks.len(), 2);
+    let pending = world.ledger.pending_probes("src").await.unwrap();
+    assert!(pending[0].rolled_up && !pending[0].counted, "{pending:?}");
     world.wait(200).await;
     world.run("run-2").await.unwrap();
+    assert!(world.ledger.pending_probes("src").await.unwrap().is_empty());
     let rolled = rollup().await.unwrap();
     assert_eq!(rolled.outcomes.arrived, 2, "{rolled:?}");
     assert_eq!(rolled.marks.len(), 2);
@@ -782,4 +788,17 @@ async fn every_counted_probe_is_in_its_day_s_roll_up_once_whatever_fails() {
         .unwrap()
         .0;
     assert_eq!(health.counted.len(), 2, "health counted each once too");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_roll_up_that_cannot_be_written_never_holds_up_a_page() {
+    let world = World::new();
+    world.s3.set_arrival("dst", Arrival::Fails);
+    world.ledger.fail_rollup.store(100, Ordering::SeqCst);
+    let error = world.run("run-1").await.unwrap_err();
+    assert!(error.to_string().contains("roll-up"), "{error}");
+    assert_eq!(world.page_kinds(), ["canary-failed"], "paged all the same");
+    let pending = world.ledger.pending_probes("src").await.unwrap();
+    assert_eq!(pending.len(), 1, "kept until it is rolled up");
+    assert!(pending[0].counted);
 }

@@ -128,6 +128,7 @@ pub fn resolved_probe(
         source_region: None,
         cleaned: true,
         counted: false,
+        rolled_up: false,
         cleanup_attempts: 0,
         kms_refusal: None,
     }
@@ -144,9 +145,10 @@ impl ReportSeed {
                 let put_at = slot
                     + Duration::seconds((rng.next_u64() % 20) as i64)
                     + Duration::milliseconds((rng.next_u64() % 1000) as i64);
+                // Two outages: one on Nov 20, one across the month's start.
                 let outage = rule == "whole-month"
-                    && put_at >= at(2026, 11, 20, 2, 0)
-                    && put_at < at(2026, 11, 20, 7, 0);
+                    && ((put_at >= at(2026, 11, 20, 2, 0) && put_at < at(2026, 11, 20, 7, 0))
+                        || (put_at >= at(2026, 10, 31, 22, 0) && put_at < at(2026, 11, 1, 2, 0)));
                 let roll = rng.next_u64() % 1000;
                 let draw = rng.next_u64();
                 let (status, latency) = if outage {
@@ -258,6 +260,35 @@ impl ReportSeed {
                 None,
             );
         }
+        // A late version of another rule that arrives in the month, then one in December that
+        // never does: the rule's late incident was resolved at the month's end, open now.
+        event(
+            at(2026, 11, 20, 10, 0),
+            OperationMissedThreshold,
+            "starts-mid",
+            b,
+            "slow/0".into(),
+            None,
+            None,
+        );
+        event(
+            at(2026, 11, 20, 10, 40),
+            OperationReplicatedAfterThreshold,
+            "starts-mid",
+            b,
+            "slow/0".into(),
+            None,
+            Some(2_400),
+        );
+        event(
+            at(2026, 12, 2, 10, 0),
+            OperationMissedThreshold,
+            "starts-mid",
+            b,
+            "slow/1".into(),
+            None,
+            None,
+        );
         for (i, seconds) in [1_200u64, 1_500, 2_000].into_iter().enumerate() {
             event(
                 at(2026, 11, 25, 8, 30 + i as u32),

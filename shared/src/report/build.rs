@@ -56,6 +56,14 @@ fn midnight(day: NaiveDate) -> DateTime<Utc> {
     day.and_time(chrono::NaiveTime::MIN).and_utc()
 }
 
+/// The ledger's default retention of object records and incidents (`REPLMON_LEDGER_TTL_DAYS`).
+const LEDGER_TTL_DAYS: i64 = 90;
+
+/// Days before the period whose canary marks are replayed, so that a canary incident open when
+/// the period starts is shown from its first bad probe (a streak longer than this is shown from
+/// the start of the look-back).
+const LOOK_BACK_DAYS: i64 = 7;
+
 #[derive(Debug, Clone)]
 pub struct ReportOptions {
     pub period: Period,
@@ -71,11 +79,17 @@ pub async fn report<R: ReportReader>(
     options: &ReportOptions,
     now: DateTime<Utc>,
 ) -> Result<Report, LedgerError> {
+    let known = reader.source_buckets().await?;
     let buckets = if options.buckets.is_empty() {
-        reader.source_buckets().await?
+        known.clone()
     } else {
         options.buckets.clone()
     };
+    let unknown: Vec<String> = buckets
+        .iter()
+        .filter(|b| !known.contains(b))
+        .map(|b| crate::delivery::text::untrusted_brief(b, 100))
+        .collect();
     let period = &options.period;
     let window = Window {
         from: period.from,
@@ -86,7 +100,16 @@ pub async fn report<R: ReportReader>(
     let mut sources = Vec::new();
     let mut read = (0usize, 0usize);
     for bucket in buckets {
-        let rollups = reader.daily_rollups(&bucket, first, last).await?;
+        // The days before the period too: the canary's incidents are replayed from there.
+        let (rollups, earlier): (Vec<DailyRollup>, Vec<DailyRollup>) = reader
+            .daily_rollups(
+                &bucket,
+                first - chrono::Duration::days(LOOK_BACK_DAYS),
+                last,
+            )
+            .await?
+            .into_iter()
+            .partition(|r| r.day >= first);
         let records: Vec<ObjectRecord> = reader
             .object_records(&bucket)
             .await?
@@ -98,20 +121,22 @@ pub async fn report<R: ReportReader>(
                     .is_some_and(|s| s.owns(&r.key))
             })
             .collect();
-        read.0 += rollups.len();
+        read.0 += rollups.len() + earlier.len();
         read.1 += records.len();
         let incidents = reader.incidents(&bucket).await?;
         let audit_days = reader.audit_days(&bucket, first, last).await?;
         // Finished re-drives, and the latest (which may still run) in place of its copy.
         let mut redrives = reader.redrives(&bucket).await?;
         if let Some(latest) = reader.latest_redrive(&bucket).await? {
-            redrives.retain(|r| r.attempt != latest.attempt);
+            redrives
+                .retain(|r| (r.attempt, r.requested_at) != (latest.attempt, latest.requested_at));
             redrives.push(latest);
         }
         redrives.sort_by_key(|r| r.attempt);
         let source = Source {
             bucket: &bucket,
             rollups: &rollups,
+            earlier: &earlier,
             records: &records,
             incidents: &incidents,
             redrives: &redrives,
@@ -132,20 +157,37 @@ pub async fn report<R: ReportReader>(
         percentile_error: error,
         summary,
         sources,
-        notes: vec![
+        notes: {
+            let mut notes: Vec<String> = vec![
             "All times are UTC; days are UTC days.".into(),
             "Canary figures are probe-sampled: one probe per rule and destination each canary run. S3's Replication Time Control SLA counts all objects; the confidence interval (95%, Wilson score) is for the sampled share.".into(),
             format!("Latency percentiles come from the canary's daily log-scale histograms ({} buckets per doubling) and are within ±{:.1}% of the exact value; the maximum is exact.", crate::canary::rollup::BUCKETS_PER_OCTAVE, error * 100.0),
             "Blind time is the longest time between probes that replicated, between a rule's first probe in the period and its last probe's outcome.".into(),
-            "Event figures count distinct object versions S3 reported (failed, missed the threshold, replicated after it); the canary's own probe objects are left out. Replication incidents keep no close time: one whose backlog emptied is shown resolved at its last event, or at the end of the re-drive that repaired it.".into(),
+            "Event figures count distinct object versions S3 reported (failed, missed the threshold, replicated after it); the canary's own probe objects are left out. A replication incident is judged as of the period's end from its object versions: open while one was missing then, else resolved when its last one was repaired (a re-drive, or a late arrival).".into(),
+            "Canary incidents are replayed from the probes (and the week before the period) with the canary's own rule: its bad probes in a row, or one failure, open one; the next probe that arrives in time closes it. Their \"paged\" time is when that rule paged.".into(),
             format!("Read {} daily roll-ups and {} object records.", read.0, read.1),
-        ],
+        ];
+            if period.to > now {
+                notes.push(format!(
+                "The period has not ended: figures run to {} (generated), and \"at the end of the period\" means then.",
+                now.format("%Y-%m-%d %H:%M UTC")
+            ));
+            }
+            if period.from < now - chrono::Duration::days(LEDGER_TTL_DAYS) {
+                notes.push(format!("Object records and incidents expire after REPLMON_LEDGER_TTL_DAYS ({LEDGER_TTL_DAYS} by default) while the canary's roll-ups stay 400 days: event figures of a period that long ago may be incomplete."));
+            }
+            notes.extend(unknown.into_iter().map(|bucket| {
+                format!("The ledger has no record of bucket {bucket}: check the name (--bucket).")
+            }));
+            notes
+        },
     })
 }
 
 struct Source<'a> {
     bucket: &'a str,
     rollups: &'a [DailyRollup],
+    earlier: &'a [DailyRollup],
     records: &'a [ObjectRecord],
     incidents: &'a [Incident],
     redrives: &'a [RedriveRecord],
@@ -174,7 +216,17 @@ impl Source<'_> {
         rules.extend(
             self.incidents
                 .iter()
-                .filter(|i| incident_span(i, self.redrives, window).is_some())
+                .filter(|i| {
+                    let records: Vec<&ObjectRecord> = self
+                        .records
+                        .iter()
+                        .filter(|r| {
+                            r.rule_id == i.key.rule_id
+                                && r.destination_bucket == i.key.destination_bucket
+                        })
+                        .collect();
+                    incident_span(i, &records, self.redrives, window).is_some()
+                })
                 .map(|i| (i.key.rule_id.as_str(), i.key.destination_bucket.as_str())),
         );
         let mut rules: Vec<RuleReport> = rules
@@ -228,13 +280,18 @@ impl Source<'_> {
             .iter()
             .filter(|r| r.rule_id == rule && r.destination_bucket == destination)
             .collect();
-        let (canary, canary_incidents) = canary_figures(&rollups, days);
+        let earlier: Vec<&DailyRollup> = self
+            .earlier
+            .iter()
+            .filter(|r| r.rule_id == rule && r.destination_bucket == destination)
+            .collect();
+        let (canary, canary_incidents) = canary_figures(&rollups, &earlier, days);
         let events = event_figures(&records, window);
         let mut incidents: Vec<IncidentSpan> = self
             .incidents
             .iter()
             .filter(|i| i.key.rule_id == rule && i.key.destination_bucket == destination)
-            .filter_map(|i| incident_span(i, self.redrives, window))
+            .filter_map(|i| incident_span(i, &records, self.redrives, window))
             .chain(canary_incidents)
             .collect();
         incidents.sort_by_key(|i| i.opened_at);
@@ -259,9 +316,12 @@ fn findings(days: &[AuditDay]) -> Vec<AuditFindingSeen> {
         for finding in &day.findings {
             match seen.iter_mut().find(|s| s.id == finding.id) {
                 Some(s) => {
+                    // Days come in order; one id noted twice on a day is one day.
+                    if s.last_day != day.day {
+                        s.days += 1;
+                    }
                     s.first_day = s.first_day.min(day.day);
                     s.last_day = s.last_day.max(day.day);
-                    s.days += 1;
                     s.summary.clone_from(&finding.summary);
                     s.severity.clone_from(&finding.severity);
                 }
@@ -301,7 +361,10 @@ pub fn verdict(canary: &CanaryFigures, events: &EventFigures, exposure: &Exposur
     }
     let lost = o.missing + o.stalled + o.failed;
     if lost > 0 {
-        missed.push(format!("{lost} of {} probes never replicated", o.total));
+        missed.push(format!(
+            "{lost} of {} probes not replicated by the canary's deadline",
+            o.total
+        ));
     }
     if exposure.versions_at_end > 0 {
         missed.push(format!(

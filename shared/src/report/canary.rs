@@ -167,9 +167,11 @@ pub fn days_of(from: NaiveDate, to: NaiveDate) -> Vec<NaiveDate> {
 }
 
 /// The canary's figures of one rule and destination (roll-ups of that rule only), and its
-/// incidents.
+/// incidents open during the period, replayed from `earlier` days' marks on (the days before
+/// the period, so an incident that opened before it is seen from its start).
 pub fn canary_figures(
     rollups: &[&DailyRollup],
+    earlier: &[&DailyRollup],
     days: &[NaiveDate],
 ) -> (CanaryFigures, Vec<IncidentSpan>) {
     let mut outcomes = OutcomeCounts::default();
@@ -220,7 +222,22 @@ pub fn canary_figures(
         histogram: bars(&histogram),
     };
     let bad = if bad == 0 { DEFAULT_BAD_PROBES } else { bad };
-    (figures, incidents(&marks, bad))
+    let from = days
+        .first()
+        .map(|day| day.and_time(chrono::NaiveTime::MIN).and_utc());
+    let mut replayed: Vec<ProbeMark> = earlier
+        .iter()
+        .flat_map(|r| r.marks.iter().copied())
+        .chain(marks)
+        .collect();
+    replayed.sort_by_key(|m| m.put_ms);
+    let open_in_period =
+        |span: &IncidentSpan| from.is_none_or(|from| span.resolved_at.is_none_or(|at| at >= from));
+    let spans = incidents(&replayed, bad)
+        .into_iter()
+        .filter(open_in_period)
+        .collect();
+    (figures, spans)
 }
 
 /// Blind time worth a word in the verdict: more than an hour without a probe that replicated.

@@ -7,7 +7,7 @@ use super::MAX_LATE_LISTED;
 use crate::catalog;
 use crate::incident::{failure_reason_code, Incident, IncidentCause};
 use crate::ledger::{ObjectRecord, ObjectStatus};
-use crate::redrive::{RedriveRecord, RedriveState};
+use crate::redrive::RedriveRecord;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 
@@ -114,68 +114,99 @@ pub fn exposure(records: &[&ObjectRecord], window: &Window) -> Exposure {
     exposure
 }
 
+/// Whether a version counts under this cause, and when it joined it.
+fn joined(record: &ObjectRecord, cause: &IncidentCause) -> Option<DateTime<Utc>> {
+    match cause {
+        IncidentCause::Failure(reason) => record
+            .failed_at
+            .filter(|_| failure_reason_code(record.failure_reason.as_deref()) == reason),
+        IncidentCause::Late => record.late_at,
+        IncidentCause::NotTracked => None,
+    }
+}
+
+/// When the version stopped missing for this cause (a re-drive, or a late arrival).
+fn repaired_at(record: &ObjectRecord, cause: &IncidentCause) -> Option<DateTime<Utc>> {
+    match cause {
+        IncidentCause::Late => record.redriven_at().or(record.replicated_late_at),
+        _ => record.redriven_at(),
+    }
+}
+
 /// A replication incident as a span of the period, or `None` when it did not overlap it.
-/// Incidents keep no close time: one whose backlog is empty is resolved at its last event, or
-/// when the re-drive that repaired it finished.
+/// Judged as of the period's end from the incident's object versions (`records`: its rule's
+/// and destination's): open while one of them was missing then; otherwise resolved when its
+/// last version was repaired (by a re-drive, or a late arrival). An incident whose versions are
+/// no longer in the ledger (expired, or only canary probes) is judged by its counters now.
 pub fn incident_span(
     incident: &Incident,
+    records: &[&ObjectRecord],
     redrives: &[RedriveRecord],
     window: &Window,
 ) -> Option<IncidentSpan> {
-    if incident.key.cause == IncidentCause::NotTracked || incident.opened_at >= window.to {
+    let cause = &incident.key.cause;
+    if *cause == IncidentCause::NotTracked || incident.opened_at >= window.to {
         return None;
     }
-    let id = incident.key.id();
-    let repaired = redrives
+    let end = window.end();
+    let members: Vec<(&ObjectRecord, DateTime<Utc>)> = records
         .iter()
-        .filter(|r| r.state == RedriveState::Finished && r.incidents.contains(&id))
-        .max_by_key(|r| r.finished_at);
-    let resolved =
-        (incident.backlog_count <= 0).then(|| match repaired.and_then(|r| r.finished_at) {
-            Some(at) => (
-                at,
-                format!("re-drive attempt {}", repaired.map_or(0, |r| r.attempt)),
-            ),
-            None => {
-                let what = match incident.key.cause {
-                    IncidentCause::Late => "every late version arrived",
-                    _ => "no version missing",
-                };
-                (
-                    incident.last_seen.unwrap_or(incident.opened_at),
-                    what.to_owned(),
-                )
-            }
-        });
-    if resolved.as_ref().is_some_and(|(at, _)| *at < window.from) {
+        .filter_map(|r| Some((*r, joined(r, cause).filter(|at| *at <= end)?)))
+        .collect();
+    let by = |t: Option<DateTime<Utc>>| t.is_some_and(|t| t <= end);
+    let (resolved_at, resolution) = if members.is_empty() {
+        // Nothing to judge the end by: the counters as they stand now.
+        let now_resolved = incident.backlog_count <= 0;
+        let at = incident.last_seen.unwrap_or(incident.opened_at);
+        match now_resolved {
+            true if at <= end => (Some(at), Some("no version missing".to_owned())),
+            _ => (None, None),
+        }
+    } else if members.iter().any(|(r, _)| !by(repaired_at(r, cause))) {
+        (None, None)
+    } else {
+        let last = members
+            .iter()
+            .filter_map(|(r, _)| Some((repaired_at(r, cause)?, *r)))
+            .max_by_key(|(at, _)| *at);
+        let how = |record: &ObjectRecord| match record.redrive_job() {
+            Some(job) if record.redriven_at().is_some() => redrives
+                .iter()
+                .find(|r| r.job_id.as_deref() == Some(job))
+                .map_or_else(
+                    || "re-driven".to_owned(),
+                    |r| format!("re-drive attempt {}", r.attempt),
+                ),
+            _ => "every late version arrived".to_owned(),
+        };
+        match last {
+            Some((at, record)) => (Some(at), Some(how(record))),
+            None => (None, None),
+        }
+    };
+    if resolved_at.is_some_and(|at| at < window.from) {
         return None;
     }
-    // Resolved after the period: open at its end.
-    let (resolved_at, resolution) = match resolved {
-        Some((at, how)) if at < window.to => (Some(at), Some(how)),
-        Some((at, how)) => (
-            None,
-            Some(format!(
-                "{how}, after the period ({})",
-                at.format("%Y-%m-%d %H:%M UTC")
-            )),
-        ),
-        None => (None, None),
-    };
     let first = incident.first_seen.or(Some(incident.opened_at));
     let paged_at = incident
         .first_page_at
-        .or(incident.last_page_at.filter(|_| incident.pages_sent == 1));
+        .or(incident.last_page_at.filter(|_| incident.pages_sent == 1))
+        .filter(|at| *at <= end);
+    let count = if members.is_empty() {
+        incident.event_count
+    } else {
+        members.len() as u64
+    };
     Some(IncidentSpan {
         source: IncidentSource::Events,
-        cause: incident.key.cause.code(),
+        cause: cause.code(),
         opened_at: incident.opened_at,
         first_failure_at: first,
         paged_at,
         resolved_at,
         seconds_to_page: paged_at.zip(first).map(|(p, f)| (p - f).num_seconds()),
         seconds_to_resolve: resolved_at.zip(first).map(|(r, f)| (r - f).num_seconds()),
-        count: incident.event_count,
+        count,
         resolution,
     })
 }

@@ -227,6 +227,27 @@ async fn a_month_of_history_gives_the_figures_the_raw_seed_gives() {
         Some("2026-11-20".into())
     );
     assert!(outage.resolved_at.is_some() && outage.seconds_to_page.is_some_and(|s| s > 0));
+    // The outage across the month's start is shown from its first bad probe, in October.
+    let across = whole
+        .incidents
+        .iter()
+        .find(|i| {
+            i.source == IncidentSource::Canary
+                && i.first_failure_at.map(|t| t.date_naive().to_string())
+                    == Some("2026-10-31".into())
+        })
+        .unwrap_or_else(|| panic!("{:#?}", whole.incidents));
+    assert!(across.count >= 8, "{across:?}");
+    assert!(across
+        .resolved_at
+        .is_some_and(|t| t.date_naive().to_string() == "2026-11-01"));
+    assert!(
+        whole
+            .incidents
+            .iter()
+            .all(|i| i.resolved_at.is_none_or(|t| t >= report.period.from)),
+        "only incidents open during the period"
+    );
     // Events: the canary's own failed probe is not data; failures before and after the month
     // are outside it, but those before it are still missing at its end.
     assert_eq!(whole.events.failed_versions, 7);
@@ -246,6 +267,23 @@ async fn a_month_of_history_gives_the_figures_the_raw_seed_gives() {
         "then the slowest"
     );
     assert_eq!(whole.verdict.level, VerdictLevel::Missed);
+    // Judged as of the month's end: the late incident of starts-mid was resolved then (its one
+    // late version arrived on the 20th), though a December version keeps it open now.
+    let late = rule(&report, "starts-mid", B)
+        .incidents
+        .iter()
+        .find(|i| i.cause == "LATE")
+        .unwrap();
+    assert_eq!(
+        late.resolved_at.map(|t| t.to_rfc3339()),
+        Some("2026-11-20T10:40:00+00:00".into()),
+        "{late:?}"
+    );
+    assert_eq!(
+        late.resolution.as_deref(),
+        Some("every late version arrived")
+    );
+    assert_eq!(late.count, 1);
     let events = whole
         .incidents
         .iter()
@@ -309,6 +347,24 @@ async fn a_range_of_days_and_an_empty_month_are_reported_as_such() {
             .iter()
             .all(|r| r.rule_id != "stops-mid"),
         "it stopped before"
+    );
+
+    // A mistyped bucket and a period still running are said, not silently empty.
+    let mut typo = options(Period::month(2026, 12).unwrap());
+    typo.buckets = vec!["photos-prd".into()];
+    let got = report(&ledger, &typo, now()).await.unwrap();
+    assert!(got.sources[0].rules.is_empty());
+    assert!(
+        got.notes
+            .iter()
+            .any(|n| n.contains("no record of bucket photos-prd")),
+        "{:?}",
+        got.notes
+    );
+    assert!(
+        got.notes.iter().any(|n| n.contains("has not ended")),
+        "{:?}",
+        got.notes
     );
 
     let empty = report(&ledger, &options(Period::month(2025, 1).unwrap()), now())

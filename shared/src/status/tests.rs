@@ -66,6 +66,7 @@ fn probe(
         source_region: None,
         cleaned: true,
         counted: true,
+        rolled_up: true,
         cleanup_attempts: 0,
         kms_refusal: None,
     }

@@ -7,7 +7,7 @@
 //! - notice     `pk=CANARY#<source bucket>`         `sk=NOTICE#<finding>`
 //! - audit      `pk=CANARY#<source bucket>`         `sk=AUDIT` (the latest findings)
 //! - audit day  `pk=CANARY#<source bucket>`         `sk=AUDIT_DAY#<YYYY-MM-DD>` (a string set
-//!   of the day's findings, `<severity>\t<id>\t<summary>`)
+//!   of the day's findings, each a JSON `[severity, id, summary]`)
 //! - roll-up    `pk=CANARY_DAILY#<source bucket>`   `sk=<YYYY-MM-DD>#<destination>#<rule id>`
 //!
 //! Probe and health records are stored attribute by attribute from their serde form, so the
@@ -358,10 +358,14 @@ impl CanaryStore for DynamoDbLedger {
             return Ok(());
         }
         let (pk, sk) = audit_day_key(&audit.source_bucket, audit.audited_at.date_naive());
+        // A JSON triple per finding (ids hold rule ids, which may hold any character); a set
+        // without repeats, as DynamoDB requires.
         let findings: Vec<String> = audit
             .findings
             .iter()
-            .map(|f| format!("{}\t{}\t{}", f.severity.as_str(), f.id, f.summary))
+            .filter_map(|f| serde_json::to_string(&(f.severity.as_str(), &f.id, &f.summary)).ok())
+            .collect::<std::collections::BTreeSet<String>>()
+            .into_iter()
             .collect();
         self.client
             .update_item()

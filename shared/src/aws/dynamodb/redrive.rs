@@ -56,10 +56,15 @@ fn current_key(source_bucket: &str) -> (String, String) {
 /// A finished re-drive's copy, kept for `replmon report` (`CURRENT` holds only the latest).
 pub(super) const ATTEMPT_PREFIX: &str = "ATTEMPT#";
 
+/// By request time and attempt: attempt numbers start again once `CURRENT` has expired.
 fn attempt_key(record: &RedriveRecord) -> (String, String) {
     (
         format!("REDRIVE#{}", record.source_bucket),
-        format!("{ATTEMPT_PREFIX}{:06}", record.attempt),
+        format!(
+            "{ATTEMPT_PREFIX}{}#{:06}",
+            super::ts(record.requested_at),
+            record.attempt
+        ),
     )
 }
 

@@ -101,11 +101,12 @@ impl ReportReader for DynamoDbLedger {
                     Some(AttributeValue::Ss(noted)) => noted
                         .iter()
                         .filter_map(|text| {
-                            let mut parts = text.splitn(3, '\t');
+                            let (severity, id, summary) =
+                                serde_json::from_str::<(String, String, String)>(text).ok()?;
                             Some(NotedFinding {
-                                severity: parts.next()?.to_owned(),
-                                id: parts.next()?.to_owned(),
-                                summary: parts.next()?.to_owned(),
+                                severity,
+                                id,
+                                summary,
                             })
                         })
                         .collect(),

@@ -67,6 +67,9 @@ pub async fn run(ledger: &DynamoDbLedger, segment: CanarySegment, request: Reque
     if period.from > now {
         bail!("the period {} has not started yet", period.label);
     }
+    if request.to.is_some_and(|to| to > now.date_naive()) {
+        bail!("--to is after today ({} UTC)", now.date_naive());
+    }
     let options = ReportOptions {
         period,
         buckets: request.buckets,
