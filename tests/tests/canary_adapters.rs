@@ -309,6 +309,10 @@ async fn dynamodb_records_probes_health_runs_notices_and_reads_failures() {
     ledger.save_probe(&pending, later).await.unwrap();
     assert_eq!(ledger.pending_probes(source).await.unwrap().len(), 1);
     pending.counted = true;
+    // Counted but not yet in its day's roll-up: still listed.
+    ledger.save_probe(&pending, later).await.unwrap();
+    assert_eq!(ledger.pending_probes(source).await.unwrap().len(), 1);
+    pending.rolled_up = true;
     ledger.save_probe(&pending, later).await.unwrap();
     assert!(ledger.pending_probes(source).await.unwrap().is_empty());
     let records = stack.partition(&format!("PROBE#{source}")).await.unwrap();
