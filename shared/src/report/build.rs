@@ -296,7 +296,17 @@ impl Source<'_> {
             .collect();
         incidents.sort_by_key(|i| i.opened_at);
         let exposure = exposure(&records, window);
-        let verdict = verdict(&canary, &events, &exposure);
+        let mut verdict = verdict(&canary, &events, &exposure);
+        if let Some(gap) = coverage_gap(&canary, window) {
+            // Probes that start late or stop early leave days unevidenced: worth a look even
+            // when every probe there was fine (a rule added or removed on purpose explains it).
+            if verdict.level == VerdictLevel::Met {
+                verdict.level = VerdictLevel::AtRisk;
+                verdict.text = gap;
+            } else {
+                verdict.text = format!("{}; {gap}", verdict.text);
+            }
+        }
         RuleReport {
             source_bucket: self.bucket.to_owned(),
             rule_id: rule.to_owned(),
@@ -341,6 +351,22 @@ fn findings(days: &[AuditDay]) -> Vec<AuditFindingSeen> {
 
 fn percent(share: &Share) -> String {
     format!("{:.2}%", share.share * 100.0)
+}
+
+/// Whether the canary's probes of a rule leave more than a day of the period (to now)
+/// unprobed at its start or end, said as a verdict clause.
+fn coverage_gap(canary: &CanaryFigures, window: &Window) -> Option<String> {
+    let (first, last) = (canary.first_probe_at?, canary.last_probe_at?);
+    let day = chrono::Duration::days(1);
+    let late_start = first - window.from > day;
+    let early_stop = window.end() - last > day;
+    (late_start || early_stop).then(|| {
+        format!(
+            "probed only from {} to {}",
+            first.format("%Y-%m-%d %H:%M"),
+            last.format("%Y-%m-%d %H:%M UTC")
+        )
+    })
 }
 
 /// One line per rule: the worst thing the period shows, or that the target was met.

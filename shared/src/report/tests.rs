@@ -200,7 +200,28 @@ async fn a_month_of_history_gives_the_figures_the_raw_seed_gives() {
     assert!(starts.canary.days[..14]
         .iter()
         .all(|d| d.probes == 0 && d.p99_ms.is_none()));
+    assert!(
+        starts
+            .verdict
+            .text
+            .contains("probed only from 2026-11-15 12:0"),
+        "{}",
+        starts.verdict.text
+    );
     let stops = rule(&report, "stops-mid", A);
+    assert!(
+        stops
+            .verdict
+            .text
+            .contains("probed only from 2026-11-01 00:0")
+            && stops.verdict.text.contains("to 2026-11-10 05:30"),
+        "{}",
+        stops.verdict.text
+    );
+    assert!(!rule(&report, "whole-month", A)
+        .verdict
+        .text
+        .contains("probed only"));
     assert_eq!(
         stops
             .canary
