@@ -13,12 +13,9 @@ use std::fmt::Write;
 /// A missing figure.
 pub(crate) const NONE: &str = "–";
 
-/// A character that would be invisible or reorder text (controls are legal in S3 keys).
-pub(crate) fn hidden(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-        || c == '\u{feff}'
-}
+/// A character that would be invisible or reorder text (controls are legal in S3 keys): the
+/// same set pages escape.
+pub(crate) use crate::delivery::text::is_hidden as hidden;
 
 /// Text safe in HTML and XML, in elements and quoted attributes; hidden characters shown as
 /// Rust escapes (`\n`, `\u{202e}`), so a key reads as it is.
@@ -509,6 +506,11 @@ pub(crate) mod tests {
             escape(hostile),
             "&lt;a href=&#39;x&#39;&gt;&amp;&quot;\\n\\u{202e}"
         );
+        // Every character pages escape, line separators and soft hyphens included.
+        for c in ['\u{2028}', '\u{2029}', '\u{2060}', '\u{061c}', '\u{feff}'] {
+            assert!(!escape(&format!("a{c}b")).contains(c), "{c:?}");
+            assert!(!md(&format!("a{c}b")).contains(c), "{c:?}");
+        }
     }
 
     #[test]
