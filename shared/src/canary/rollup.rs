@@ -149,7 +149,7 @@ impl OutcomeCounts {
     }
 }
 
-/// One counted probe, kept short: `<put ms> <outcome> <latency ms|-> <resolved ms>`.
+/// One counted probe, kept short (see its `String` form).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub struct ProbeMark {
@@ -178,17 +178,70 @@ impl ProbeMark {
     }
 }
 
+/// The one-letter code of an outcome in a mark (upper case: never a base-36 digit).
+fn letter(status: ProbeStatus) -> char {
+    match status {
+        ProbeStatus::Pending => 'P',
+        ProbeStatus::Arrived => 'A',
+        ProbeStatus::Slow => 'S',
+        ProbeStatus::Missing => 'M',
+        ProbeStatus::Stalled => 'T',
+        ProbeStatus::Failed => 'F',
+        ProbeStatus::Unverifiable => 'U',
+    }
+}
+
+fn from_letter(c: char) -> Option<ProbeStatus> {
+    [
+        ProbeStatus::Pending,
+        ProbeStatus::Arrived,
+        ProbeStatus::Slow,
+        ProbeStatus::Missing,
+        ProbeStatus::Stalled,
+        ProbeStatus::Failed,
+        ProbeStatus::Unverifiable,
+    ]
+    .into_iter()
+    .find(|status| letter(*status) == c)
+}
+
+/// A number in base 36 (lower case), `-` in front when negative.
+fn base36(n: i64) -> String {
+    let mut digits = Vec::new();
+    let mut rest = n.unsigned_abs();
+    loop {
+        digits.push(char::from_digit((rest % 36) as u32, 36).unwrap_or('0'));
+        rest /= 36;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        digits.push('-');
+    }
+    digits.iter().rev().collect()
+}
+
+fn from_base36(text: &str) -> Option<i64> {
+    match text.strip_prefix('-') {
+        Some(digits) => i64::from_str_radix(digits, 36).ok().map(|n| -n),
+        None => i64::from_str_radix(text, 36).ok(),
+    }
+}
+
+/// `<put ms><outcome letter><latency ms>.<resolved - put ms>`, numbers in base 36 (a
+/// probe's mark is about 16 characters: a roll-up holds one per probe).
 impl From<ProbeMark> for String {
     fn from(mark: ProbeMark) -> String {
         let latency = mark
             .latency_ms
-            .map_or_else(|| "-".to_owned(), |ms| ms.to_string());
+            .map(|ms| base36(i64::try_from(ms).unwrap_or(i64::MAX)))
+            .unwrap_or_default();
         format!(
-            "{} {} {} {}",
-            mark.put_ms,
-            mark.status.as_str(),
-            latency,
-            mark.resolved_ms
+            "{}{}{latency}.{}",
+            base36(mark.put_ms),
+            letter(mark.status),
+            base36(mark.resolved_ms.saturating_sub(mark.put_ms))
         )
     }
 }
@@ -198,21 +251,50 @@ impl TryFrom<String> for ProbeMark {
 
     fn try_from(text: String) -> Result<Self, Self::Error> {
         let bad = || format!("{text:?} is not a probe mark");
-        let mut parts = text.split(' ');
-        let mut next = || parts.next().ok_or_else(bad);
-        let put_ms = next()?.parse().map_err(|_| bad())?;
-        let status = ProbeStatus::parse(next()?).ok_or_else(bad)?;
-        let latency_ms = match next()? {
-            "-" => None,
-            ms => Some(ms.parse().map_err(|_| bad())?),
+        let at = text
+            .find(|c: char| c.is_ascii_uppercase())
+            .ok_or_else(bad)?;
+        let status = text[at..]
+            .chars()
+            .next()
+            .and_then(from_letter)
+            .ok_or_else(bad)?;
+        let put_ms = from_base36(&text[..at]).ok_or_else(bad)?;
+        let (latency, resolved) = text[at + 1..].split_once('.').ok_or_else(bad)?;
+        let latency_ms = match latency {
+            "" => None,
+            ms => Some(
+                from_base36(ms)
+                    .and_then(|n| u64::try_from(n).ok())
+                    .ok_or_else(bad)?,
+            ),
         };
-        let resolved_ms = next()?.parse().map_err(|_| bad())?;
+        let resolved_ms = put_ms.saturating_add(from_base36(resolved).ok_or_else(bad)?);
         Ok(ProbeMark {
             put_ms,
             status,
             latency_ms,
             resolved_ms,
         })
+    }
+}
+
+/// A roll-up's marks as one string, comma-separated: one attribute, not a list of hundreds.
+mod marks_text {
+    use super::ProbeMark;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(marks: &[ProbeMark], out: S) -> Result<S::Ok, S::Error> {
+        let text: Vec<String> = marks.iter().map(|m| String::from(*m)).collect();
+        out.serialize_str(&text.join(","))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Vec<ProbeMark>, D::Error> {
+        let text = String::deserialize(input)?;
+        text.split(',')
+            .filter(|mark| !mark.is_empty())
+            .map(|mark| ProbeMark::try_from(mark.to_owned()).map_err(serde::de::Error::custom))
+            .collect()
     }
 }
 
@@ -238,7 +320,7 @@ pub struct DailyRollup {
     #[serde(default)]
     pub latency: LatencyHistogram,
     /// Every counted probe, in write order.
-    #[serde(default)]
+    #[serde(default, with = "marks_text")]
     pub marks: Vec<ProbeMark>,
 }
 
@@ -347,8 +429,44 @@ mod tests {
         let json = serde_json::to_string(&day).unwrap();
         let back: DailyRollup = serde_json::from_str(&json).unwrap();
         assert_eq!(back, day);
-        assert!(ProbeMark::try_from("1 ARRIVED x 2".to_owned()).is_err());
-        assert!(ProbeMark::try_from("1 NOPE - 2".to_owned()).is_err());
+        for text in [
+            "",
+            "1",
+            "1A",
+            "1X2.3",
+            "zzzzzzzzzzzzzzzzzzA.1",
+            "A1.2",
+            "1A-.2",
+            "1A2.",
+            "1A2.!",
+        ] {
+            assert!(ProbeMark::try_from(text.to_owned()).is_err(), "{text:?}");
+        }
+        let marks = [
+            ProbeMark {
+                put_ms: 1_764_547_200_123,
+                status: ProbeStatus::Arrived,
+                latency_ms: Some(33_500),
+                resolved_ms: 1_764_547_233_900,
+            },
+            ProbeMark {
+                put_ms: 1_764_547_500_000,
+                status: ProbeStatus::Missing,
+                latency_ms: None,
+                resolved_ms: 1_764_548_400_000,
+            },
+            ProbeMark {
+                put_ms: -5,
+                status: ProbeStatus::Unverifiable,
+                latency_ms: Some(0),
+                resolved_ms: -7,
+            },
+        ];
+        for mark in marks {
+            let text = String::from(mark);
+            assert!(text.len() <= 20, "{text}");
+            assert_eq!(ProbeMark::try_from(text).unwrap(), mark);
+        }
     }
 
     #[test]
