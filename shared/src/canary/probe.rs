@@ -40,19 +40,20 @@ impl ProbeStatus {
         }
     }
 
+    /// Every status, for the readers of their text forms.
+    pub const ALL: [ProbeStatus; 7] = [
+        ProbeStatus::Pending,
+        ProbeStatus::Arrived,
+        ProbeStatus::Slow,
+        ProbeStatus::Missing,
+        ProbeStatus::Stalled,
+        ProbeStatus::Failed,
+        ProbeStatus::Unverifiable,
+    ];
+
     /// The inverse of [`ProbeStatus::as_str`].
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            ProbeStatus::Pending,
-            ProbeStatus::Arrived,
-            ProbeStatus::Slow,
-            ProbeStatus::Missing,
-            ProbeStatus::Stalled,
-            ProbeStatus::Failed,
-            ProbeStatus::Unverifiable,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == text)
+        Self::ALL.into_iter().find(|status| status.as_str() == text)
     }
 
     /// A resolved probe that counts against the rule.

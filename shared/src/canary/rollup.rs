@@ -192,17 +192,9 @@ fn letter(status: ProbeStatus) -> char {
 }
 
 fn from_letter(c: char) -> Option<ProbeStatus> {
-    [
-        ProbeStatus::Pending,
-        ProbeStatus::Arrived,
-        ProbeStatus::Slow,
-        ProbeStatus::Missing,
-        ProbeStatus::Stalled,
-        ProbeStatus::Failed,
-        ProbeStatus::Unverifiable,
-    ]
-    .into_iter()
-    .find(|status| letter(*status) == c)
+    ProbeStatus::ALL
+        .into_iter()
+        .find(|status| letter(*status) == c)
 }
 
 /// A number in base 36 (lower case), `-` in front when negative.
@@ -386,32 +378,15 @@ mod tests {
     fn probe(minute: i64, status: ProbeStatus, latency_ms: Option<u64>) -> ProbeRecord {
         let put_at =
             Utc.with_ymd_and_hms(2026, 11, 30, 23, 0, 0).unwrap() + Duration::minutes(minute);
-        ProbeRecord {
-            source_bucket: "src".into(),
-            destination_bucket: "dst".into(),
-            destination_region: None,
-            rule_id: "r".into(),
-            run_id: format!("run-{minute}"),
-            key: format!("replmon-canary/r/run-{minute}"),
-            version_id: None,
+        crate::fakes::resolved_probe(
+            "src",
+            "dst",
+            "r",
             put_at,
-            deadline: put_at + Duration::minutes(15),
             status,
             latency_ms,
-            latency_min_ms: None,
-            latency_max_ms: None,
-            last_miss_at: None,
-            head_requests: 1,
-            resolved_at: Some(put_at + Duration::seconds(30)),
-            detail: None,
-            source_status: None,
-            source_region: None,
-            cleaned: false,
-            counted: false,
-            rolled_up: false,
-            cleanup_attempts: 0,
-            kms_refusal: None,
-        }
+            put_at + Duration::seconds(30),
+        )
     }
 
     #[test]

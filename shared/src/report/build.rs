@@ -11,7 +11,7 @@ use crate::incident::{Incident, IncidentCause};
 use crate::ledger::{LedgerError, ObjectRecord};
 use crate::redrive::RedriveRecord;
 use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 impl Period {
     /// A calendar month, UTC.
@@ -97,6 +97,7 @@ pub async fn report<R: ReportReader>(
         now,
     };
     let (first, last) = (period.first_day(), period.last_day());
+    let days = days_of(first, last);
     let mut sources = Vec::new();
     let mut read = (0usize, 0usize);
     for bucket in buckets {
@@ -141,7 +142,7 @@ pub async fn report<R: ReportReader>(
             incidents: &incidents,
             redrives: &redrives,
         };
-        sources.push(source.report(&window, &days_of(first, last), &audit_days));
+        sources.push(source.report(&window, &days, &audit_days));
     }
     let mut summary: Vec<SummaryRow> = sources
         .iter()
@@ -150,6 +151,7 @@ pub async fn report<R: ReportReader>(
         .collect();
     summary.sort_by_key(|row| row.verdict.level);
     let error = histogram_error();
+    let notes = notes(period, now, error, read, unknown);
     Ok(Report {
         generated_at: now,
         period: period.clone(),
@@ -157,31 +159,40 @@ pub async fn report<R: ReportReader>(
         percentile_error: error,
         summary,
         sources,
-        notes: {
-            let mut notes: Vec<String> = vec![
-            "All times are UTC; days are UTC days.".into(),
-            "Canary figures are probe-sampled: one probe per rule and destination each canary run. S3's Replication Time Control SLA counts all objects; the confidence interval (95%, Wilson score) is for the sampled share.".into(),
-            format!("Latency percentiles come from the canary's daily log-scale histograms ({} buckets per doubling) and are within ±{:.1}% of the exact value; the maximum is exact.", crate::canary::rollup::BUCKETS_PER_OCTAVE, error * 100.0),
-            "Blind time is the longest time between probes that replicated, between a rule's first probe in the period and its last probe's outcome.".into(),
-            "Event figures count distinct object versions S3 reported (failed, missed the threshold, replicated after it); the canary's own probe objects are left out. A replication incident is judged as of the period's end from its object versions: open while one was missing then, else resolved when its last one was repaired (a re-drive, or a late arrival).".into(),
-            "Canary incidents are replayed from the probes (and the week before the period) with the canary's own rule: its bad probes in a row, or one failure, open one; the next probe that arrives in time closes it. Their \"paged\" time is when that rule paged.".into(),
-            format!("Read {} daily roll-ups and {} object records.", read.0, read.1),
-        ];
-            if period.to > now {
-                notes.push(format!(
-                "The period has not ended: figures run to {} (generated), and \"at the end of the period\" means then.",
-                now.format("%Y-%m-%d %H:%M UTC")
-            ));
-            }
-            if period.from < now - chrono::Duration::days(LEDGER_TTL_DAYS) {
-                notes.push(format!("Object records and incidents expire after REPLMON_LEDGER_TTL_DAYS ({LEDGER_TTL_DAYS} by default) while the canary's roll-ups stay 400 days: event figures of a period that long ago may be incomplete."));
-            }
-            notes.extend(unknown.into_iter().map(|bucket| {
-                format!("The ledger has no record of bucket {bucket}: check the name (--bucket).")
-            }));
-            notes
-        },
+        notes,
     })
+}
+
+/// What the figures are and are not, and what was read.
+fn notes(
+    period: &Period,
+    now: DateTime<Utc>,
+    error: f64,
+    read: (usize, usize),
+    unknown: Vec<String>,
+) -> Vec<String> {
+    let mut notes: Vec<String> = vec![
+        "All times are UTC; days are UTC days.".into(),
+        "Canary figures are probe-sampled: one probe per rule and destination each canary run. S3's Replication Time Control SLA counts all objects; the confidence interval (95%, Wilson score) is for the sampled share.".into(),
+        format!("Latency percentiles come from the canary's daily log-scale histograms ({} buckets per doubling) and are within ±{:.1}% of the exact value; the maximum is exact.", crate::canary::rollup::BUCKETS_PER_OCTAVE, error * 100.0),
+        "Blind time is the longest time between probes that replicated, between a rule's first probe in the period and its last probe's outcome.".into(),
+        "Event figures count distinct object versions S3 reported (failed, missed the threshold, replicated after it); the canary's own probe objects are left out. A replication incident is judged as of the period's end from its object versions: open while one was missing then, else resolved when its last one was repaired (a re-drive, or a late arrival).".into(),
+        "Canary incidents are replayed from the probes (and the week before the period) with the canary's own rule: its bad probes in a row, or one failure, open one; the next probe that arrives in time closes it. Their \"paged\" time is when that rule paged.".into(),
+        format!("Read {} daily roll-ups and {} object records.", read.0, read.1),
+    ];
+    if period.to > now {
+        notes.push(format!(
+            "The period has not ended: figures run to {} (generated), and \"at the end of the period\" means then.",
+            now.format("%Y-%m-%d %H:%M UTC")
+        ));
+    }
+    if period.from < now - chrono::Duration::days(LEDGER_TTL_DAYS) {
+        notes.push(format!("Object records and incidents expire after REPLMON_LEDGER_TTL_DAYS ({LEDGER_TTL_DAYS} by default) while the canary's roll-ups stay 400 days: event figures of a period that long ago may be incomplete."));
+    }
+    notes.extend(unknown.into_iter().map(|bucket| {
+        format!("The ledger has no record of bucket {bucket}: check the name (--bucket).")
+    }));
+    notes
 }
 
 struct Source<'a> {
@@ -193,45 +204,61 @@ struct Source<'a> {
     redrives: &'a [RedriveRecord],
 }
 
-impl Source<'_> {
+/// What one rule and destination of a source has, gathered in one pass over the source.
+#[derive(Default)]
+struct RuleInputs<'a> {
+    rollups: Vec<&'a DailyRollup>,
+    earlier: Vec<&'a DailyRollup>,
+    records: Vec<&'a ObjectRecord>,
+    spans: Vec<IncidentSpan>,
+    /// Something of it falls in the period (roll-ups of the week before alone do not count).
+    active: bool,
+}
+
+impl<'a> Source<'a> {
     fn report(&self, window: &Window, days: &[NaiveDate], audit: &[AuditDay]) -> SourceReport {
         // Rules with anything in the period: canary days, object versions, incidents.
-        let mut rules: BTreeSet<(&str, &str)> = BTreeSet::new();
-        rules.extend(
-            self.rollups
-                .iter()
-                .map(|r| (r.rule_id.as_str(), r.destination_bucket.as_str())),
-        );
-        rules.extend(
-            self.records
-                .iter()
-                .filter(|r| {
-                    window.holds(r.failed_at)
-                        || window.holds(r.late_at)
-                        || window.holds(r.replicated_late_at)
-                        || super::events::missing_at(r, window.end())
-                })
-                .map(|r| (r.rule_id.as_str(), r.destination_bucket.as_str())),
-        );
-        rules.extend(
-            self.incidents
-                .iter()
-                .filter(|i| {
-                    let records: Vec<&ObjectRecord> = self
-                        .records
-                        .iter()
-                        .filter(|r| {
-                            r.rule_id == i.key.rule_id
-                                && r.destination_bucket == i.key.destination_bucket
-                        })
-                        .collect();
-                    incident_span(i, &records, self.redrives, window).is_some()
-                })
-                .map(|i| (i.key.rule_id.as_str(), i.key.destination_bucket.as_str())),
-        );
-        let mut rules: Vec<RuleReport> = rules
+        let mut inputs: BTreeMap<(&'a str, &'a str), RuleInputs<'a>> = BTreeMap::new();
+        for rollup in self.rollups {
+            let entry = inputs
+                .entry((rollup.rule_id.as_str(), rollup.destination_bucket.as_str()))
+                .or_default();
+            entry.rollups.push(rollup);
+            entry.active = true;
+        }
+        for rollup in self.earlier {
+            inputs
+                .entry((rollup.rule_id.as_str(), rollup.destination_bucket.as_str()))
+                .or_default()
+                .earlier
+                .push(rollup);
+        }
+        for record in self.records {
+            let entry = inputs
+                .entry((record.rule_id.as_str(), record.destination_bucket.as_str()))
+                .or_default();
+            entry.records.push(record);
+            entry.active |= window.holds(record.failed_at)
+                || window.holds(record.late_at)
+                || window.holds(record.replicated_late_at)
+                || super::events::missing_at(record, window.end());
+        }
+        for incident in self.incidents {
+            let entry = inputs
+                .entry((
+                    incident.key.rule_id.as_str(),
+                    incident.key.destination_bucket.as_str(),
+                ))
+                .or_default();
+            if let Some(span) = incident_span(incident, &entry.records, self.redrives, window) {
+                entry.spans.push(span);
+                entry.active = true;
+            }
+        }
+        let mut rules: Vec<RuleReport> = inputs
             .into_iter()
-            .map(|(rule, destination)| self.rule(rule, destination, window, days))
+            .filter(|(_, inputs)| inputs.active)
+            .map(|((rule, destination), inputs)| self.rule(rule, destination, inputs, window, days))
             .collect();
         // Worst verdict first; among equals, the best-evidenced (most probes) first.
         rules.sort_by_key(|r| (r.verdict.level, std::cmp::Reverse(r.canary.outcomes.total)));
@@ -267,33 +294,20 @@ impl Source<'_> {
         &self,
         rule: &str,
         destination: &str,
+        inputs: RuleInputs<'_>,
         window: &Window,
         days: &[NaiveDate],
     ) -> RuleReport {
-        let rollups: Vec<&DailyRollup> = self
-            .rollups
-            .iter()
-            .filter(|r| r.rule_id == rule && r.destination_bucket == destination)
-            .collect();
-        let records: Vec<&ObjectRecord> = self
-            .records
-            .iter()
-            .filter(|r| r.rule_id == rule && r.destination_bucket == destination)
-            .collect();
-        let earlier: Vec<&DailyRollup> = self
-            .earlier
-            .iter()
-            .filter(|r| r.rule_id == rule && r.destination_bucket == destination)
-            .collect();
+        let RuleInputs {
+            rollups,
+            earlier,
+            records,
+            spans,
+            ..
+        } = inputs;
         let (canary, canary_incidents) = canary_figures(&rollups, &earlier, days);
         let events = event_figures(&records, window);
-        let mut incidents: Vec<IncidentSpan> = self
-            .incidents
-            .iter()
-            .filter(|i| i.key.rule_id == rule && i.key.destination_bucket == destination)
-            .filter_map(|i| incident_span(i, &records, self.redrives, window))
-            .chain(canary_incidents)
-            .collect();
+        let mut incidents: Vec<IncidentSpan> = spans.into_iter().chain(canary_incidents).collect();
         incidents.sort_by_key(|i| i.opened_at);
         let exposure = exposure(&records, window);
         let mut verdict = verdict(&canary, &events, &exposure);
@@ -349,7 +363,8 @@ fn findings(days: &[AuditDay]) -> Vec<AuditFindingSeen> {
     seen
 }
 
-fn percent(share: &Share) -> String {
+/// A share as the verdicts and the terminal summary write it: `99.71%`.
+pub(super) fn percent(share: &Share) -> String {
     format!("{:.2}%", share.share * 100.0)
 }
 

@@ -6,7 +6,7 @@ use crate::delivery::text::untrusted_brief;
 use std::fmt::Write as _;
 
 fn share(share: Option<&Share>) -> String {
-    share.map_or_else(|| "-".to_owned(), |s| format!("{:.2}%", s.share * 100.0))
+    share.map_or_else(|| "-".to_owned(), super::build::percent)
 }
 
 pub fn summary_text(report: &Report) -> String {
