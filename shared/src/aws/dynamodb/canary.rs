@@ -134,6 +134,44 @@ pub(super) fn record_from_item<T: DeserializeOwned>(item: &Item) -> Result<T, Le
     serde_json::from_value(Value::Object(fields)).map_err(|e| corrupt(item, &e.to_string()))
 }
 
+impl DynamoDbLedger {
+    /// A record stored attribute by attribute ([`record_item`]), and its revision.
+    pub(super) async fn revised_record<T: DeserializeOwned>(
+        &self,
+        (pk, sk): (String, String),
+        operation: &'static str,
+    ) -> Result<Option<(T, u64)>, LedgerError> {
+        let Some(item) = self.get(pk, sk, operation).await? else {
+            return Ok(None);
+        };
+        let revision = get_n(&item, "revision").ok_or_else(|| corrupt(&item, "no `revision`"))?;
+        Ok(Some((record_from_item(&item)?, revision)))
+    }
+
+    /// Write a record attribute by attribute if its revision is still `expected`
+    /// ([`Self::put_revised`]); `false` when someone wrote first.
+    pub(super) async fn put_revised_record<T: Serialize>(
+        &self,
+        record: &T,
+        key: (String, String),
+        entity: &str,
+        expected: Option<u64>,
+        expires_at: DateTime<Utc>,
+        operation: &'static str,
+    ) -> Result<bool, LedgerError> {
+        let item = record_item(
+            record,
+            key,
+            entity,
+            vec![
+                ("revision", n(expected.map_or(1, |r| r + 1))),
+                ("expires_at", n(expires_at.timestamp())),
+            ],
+        )?;
+        self.put_revised(item, expected, operation).await
+    }
+}
+
 impl CanaryStore for DynamoDbLedger {
     async fn claim_run(
         &self,
@@ -220,12 +258,8 @@ impl CanaryStore for DynamoDbLedger {
         destination_bucket: &str,
         rule_id: &str,
     ) -> Result<Option<(RuleHealth, u64)>, LedgerError> {
-        let (pk, sk) = health_key(source_bucket, destination_bucket, rule_id);
-        let Some(item) = self.get(pk, sk, "read canary health").await? else {
-            return Ok(None);
-        };
-        let revision = get_n(&item, "revision").ok_or_else(|| corrupt(&item, "no `revision`"))?;
-        Ok(Some((record_from_item(&item)?, revision)))
+        let key = health_key(source_bucket, destination_bucket, rule_id);
+        self.revised_record(key, "read canary health").await
     }
 
     async fn put_health(
@@ -239,18 +273,16 @@ impl CanaryStore for DynamoDbLedger {
             &health.destination_bucket,
             &health.rule_id,
         );
-        let item = record_item(
+        self.catalog_source(&health.source_bucket, expires_at).await;
+        self.put_revised_record(
             health,
             key,
             "canary-health",
-            vec![
-                ("revision", n(expected.map_or(1, |r| r + 1))),
-                ("expires_at", n(expires_at.timestamp())),
-            ],
-        )?;
-        self.catalog_source(&health.source_bucket, expires_at).await;
-        self.put_revised(item, expected, "write canary health")
-            .await
+            expected,
+            expires_at,
+            "write canary health",
+        )
+        .await
     }
 
     async fn claim_notice(
@@ -316,12 +348,8 @@ impl CanaryStore for DynamoDbLedger {
         rule_id: &str,
         day: NaiveDate,
     ) -> Result<Option<(DailyRollup, u64)>, LedgerError> {
-        let (pk, sk) = rollup_key(source_bucket, destination_bucket, rule_id, day);
-        let Some(item) = self.get(pk, sk, "read canary daily roll-up").await? else {
-            return Ok(None);
-        };
-        let revision = get_n(&item, "revision").ok_or_else(|| corrupt(&item, "no `revision`"))?;
-        Ok(Some((record_from_item(&item)?, revision)))
+        let key = rollup_key(source_bucket, destination_bucket, rule_id, day);
+        self.revised_record(key, "read canary daily roll-up").await
     }
 
     async fn put_daily_rollup(
@@ -336,17 +364,15 @@ impl CanaryStore for DynamoDbLedger {
             &rollup.rule_id,
             rollup.day,
         );
-        let item = record_item(
+        self.put_revised_record(
             rollup,
             key,
             "canary-rollup",
-            vec![
-                ("revision", n(expected.map_or(1, |r| r + 1))),
-                ("expires_at", n(expires_at.timestamp())),
-            ],
-        )?;
-        self.put_revised(item, expected, "write canary daily roll-up")
-            .await
+            expected,
+            expires_at,
+            "write canary daily roll-up",
+        )
+        .await
     }
 
     async fn note_findings(

@@ -2,9 +2,9 @@
 //! its revision), an index of the open ones (`REDRIVE_OPEN` / `<source>`: what the sweep reads),
 //! and the object records a finished job settles (one `BatchGetItem` per 100 versions).
 
-use super::canary::{record_from_item, record_item};
+use super::canary::record_item;
 use super::status::PartitionQuery;
-use super::{get_n, get_s, n, object_from_item, object_key_of, s, sdk_error, DynamoDbLedger, Item};
+use super::{get_s, n, object_from_item, object_key_of, s, sdk_error, DynamoDbLedger, Item};
 use crate::ledger::{LedgerError, ObjectRecord};
 use crate::redrive::files::JobObject;
 use crate::redrive::ports::StoredRedrive;
@@ -101,13 +101,8 @@ impl DynamoDbLedger {
 
 impl RedriveStore for DynamoDbLedger {
     async fn current(&self, source_bucket: &str) -> Result<Option<StoredRedrive>, LedgerError> {
-        let (pk, sk) = current_key(source_bucket);
-        let Some(item) = self.get(pk, sk, "read re-drive").await? else {
-            return Ok(None);
-        };
-        let revision =
-            get_n(&item, "revision").ok_or_else(|| super::corrupt(&item, "no `revision`"))?;
-        Ok(Some((record_from_item(&item)?, revision)))
+        self.revised_record(current_key(source_bucket), "read re-drive")
+            .await
     }
 
     /// The index is written before an open record and removed after a finished one, so every
@@ -139,16 +134,16 @@ impl RedriveStore for DynamoDbLedger {
                 .map_err(|e| sdk_error("keep the finished re-drive", &e))?;
         }
         let expires_at = Utc::now() + chrono::Duration::days(RECORD_DAYS);
-        let item = record_item(
-            record,
-            current_key(&record.source_bucket),
-            "redrive",
-            vec![
-                ("revision", n(expected.map_or(1, |r| r + 1))),
-                ("expires_at", n(expires_at.timestamp())),
-            ],
-        )?;
-        let written = self.put_revised(item, expected, "write re-drive").await?;
+        let written = self
+            .put_revised_record(
+                record,
+                current_key(&record.source_bucket),
+                "redrive",
+                expected,
+                expires_at,
+                "write re-drive",
+            )
+            .await?;
         if written && !open {
             self.set_open_index(&record.source_bucket, false).await?;
         }
